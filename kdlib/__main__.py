@@ -1,0 +1,123 @@
+"""Command line: ``python -m kdlib {pretrain,run,study,reproduce} --scale smoke|full|paper``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from kdlib.config import METHODS, SCALES, scale_config
+from kdlib.errors import KDConfigError
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["n_train=500", "distill={\\"epochs\\": 2}"]`` -> dict; values are JSON when they parse, else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise KDConfigError("--set", pair, "KEY=VALUE, e.g. n_train=500 or distill='{\"epochs\": 2}'")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m kdlib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--scale", choices=SCALES, default="smoke", help="parameter set (default: smoke)")
+        p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+        p.add_argument("--dataset", default=None, help="digits, cifar10 (default), cifar100 or imagefolder:PATH")
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--results", default=None, help="results folder (default: results/)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("pretrain", help="pre-train the teacher and student of one scenario; print accuracies")
+    common(p)
+    p.add_argument("--scenario", default="disjoint")
+    p = sub.add_parser("run", help="one KD method on one scenario")
+    common(p)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--force", action="store_true", help="run again even if stored")
+    p = sub.add_parser("study", help="every method on every scenario; prints the gain table")
+    common(p)
+    p.add_argument("--force", action="store_true", help="run again even if stored")
+    p = sub.add_parser("reproduce", help="execute every notebook in order with papermill; figures to figures/")
+    common(p)
+    p.add_argument("--output", default="runs/notebooks", help="folder for the executed notebooks")
+    p.add_argument("--only", default=None, help="comma-separated notebook name prefixes, e.g. 00,01")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    overrides = parse_overrides(args.set)
+    if args.dataset:
+        overrides["dataset"] = args.dataset
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    return scale_config(args.scale, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except (KDConfigError, FileNotFoundError, PermissionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "reproduce":
+        from kdlib.reproduce import reproduce
+
+        return reproduce(
+            args.scale,
+            output=args.output,
+            only=args.only,
+            device=args.device,
+            overrides=parse_overrides(args.set),
+            progress=not args.quiet,
+        )
+    from kdlib.results import ResultsStore
+    from kdlib.study import Study
+
+    cfg = config_from_args(args)
+    study = Study(cfg, ResultsStore.open("study", args.results), device=args.device, progress=not args.quiet)
+    if args.command == "pretrain":
+        print(
+            f"{study.dataset.description}: {len(study.dataset.x_train)} train / {len(study.dataset.x_test)} "
+            f"test images, scenario {args.scenario!r}, scale {cfg.scale}"
+        )
+        scenario = study.scenario(args.scenario)
+        for role, (_model, meta) in zip(("teacher", "student"), study.parties(args.scenario), strict=True):
+            party = 0 if role == "teacher" else 1
+            print(
+                f"{role:8s} party {party}: {meta['train_size']:5d} images, own classes {scenario.own_classes(party)}"
+                f" | test acc {100 * meta['test_acc']:5.1f}%  own {100 * meta['own_acc']:5.1f}%"
+                f"  unseen {_pct(meta['unseen_acc'])}"
+            )
+        return 0
+    if args.command == "run":
+        record = study.run(args.scenario, args.method, force=args.force)
+        print(json.dumps({k: v for k, v in record["metrics"].items()}, indent=1))
+        return 0
+    table = study.run_all(force=args.force)
+    print(f"\nGain in accuracy points (after - before), {study.dataset.description}, scale {cfg.scale}:")
+    print(table.to_string())
+    return 0
+
+
+def _pct(value: float) -> str:
+    return "  n/a" if value != value else f"{100 * value:5.1f}%"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

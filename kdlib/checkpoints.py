@@ -1,0 +1,63 @@
+"""Model checkpoints as safetensors files (no pickle), written atomically, with a JSON side-car of metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, so a crash leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Save ``model``'s weights to ``path`` (.safetensors) and ``meta`` beside it (.json); both atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_model(model, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta or {}, indent=1, default=str).encode())
+    return path
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load weights saved by ``save_checkpoint`` into ``model`` (strictly); return the metadata.
+
+    A truncated or corrupted file raises ``ValueError`` naming the file and saying to delete it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No checkpoint at {path}")
+    try:
+        load_model(model, str(path), strict=True, device="cpu")
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise ValueError(
+            f"Checkpoint {path} is corrupted or does not fit the model ({error}). Delete it and rerun: "
+            "it will be trained again."
+        ) from error
+    meta_path = path.with_suffix(".json")
+    return json.loads(meta_path.read_text()) if meta_path.exists() else {}

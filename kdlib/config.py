@@ -1,0 +1,145 @@
+"""Typed, validated specs of a study run, and the three scales (a scale is a set of parameters, not a code path)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from kdlib.errors import KDConfigError
+from kdlib.losses import check_alpha, check_temperature
+from kdlib.train import TrainConfig
+
+METHODS: tuple[str, ...] = ("finetune", "standard", "tuned", "dml", "dp")
+"""The methods of the study, all on the same transfer data and budget. ``finetune`` is the no-teacher baseline."""
+
+STUDY_SCENARIOS: tuple[str, ...] = ("iid", "dirichlet:1.0", "dirichlet:0.5", "dirichlet:0.1", "disjoint")
+TRANSFER_SETS: tuple[str, ...] = ("student", "union", "public")
+SCALES: tuple[str, ...] = ("smoke", "full", "paper")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything that decides a study's numbers. Same config, same machine -> same numbers.
+
+    Party 0 of each scenario is the teacher, party 1 the student. ``transfer`` picks the KD data: the student's
+    own partition (default), the union of both parties' data, or a public split held out of the training set
+    before partitioning (``public_fraction`` of it).
+    """
+
+    scale: str = "smoke"
+    dataset: str = "cifar10"
+    n_train: int | None = 3000
+    n_test: int | None = 2000
+    seed: int = 0
+    scenarios: tuple[str, ...] = STUDY_SCENARIOS
+    methods: tuple[str, ...] = METHODS
+    teacher_model: str = "cnn"
+    student_model: str = "cnn-small"
+    pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=64, lr=0.05))
+    distill: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=64, lr=0.01))
+    temperature: float = 4.0
+    alpha: float = 0.5
+    grid_temperatures: tuple[float, ...] = (1.0, 4.0, 16.0)
+    grid_alphas: tuple[float, ...] = (0.25, 0.5, 0.9)
+    val_fraction: float = 0.2
+    transfer: str = "student"
+    public_fraction: float = 0.2
+    dp_variant: str = "supervised"
+    dml_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise KDConfigError("scale", self.scale, f"one of {', '.join(SCALES)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise KDConfigError("methods", self.methods, f"a non-empty list from {', '.join(METHODS)}")
+        if not self.scenarios:
+            raise KDConfigError("scenarios", self.scenarios, "at least one partition scenario, e.g. 'iid'")
+        check_temperature(self.temperature)
+        check_alpha(self.alpha)
+        check_temperature(self.dml_temperature)
+        for t in self.grid_temperatures:
+            check_temperature(t)
+        for a in self.grid_alphas:
+            check_alpha(a)
+        if not self.grid_temperatures or not self.grid_alphas:
+            raise KDConfigError("grid", (self.grid_temperatures, self.grid_alphas), "at least one T and one alpha")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise KDConfigError("val_fraction", self.val_fraction, "a fraction strictly between 0 and 1")
+        if self.transfer not in TRANSFER_SETS:
+            raise KDConfigError("transfer", self.transfer, f"one of {', '.join(TRANSFER_SETS)}")
+        if not 0.0 < self.public_fraction < 1.0:
+            raise KDConfigError("public_fraction", self.public_fraction, "a fraction strictly between 0 and 1")
+        if self.dp_variant not in ("supervised", "unsupervised"):
+            raise KDConfigError("dp_variant", self.dp_variant, "'supervised' or 'unsupervised'")
+        for name in ("n_train", "n_test"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 20):
+                raise KDConfigError(name, value, "None (all) or an integer >= 20")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> StudyConfig:
+        """A copy with some fields changed (train configs may be given as dicts)."""
+        for name in ("pretrain", "distill"):
+            if isinstance(changes.get(name), dict):
+                changes[name] = TrainConfig(**{**asdict(getattr(self, name)), **changes[name]})
+        known = {f.name for f in fields(self)}
+        for key in changes:
+            if key not in known:
+                raise KDConfigError(key, changes[key], f"a field of StudyConfig: {', '.join(sorted(known))}")
+        for key in ("scenarios", "methods", "grid_temperatures", "grid_alphas"):
+            if key in changes and isinstance(changes[key], str):
+                changes[key] = tuple(s.strip() for s in changes[key].split(",") if s.strip())
+            if key in changes:
+                changes[key] = tuple(changes[key])
+        for key in ("grid_temperatures", "grid_alphas"):
+            if key in changes:
+                changes[key] = tuple(float(v) for v in changes[key])
+        return replace(self, **changes)
+
+
+_SCALE_SETTINGS: dict[str, dict[str, Any]] = {
+    # CPU, a notebook in about a minute: what CI runs.
+    "smoke": {},
+    # CPU, about an hour for the whole study.
+    "full": dict(
+        n_train=20000,
+        n_test=5000,
+        teacher_model="resnet20",
+        student_model="resnet8",
+        pretrain={"epochs": 15, "lr": 0.05, "augment": True},
+        distill={"epochs": 6, "lr": 0.01},
+        grid_temperatures=(1.0, 2.0, 4.0, 8.0, 16.0),
+        grid_alphas=(0.1, 0.25, 0.5, 0.75, 0.9),
+    ),
+    # GPU, the paper's sizes: all of CIFAR-10.
+    "paper": dict(
+        n_train=None,
+        n_test=None,
+        teacher_model="resnet56",
+        student_model="resnet20",
+        pretrain={"epochs": 60, "lr": 0.1, "batch_size": 128, "augment": True},
+        distill={"epochs": 20, "lr": 0.01, "batch_size": 128},
+        grid_temperatures=(1.0, 2.0, 4.0, 8.0, 16.0),
+        grid_alphas=(0.1, 0.25, 0.5, 0.75, 0.9),
+    ),
+}
+
+
+def scale_config(scale: str = "smoke", **overrides: Any) -> StudyConfig:
+    """The study config of a named scale, with any field overridden (papermill / CLI parameters)."""
+    if scale not in _SCALE_SETTINGS:
+        raise KDConfigError("scale", scale, f"one of {', '.join(SCALES)}")
+    settings = {**_SCALE_SETTINGS[scale], "scale": scale}
+    overrides = {k: v for k, v in overrides.items() if v is not None or k in ("n_train", "n_test")}
+    return StudyConfig().replace(**settings).replace(**overrides)
+
+
+def config_key(payload: dict[str, Any]) -> str:
+    """A stable short hash of a JSON-able dict: the identity of a run, a checkpoint or a cache entry."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

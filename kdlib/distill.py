@@ -1,0 +1,233 @@
+"""The KD methods of the study, each a thin layer over ``train.fit``: standard, tuned, DML, data-partitioning,
+and the fine-tuning baseline. A frozen model's logits on un-augmented transfer data are computed once and looked
+up by sample index at every step (``frozen_logits``)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from kdlib.errors import KDConfigError
+from kdlib.losses import check_alpha, check_temperature, dml_losses, dp_select_targets, kd_loss
+from kdlib.metrics import accuracy
+from kdlib.train import TrainConfig, fit, predict_logits, resolve_device
+
+LogitSource = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``source(x_batch, sample_indices) -> logits`` of a frozen model for one batch."""
+
+
+def frozen_logits(model: nn.Module, x: torch.Tensor, cfg: TrainConfig, device: str | torch.device) -> LogitSource:
+    """A frozen model as a logit source: cached once on ``x`` unless augmentation changes the inputs each step."""
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    if cfg.augment:
+
+        @torch.no_grad()
+        def live(xb: torch.Tensor, _idx: torch.Tensor) -> torch.Tensor:
+            return model(xb)
+
+        return live
+    cache = predict_logits(model, x, device=dev).to(dev)
+
+    def lookup(_xb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return cache[idx.to(dev)]
+
+    return lookup
+
+
+def check_same_classes(student: nn.Module, teachers: Sequence[nn.Module], x: torch.Tensor) -> None:
+    """Raise if a teacher and the student predict different numbers of classes."""
+    probe = x[:1]
+    with torch.no_grad():
+        n_student = student.eval()(probe.to(next(student.parameters()).device)).shape[-1]
+        for number, teacher in enumerate(teachers):
+            n_teacher = teacher.eval()(probe.to(next(teacher.parameters()).device)).shape[-1]
+            if n_teacher != n_student:
+                raise KDConfigError(
+                    f"teacher[{number}].num_classes", n_teacher, f"the student's number of classes ({n_student})"
+                )
+
+
+@dataclass
+class DistillOutcome:
+    """What one method run returns: per-epoch history and method-specific extras (routing, grid scores)."""
+
+    history: list[dict]
+    extra: dict = field(default_factory=dict)
+
+
+def run_finetune(student, x, y, cfg: TrainConfig, device="auto", progress=True, on_epoch_end=None) -> DistillOutcome:
+    """Baseline: the student keeps training on the transfer data with labels only (alpha = 0)."""
+
+    def batch_loss(xb, yb, _idx):
+        return nn.functional.cross_entropy(student(xb), yb)
+
+    return DistillOutcome(fit([student], x, y, batch_loss, cfg, device, "finetune", progress, on_epoch_end))
+
+
+def run_standard(
+    student,
+    teacher,
+    x,
+    y,
+    temperature: float,
+    alpha: float,
+    cfg: TrainConfig,
+    device="auto",
+    progress=True,
+    on_epoch_end=None,
+    teacher_source: LogitSource | None = None,
+) -> DistillOutcome:
+    """Hinton KD from one frozen teacher at temperature T with weight alpha (see ``losses.kd_loss``)."""
+    temperature, alpha = check_temperature(temperature), check_alpha(alpha)
+    check_same_classes(student, [teacher], x)
+    source = teacher_source or frozen_logits(teacher, x, cfg, device)
+
+    def batch_loss(xb, yb, idx):
+        return kd_loss(student(xb), source(xb, idx), yb, temperature, alpha)
+
+    desc = f"KD T={temperature:g} α={alpha:g}"
+    return DistillOutcome(fit([student], x, y, batch_loss, cfg, device, desc, progress, on_epoch_end))
+
+
+def run_dml(
+    peers: Sequence[nn.Module],
+    x,
+    y,
+    cfg: TrainConfig,
+    temperature: float = 1.0,
+    device="auto",
+    progress=True,
+    on_epoch_end=None,
+) -> DistillOutcome:
+    """Deep mutual learning: every peer is trained at once, each on CE plus KL towards the others."""
+    check_same_classes(peers[0], peers[1:], x)
+
+    def batch_loss(xb, yb, _idx):
+        return torch.stack(dml_losses([p(xb) for p in peers], yb, temperature)).sum()
+
+    return DistillOutcome(fit(list(peers), x, y, batch_loss, cfg, device, "DML", progress, on_epoch_end))
+
+
+def run_dp(
+    student,
+    teachers: Sequence[nn.Module],
+    x,
+    y,
+    temperature: float,
+    alpha: float,
+    cfg: TrainConfig,
+    variant: str = "supervised",
+    device="auto",
+    progress=True,
+    on_epoch_end=None,
+) -> DistillOutcome:
+    """Data-partitioning KD: per sample, distil from the most confident teacher where it beats a frozen copy of
+    the initial student, else from that frozen copy. ``extra["routing"]`` gives the share of samples per source."""
+    temperature, alpha = check_temperature(temperature), check_alpha(alpha)
+    check_same_classes(student, teachers, x)
+    initial = frozen_logits(copy.deepcopy(student), x, cfg, device)
+    sources = [frozen_logits(t, x, cfg, device) for t in teachers]
+    counts = torch.zeros(len(teachers) + 1, dtype=torch.long)
+
+    def batch_loss(xb, yb, idx):
+        target, chosen = dp_select_targets([s(xb, idx) for s in sources], initial(xb, idx), yb, variant)
+        counts.add_(torch.bincount(chosen.cpu(), minlength=len(counts)))
+        return kd_loss(student(xb), target, yb, temperature, alpha)
+
+    history = fit([student], x, y, batch_loss, cfg, device, "DP-KD", progress, on_epoch_end)
+    shares = (counts.float() / counts.sum().clamp(min=1)).tolist()
+    routing = {"initial_student": shares[0], **{f"teacher_{i}": s for i, s in enumerate(shares[1:])}}
+    return DistillOutcome(history, {"routing": routing})
+
+
+def split_validation(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``range(n)`` into (train, validation) index arrays, validation never empty."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    if n < 2:
+        raise KDConfigError("transfer data size", n, "at least 2 samples to carve a validation split")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def grid_search(
+    make_student: Callable[[], nn.Module],
+    teacher,
+    x,
+    y,
+    temperatures: Sequence[float],
+    alphas: Sequence[float],
+    cfg: TrainConfig,
+    val_fraction: float = 0.2,
+    device="auto",
+    progress=True,
+    evaluate: Callable[[nn.Module], dict] | None = None,
+) -> list[dict]:
+    """Score every (T, alpha) by the student's accuracy on a validation split carved from the transfer data.
+
+    Each grid point distils a fresh copy of the pre-trained student (``make_student()``) on the rest of the
+    transfer data. The teacher's logits are computed once for the whole grid. ``evaluate(student)`` may add
+    more columns per point (e.g. test accuracy for analysis; never used to choose).
+    """
+    train_idx, val_idx = split_validation(len(x), val_fraction, cfg.seed)
+    x_fit, y_fit, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    source = frozen_logits(teacher, x_fit, cfg, device)
+    val_before = accuracy(predict_logits(make_student(), x_val, device), y_val)
+    scores = []
+    points = list(itertools.product(temperatures, alphas))
+    for temperature, alpha in tqdm(points, desc="grid (T, α)", disable=not progress, leave=False):
+        student = make_student()
+        run_standard(student, teacher, x_fit, y_fit, temperature, alpha, cfg, device, False, teacher_source=source)
+        val_acc = accuracy(predict_logits(student, x_val, device), y_val)
+        row = {
+            "temperature": float(temperature),
+            "alpha": float(alpha),
+            "val_acc": val_acc,
+            "val_gain": val_acc - val_before,
+        }
+        if evaluate is not None:
+            row.update(evaluate(student))
+        scores.append(row)
+    return scores
+
+
+def best_point(scores: Sequence[dict], key: str = "val_acc") -> dict:
+    """The grid point with the highest ``key``; ties go to the earliest point (smaller T, then smaller alpha)."""
+    if not scores:
+        raise KDConfigError("grid", [], "at least one scored (T, alpha) point")
+    return max(scores, key=lambda row: (row[key], -scores.index(row)))
+
+
+def run_tuned(
+    make_student: Callable[[], nn.Module],
+    student,
+    teacher,
+    x,
+    y,
+    temperatures,
+    alphas,
+    cfg: TrainConfig,
+    val_fraction: float = 0.2,
+    device="auto",
+    progress=True,
+    on_epoch_end=None,
+    evaluate=None,
+) -> DistillOutcome:
+    """Tuned KD: pick (T, alpha) by ``grid_search`` on a validation split of the transfer data, then distil
+    ``student`` on all the transfer data with that pair (the same budget as standard KD)."""
+    scores = grid_search(
+        make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate
+    )
+    best = best_point(scores)
+    outcome = run_standard(
+        student, teacher, x, y, best["temperature"], best["alpha"], cfg, device, progress, on_epoch_end
+    )
+    outcome.extra.update({"grid": scores, "best_temperature": best["temperature"], "best_alpha": best["alpha"]})
+    return outcome

@@ -1,0 +1,113 @@
+"""Scenarios (a data set split among parties) and the pre-trained party models, cached by their full config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdlib.checkpoints import load_checkpoint, save_checkpoint
+from kdlib.config import StudyConfig, config_key
+from kdlib.data import Dataset, stratified_subset
+from kdlib.metrics import accuracy, group_accuracy
+from kdlib.models import build_model
+from kdlib.partition import PartitionSpec, parse_partition, partition_indices
+from kdlib.paths import cache_dir as default_cache_dir
+from kdlib.train import TrainConfig, predict_logits, seed_everything, train_supervised
+
+OWN_CLASS_SHARE = 0.01
+"""A class counts as one of a party's own classes when it makes up at least this share of the party's data."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One partition scenario of a data set: index arrays into ``x_train`` per party, and the public split."""
+
+    name: str
+    spec: PartitionSpec
+    parts: tuple[np.ndarray, ...]
+    public: np.ndarray | None
+    num_classes: int
+    labels: np.ndarray
+
+    def own_classes(self, party: int) -> list[int]:
+        """Classes that make up at least ``OWN_CLASS_SHARE`` of the party's data."""
+        counts = np.bincount(self.labels[self.parts[party]], minlength=self.num_classes)
+        return [int(c) for c in np.flatnonzero(counts >= max(1, OWN_CLASS_SHARE * counts.sum()))]
+
+    def unseen_classes(self, party: int) -> list[int]:
+        own = set(self.own_classes(party))
+        return [c for c in range(self.num_classes) if c not in own]
+
+
+def make_scenario(dataset: Dataset, text: str, cfg: StudyConfig, num_parties: int = 2) -> Scenario:
+    """Split ``dataset``'s training set as ``text`` says (see ``partition.parse_partition``).
+
+    With ``cfg.transfer == "public"`` a stratified ``public_fraction`` is held out first and the parties share
+    the rest; otherwise the parties share all of it.
+    """
+    spec = parse_partition(text, num_parties=num_parties)
+    labels = dataset.y_train.numpy()
+    private = np.arange(len(labels))
+    public = None
+    if cfg.transfer == "public":
+        public = stratified_subset(labels, round(len(labels) * cfg.public_fraction), cfg.seed)
+        private = np.setdiff1d(private, public)
+    local = partition_indices(labels[private], spec, seed=cfg.seed, num_classes=dataset.num_classes)
+    parts = tuple(np.sort(private[p]) for p in local)
+    return Scenario(text, spec, parts, public, dataset.num_classes, labels)
+
+
+def party_config(cfg: StudyConfig, scenario: str, party: int, model_name: str) -> dict:
+    """Everything that decides a pre-trained party's weights (its checkpoint key)."""
+    return {
+        "dataset": cfg.dataset,
+        "n_train": cfg.n_train,
+        "n_test": cfg.n_test,
+        "seed": cfg.seed,
+        "scenario": scenario,
+        "party": party,
+        "model": model_name,
+        "pretrain": cfg.pretrain.as_dict(),
+        "transfer": cfg.transfer if cfg.transfer == "public" else "private",
+        "public_fraction": cfg.public_fraction if cfg.transfer == "public" else None,
+    }
+
+
+def pretrained_party(
+    dataset: Dataset,
+    scenario: Scenario,
+    party: int,
+    model_name: str,
+    cfg: StudyConfig,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, dict]:
+    """The party's model trained on its own partition: loaded from the cache when this config was trained
+    before, else trained (seeded) and saved. Returns ``(model, meta)``, meta with test accuracies."""
+    settings = party_config(cfg, scenario.name, party, model_name)
+    path = Path(cache_dir or default_cache_dir()) / "parties" / f"{config_key(settings)}.safetensors"
+    seed_everything(cfg.seed * 1000 + party)
+    model = build_model(model_name, dataset.num_classes, dataset.in_shape)
+    if path.exists():
+        meta = load_checkpoint(model, path)
+        return model, meta
+    idx = torch.as_tensor(scenario.parts[party])
+    train_cfg = TrainConfig(**{**cfg.pretrain.as_dict(), "seed": cfg.seed * 1000 + party})
+    desc = f"pre-train party {party} ({model_name}, {scenario.name})"
+    train_supervised(model, dataset.x_train[idx], dataset.y_train[idx], train_cfg, device, desc, progress)
+    logits = predict_logits(model, dataset.x_test, device)
+    meta = {
+        "config": settings,
+        "test_acc": accuracy(logits, dataset.y_test),
+        "own_acc": group_accuracy(logits, dataset.y_test, scenario.own_classes(party)),
+        "unseen_acc": group_accuracy(logits, dataset.y_test, scenario.unseen_classes(party)),
+        "own_classes": scenario.own_classes(party),
+        "train_size": len(idx),
+    }
+    save_checkpoint(model.cpu(), path, meta)
+    return model, meta

@@ -1,0 +1,205 @@
+"""The study runner: for each scenario and method, pre-trained parties -> KD method -> metrics -> results store.
+
+A run whose config is stored already is skipped (resume), unless ``force``; so an interrupted study restarts
+where it stopped, and the pre-trained parties come from their checkpoint cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from kdlib.config import StudyConfig
+from kdlib.data import Dataset, load_dataset
+from kdlib.distill import DistillOutcome, run_dml, run_dp, run_finetune, run_standard, run_tuned
+from kdlib.errors import KDConfigError
+from kdlib.metrics import accuracy, distillation_metrics
+from kdlib.parties import Scenario, make_scenario, pretrained_party
+from kdlib.results import ResultsStore, run_key
+from kdlib.train import TrainConfig, predict_logits, seed_everything
+
+METHOD_FIELDS: dict[str, tuple[str, ...]] = {
+    "finetune": (),
+    "standard": ("temperature", "alpha"),
+    "tuned": ("grid_temperatures", "grid_alphas", "val_fraction"),
+    "dml": ("dml_temperature",),
+    "dp": ("temperature", "alpha", "dp_variant"),
+}
+COMMON_FIELDS = (
+    "dataset",
+    "n_train",
+    "n_test",
+    "seed",
+    "teacher_model",
+    "student_model",
+    "pretrain",
+    "distill",
+    "transfer",
+)
+
+
+def run_config(cfg: StudyConfig, scenario: str, method: str) -> dict:
+    """The fields that decide one (scenario, method) run: its identity in the results store."""
+    if method not in METHOD_FIELDS:
+        raise KDConfigError("method", method, f"one of {', '.join(METHOD_FIELDS)}")
+    full = cfg.as_dict()
+    fields = COMMON_FIELDS + METHOD_FIELDS[method] + (("public_fraction",) if cfg.transfer == "public" else ())
+    return {"scenario": scenario, "method": method, "scale": cfg.scale, **{k: full[k] for k in fields}}
+
+
+@dataclass
+class Study:
+    """A study config bound to its data, results store and device."""
+
+    cfg: StudyConfig
+    store: ResultsStore
+    device: str = "auto"
+    progress: bool = True
+    data_root: str | None = None
+    _scenarios: dict[str, Scenario] = field(default_factory=dict)
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        return load_dataset(
+            self.cfg.dataset,
+            self.data_root,
+            n_train=self.cfg.n_train,
+            n_test=self.cfg.n_test,
+            seed=self.cfg.seed,
+            progress=self.progress,
+        )
+
+    def scenario(self, name: str) -> Scenario:
+        if name not in self._scenarios:
+            self._scenarios[name] = make_scenario(self.dataset, name, self.cfg)
+        return self._scenarios[name]
+
+    def parties(self, name: str) -> tuple[tuple, tuple]:
+        """``((teacher, meta), (student, meta))`` of a scenario, pre-trained or loaded from the cache."""
+        scenario = self.scenario(name)
+        teacher = pretrained_party(
+            self.dataset, scenario, 0, self.cfg.teacher_model, self.cfg, self.device, progress=self.progress
+        )
+        student = pretrained_party(
+            self.dataset, scenario, 1, self.cfg.student_model, self.cfg, self.device, progress=self.progress
+        )
+        return teacher, student
+
+    def transfer_indices(self, scenario: Scenario) -> torch.Tensor:
+        if self.cfg.transfer == "student":
+            idx = scenario.parts[1]
+        elif self.cfg.transfer == "union":
+            idx = sorted({*scenario.parts[0].tolist(), *scenario.parts[1].tolist()})
+        else:
+            idx = scenario.public
+        return torch.as_tensor(idx, dtype=torch.long)
+
+    def run(self, scenario_name: str, method: str, force: bool = False) -> dict:
+        """Run one method on one scenario and store it; return the stored record (the old one if skipped)."""
+        config = run_config(self.cfg, scenario_name, method)
+        if not force and (old := self.store.get(run_key("distill", config))) is not None:
+            return old
+        started = time.perf_counter()
+        scenario = self.scenario(scenario_name)
+        (teacher, teacher_meta), (student, student_meta) = self.parties(scenario_name)
+        data = self.dataset
+        idx = self.transfer_indices(scenario)
+        x, y = data.x_train[idx], data.y_train[idx]
+        before = predict_logits(student, data.x_test, self.device)
+        teacher_test = predict_logits(teacher, data.x_test, self.device)
+        pristine = copy.deepcopy(student)
+        seed_everything(self.cfg.seed)
+        outcome = self._dispatch(method, student, teacher, pristine, x, y)
+        after = predict_logits(student, data.x_test, self.device)
+        metrics = distillation_metrics(
+            before, after, teacher_test, data.y_test, scenario.own_classes(1), data.num_classes
+        ).as_dict()
+        extra = dict(outcome.extra)
+        if method == "dml":
+            extra["teacher_acc_after"] = accuracy(predict_logits(teacher, data.x_test, self.device), data.y_test)
+        grid = extra.pop("grid", None)
+        metrics.update({k: v for k, v in extra.items() if not isinstance(v, dict)})
+        metrics.update({f"routing_{k}": v for k, v in extra.get("routing", {}).items()})
+        metrics.update(transfer_size=len(idx), student_own_classes=len(scenario.own_classes(1)))
+        return self.store.append(
+            "distill",
+            config,
+            metrics,
+            curves=outcome.history,
+            grid=grid,
+            parties={"teacher": teacher_meta, "student": student_meta},
+            wall_s=round(time.perf_counter() - started, 3),
+            description=data.description,
+        )
+
+    def _dispatch(self, method, student, teacher, pristine, x, y) -> DistillOutcome:
+        cfg, dev, prog = self.cfg, self.device, self.progress
+        train_cfg: TrainConfig = cfg.distill
+        x_test, y_test = self.dataset.x_test, self.dataset.y_test
+
+        def test_curve(_epoch: int) -> dict:
+            return {"test_acc": accuracy(predict_logits(student, x_test, dev), y_test)}
+
+        if method == "finetune":
+            return run_finetune(student, x, y, train_cfg, dev, prog, test_curve)
+        if method == "standard":
+            return run_standard(student, teacher, x, y, cfg.temperature, cfg.alpha, train_cfg, dev, prog, test_curve)
+        if method == "tuned":
+
+            def evaluate(model):  # stored for analysis only; the choice uses the validation split
+                return {"test_acc": accuracy(predict_logits(model, x_test, dev), y_test)}
+
+            return run_tuned(
+                lambda: copy.deepcopy(pristine),
+                student,
+                teacher,
+                x,
+                y,
+                cfg.grid_temperatures,
+                cfg.grid_alphas,
+                train_cfg,
+                cfg.val_fraction,
+                dev,
+                prog,
+                test_curve,
+                evaluate,
+            )
+        if method == "dml":
+            return run_dml([student, teacher], x, y, train_cfg, cfg.dml_temperature, dev, prog, test_curve)
+        if method == "dp":
+            return run_dp(
+                student, [teacher], x, y, cfg.temperature, cfg.alpha, train_cfg, cfg.dp_variant, dev, prog, test_curve
+            )
+        raise KDConfigError("method", method, f"one of {', '.join(METHOD_FIELDS)}")
+
+    def run_all(self, force: bool = False) -> pd.DataFrame:
+        """Every method on every scenario of the config (skipping stored runs); returns the gain table."""
+        jobs = [(s, m) for s in self.cfg.scenarios for m in self.cfg.methods]
+        bar = tqdm(jobs, desc=f"study ({self.cfg.scale})", disable=not self.progress)
+        for scenario_name, method in bar:
+            bar.set_postfix_str(f"{scenario_name} / {method}")
+            self.run(scenario_name, method, force=force)
+        return self.gain_table()
+
+    def frame(self) -> pd.DataFrame:
+        """This config's stored distillation runs, one row each (latest record per run)."""
+        keys = {run_key("distill", run_config(self.cfg, s, m)) for s in self.cfg.scenarios for m in self.cfg.methods}
+        df = self.store.frame("distill")
+        if df.empty:
+            return df
+        return df[df["key"].isin(keys)].drop_duplicates("key", keep="last")
+
+    def gain_table(self, metric: str = "gain") -> pd.DataFrame:
+        """Scenario x method table of a metric, in accuracy points (x100)."""
+        df = self.frame()
+        if df.empty:
+            return df
+        table = df.pivot_table(index="scenario", columns="method", values=metric) * 100
+        order = [s for s in self.cfg.scenarios if s in table.index]
+        return table.reindex(index=order, columns=[m for m in self.cfg.methods if m in table.columns]).round(2)

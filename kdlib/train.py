@@ -1,0 +1,166 @@
+"""The one training loop of kdlib: pre-training, distillation and evaluation all run through ``fit``."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from kdlib.errors import KDConfigError
+
+BatchLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``batch_loss(x_batch, y_batch, sample_indices) -> scalar loss`` for one batch on the training device."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How long and how fast to train. Validated on creation."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    optimizer: str = "sgd"
+    augment: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise KDConfigError("epochs", self.epochs, "an integer >= 0")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise KDConfigError("batch_size", self.batch_size, "an integer >= 1")
+        if not self.lr > 0:
+            raise KDConfigError("lr", self.lr, "a learning rate > 0")
+        if self.optimizer not in ("sgd", "adam"):
+            raise KDConfigError("optimizer", self.optimizer, "'sgd' or 'adam'")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present, else the CPU; other names are checked."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise KDConfigError("device", device, "'auto' or 'cpu': no CUDA device is visible on this machine")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise KDConfigError("device", device, "'auto', 'cpu' or 'cuda[:N]'") from None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (model initialisation draws from torch's global generator)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and random 4-pixel-padded crop, the usual CIFAR augmentation, on a batch."""
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(3), x)
+    pad = 4 if h >= 16 else 1
+    padded = nn.functional.pad(x, (pad, pad, pad, pad))
+    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
+    return padded[:, :, dy : dy + h, dx : dx + w]
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def fit(
+    modules: Sequence[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_loss: BatchLoss,
+    cfg: TrainConfig,
+    device: str | torch.device = "auto",
+    desc: str = "train",
+    progress: bool = True,
+    on_epoch_end: Callable[[int], dict] | None = None,
+) -> list[dict]:
+    """Train ``modules`` (all their parameters, one optimiser, cosine learning rate) on ``(x, y)``.
+
+    Batches are drawn in a seeded order; ``batch_loss`` sees each batch on ``device`` with the indices of its
+    samples (to look up cached teacher logits). Returns one record per epoch: mean loss and whatever
+    ``on_epoch_end(epoch)`` adds (e.g. a test accuracy). The modules stay on ``device``.
+    """
+    if len(x) != len(y):
+        raise KDConfigError("x/y", (len(x), len(y)), "as many labels as samples")
+    if len(x) == 0:
+        raise KDConfigError("training data", 0, "at least one sample")
+    dev = resolve_device(device)
+    params = [p for m in modules for p in m.to(dev).parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, cfg)
+    steps_per_epoch = (len(x) + cfg.batch_size - 1) // cfg.batch_size
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, cfg.epochs * steps_per_epoch))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict] = []
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False)
+    for epoch in range(cfg.epochs):
+        for m in modules:
+            m.train()
+        order = torch.randperm(len(x), generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, len(x), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            xb = x[idx]
+            if cfg.augment:
+                xb = augment_batch(xb, generator)
+            loss = batch_loss(xb.to(dev), y[idx].to(dev), idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            bar.update(1)
+        record = {"epoch": epoch + 1, "loss": total / count}
+        if on_epoch_end is not None:
+            record.update(on_epoch_end(epoch + 1))
+        history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}")
+    bar.close()
+    return history
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, device: str | torch.device = "auto", batch_size: int = 512
+) -> torch.Tensor:
+    """Logits of ``model`` (eval mode) on ``x``, returned on the CPU."""
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    outs = [model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def train_supervised(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    device: str | torch.device = "auto",
+    desc: str = "pre-train",
+    progress: bool = True,
+) -> list[dict]:
+    """Plain cross-entropy training (pre-training a party, or the fine-tuning baseline)."""
+
+    def batch_loss(xb: torch.Tensor, yb: torch.Tensor, _idx: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(xb), yb)
+
+    return fit([model], x, y, batch_loss, cfg, device=device, desc=desc, progress=progress)
