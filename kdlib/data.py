@@ -64,6 +64,11 @@ class _CifarSpec:
     url: str
     md5: str
 
+    @property
+    def archive_name(self) -> str:
+        """File name of the official archive, e.g. cifar-10-binary.tar.gz."""
+        return self.url.rsplit("/", 1)[-1]
+
 
 _CIFAR: dict[str, _CifarSpec] = {
     "cifar10": _CifarSpec(
@@ -305,10 +310,14 @@ class _BadCache(Exception):
 def _read_cache(path: Path, default_description: str) -> tuple[_Raw, str]:
     """Read a cache npz; returns the data and its stored source fingerprint ('' if none)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in _CACHE_KEYS}
-            description = str(npz["description"]) if "description" in npz.files else default_description
-            fingerprint = str(npz["fingerprint"]) if "fingerprint" in npz.files else ""
+        with open(path, "rb") as f:
+            npz = np.load(f, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with npz:
+                arrays = {k: npz[k] for k in _CACHE_KEYS}
+                description = str(npz["description"]) if "description" in npz.files else default_description
+                fingerprint = str(npz["fingerprint"]) if "fingerprint" in npz.files else ""
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise _BadCache(f"{type(err).__name__}: {err}") from err
     raw = _Raw(arrays["x_train"], arrays["y_train"].astype(np.int64), arrays["x_test"],
@@ -501,8 +510,8 @@ def _cifar_from_sources(spec: _CifarSpec, root: Path, download: bool, progress: 
     if spec.name == "cifar10" and archive.is_file():
         _extract_tree(archive, folder, progress)
         return _decode_tree(folder, _folder_description(spec, folder), progress)
-    if download:
-        _download_binary(spec, root, progress)
+    if download or (root / spec.archive_name).is_file():
+        _fetch_binary(spec, root, progress)
         return _read_cifar_binary(spec, root / spec.binary_dir)
     return None
 
@@ -596,20 +605,22 @@ def _extract_tree(archive: Path, folder: Path, progress: bool) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _download_binary(spec: _CifarSpec, root: Path, progress: bool) -> None:
-    """Fetch the official binary archive, verify its md5 and extract it into root."""
+def _fetch_binary(spec: _CifarSpec, root: Path, progress: bool) -> None:
+    """Download the official binary archive unless it is in root already, verify its md5, extract it."""
     root.mkdir(parents=True, exist_ok=True)
-    target = root / spec.url.rsplit("/", 1)[-1]
-    if not target.is_file():
-        fd, tmp = tempfile.mkstemp(dir=root, suffix=".part")
+    target = root / spec.archive_name
+    if target.is_file():
+        check_md5(target, spec.md5)
+    else:
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{target.name}-", suffix=".part")
         os.close(fd)
         try:
             with _progress_bar(0, f"downloading {target.name}", progress, unit="B") as bar:
                 urllib.request.urlretrieve(spec.url, tmp, reporthook=_report_hook(bar))
+            check_md5(tmp, spec.md5)
             os.replace(tmp, target)
         finally:
             Path(tmp).unlink(missing_ok=True)
-    check_md5(target, spec.md5)
     _safe_extract(target, root, progress)
 
 
@@ -636,6 +647,7 @@ def _missing_message(spec: _CifarSpec, root: Path, problem: str) -> str:
     if spec.name == "cifar10":
         lines.append(f"  4. the JPEG archive cifar10-jpeg.tar.gz at {default_archive()} "
                      f"(set {ARCHIVE_ENV} to its path); it is extracted into {root / spec.name}")
+    lines.append(f"  or the official archive itself: {root / spec.archive_name} (it is verified and extracted)")
     lines.append(f"Or pass download=True to fetch {spec.url} (needs internet), "
                  f"or set {DATA_ENV} (or root=) to the folder that holds the data.")
     if problem:

@@ -65,7 +65,7 @@ def kd_loss(
     alpha: float,
 ) -> torch.Tensor:
     """Hinton's KD loss: ``alpha * T^2 * KL(p_t^T || p_s^T) + (1 - alpha) * CE(s, y)`` (see module doc)."""
-    alpha = check_alpha(alpha)
+    alpha, temperature = check_alpha(alpha), check_temperature(temperature)
     hard = F.cross_entropy(student_logits, labels)
     if alpha == 0.0:
         return hard

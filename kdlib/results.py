@@ -77,14 +77,18 @@ class ResultsStore:
         if not self.path.exists():
             return []
         out = []
-        lines = self.path.read_bytes().split(b"\n")
-        for number, line in enumerate(lines, start=1):
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        complete = lines[:-1]  # a last piece without its newline is a write that did not finish
+        if lines[-1].strip():
+            warnings.warn(f"{self.path}: skipping an incomplete last record (interrupted write)", stacklevel=2)
+        for number, line in enumerate(complete, start=1):
             if not line.strip():
                 continue
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
-                warnings.warn(f"{self.path}:{number}: skipping an incomplete record (interrupted write)", stacklevel=2)
+                warnings.warn(f"{self.path}:{number}: skipping an unreadable record", stacklevel=2)
         return out
 
     def keys(self) -> set[str]:
@@ -99,9 +103,9 @@ class ResultsStore:
         return self.get(key) is not None
 
     def append(self, kind: str, config: dict[str, Any], metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        """Store one run. A run whose key is stored already is kept; the new one is added after it (``force``)."""
+        """Store one run. A run whose key is stored already is kept; the new one is added after it."""
         record = {
-            "key": config_key({"kind": kind, **config}),
+            "key": run_key(kind, config),
             "kind": kind,
             "config": config,
             "metrics": metrics,
@@ -135,7 +139,7 @@ class ResultsStore:
 
 def run_key(kind: str, config: dict[str, Any]) -> str:
     """The key that ``ResultsStore.append`` gives a run of this kind and config."""
-    return config_key({"kind": kind, **config})
+    return config_key({"kind": kind, "config": config})
 
 
 def _cut_partial_tail(handle: Any) -> None:

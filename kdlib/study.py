@@ -187,6 +187,16 @@ class Study:
             self.run(scenario_name, method, force=force)
         return self.gain_table()
 
+    def records(self, methods: tuple[str, ...] | None = None) -> list[dict]:
+        """The stored run records of this config (latest per run), for curves and tuning grids."""
+        wanted = {
+            run_key("distill", run_config(self.cfg, s, m))
+            for s in self.cfg.scenarios
+            for m in (methods or self.cfg.methods)
+        }
+        latest = {r["key"]: r for r in self.store.records() if r["key"] in wanted}
+        return list(latest.values())
+
     def frame(self) -> pd.DataFrame:
         """This config's stored distillation runs, one row each (latest record per run)."""
         keys = {run_key("distill", run_config(self.cfg, s, m)) for s in self.cfg.scenarios for m in self.cfg.methods}
@@ -203,3 +213,35 @@ class Study:
         table = df.pivot_table(index="scenario", columns="method", values=metric) * 100
         order = [s for s in self.cfg.scenarios if s in table.index]
         return table.reindex(index=order, columns=[m for m in self.cfg.methods if m in table.columns]).round(2)
+
+
+def open_study(
+    scale: str = "smoke",
+    device: str = "auto",
+    results: str | None = None,
+    progress: bool = True,
+    scenarios: str | list[str] | None = None,
+    **overrides,
+) -> Study:
+    """The study of a scale, as a notebook opens it (papermill parameters go straight in as overrides)."""
+    from kdlib.config import scale_config
+
+    if scenarios:
+        overrides["scenarios"] = scenarios
+    cfg = scale_config(scale, **overrides)
+    return Study(cfg, ResultsStore.open("study", results), device=device, progress=progress)
+
+
+def caption(study: Study, extra: str = "") -> str:
+    """The caption line of a figure from this study: data set, scale and sizes."""
+    from kdlib.plots import study_caption
+
+    data = study.dataset
+    models = f"teacher {study.cfg.teacher_model}, student {study.cfg.student_model}"
+    return study_caption(
+        data.description,
+        study.cfg.scale,
+        len(data.x_train),
+        len(data.x_test),
+        f"{models}{'; ' + extra if extra else ''}",
+    )

@@ -31,17 +31,29 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 0:
+        if not _is_int(self.epochs) or self.epochs < 0:
             raise KDConfigError("epochs", self.epochs, "an integer >= 0")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not _is_int(self.batch_size) or self.batch_size < 1:
             raise KDConfigError("batch_size", self.batch_size, "an integer >= 1")
-        if not self.lr > 0:
+        if not _is_number(self.lr) or not self.lr > 0:
             raise KDConfigError("lr", self.lr, "a learning rate > 0")
+        if not _is_number(self.momentum) or not 0 <= self.momentum < 1:
+            raise KDConfigError("momentum", self.momentum, "a number in [0, 1)")
+        if not _is_number(self.weight_decay) or self.weight_decay < 0:
+            raise KDConfigError("weight_decay", self.weight_decay, "a number >= 0")
         if self.optimizer not in ("sgd", "adam"):
             raise KDConfigError("optimizer", self.optimizer, "'sgd' or 'adam'")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

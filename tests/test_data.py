@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import shutil
@@ -13,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from kdlib import data
 from kdlib.data import (
     CIFAR10_CLASSES,
     Dataset,
@@ -296,10 +298,23 @@ def test_missing_cifar_names_the_layouts(tmp_path: Path) -> None:
         load_dataset("cifar100", root=tmp_path, progress=False)
 
 
-def test_corrupt_cache_without_source_says_delete_it(tmp_path: Path) -> None:
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("content", [
+    b"PK\x03\x04 this is not a whole zip file",
+    b"plain garbage",
+    _npz_bytes(x_train=np.zeros((2, 32, 32, 3), np.uint8)),  # keys missing
+    _npz_bytes(x_train=np.zeros((2, 32, 32, 3), np.uint8), y_train=np.zeros(3), x_test=np.zeros((1, 32, 32, 3)),
+               y_test=np.zeros(1), class_names=np.array(CIFAR10_CLASSES)),  # shapes and types wrong
+])
+def test_corrupt_cache_without_source_says_delete_it(tmp_path: Path, content: bytes) -> None:
     cache = tmp_path / "cache" / "cifar10.npz"
     cache.parent.mkdir()
-    cache.write_bytes(b"PK\x03\x04 this is not a whole zip file")
+    cache.write_bytes(content)
     with pytest.warns(UserWarning, match="unreadable"), pytest.raises(FileNotFoundError) as info:
         load_dataset("cifar10", root=tmp_path, progress=False)
     assert str(cache) in str(info.value) and "delete it" in str(info.value)
@@ -329,6 +344,26 @@ def test_check_md5(tmp_path: Path) -> None:
     check_md5(path, hashlib.md5(b"kdlib" * 1000).hexdigest().upper())
     with pytest.raises(KDConfigError, match="md5"):
         check_md5(path, "c32a1d4ab5d03f1284b67883e8d87530")
+
+
+def test_download_path_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """download=True, exercised with a file:// URL standing in for the official archive."""
+    _write_cifar10_binary(tmp_path / "src")
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
+    spec = dataclasses.replace(data._CIFAR["cifar10"], url=archive.as_uri(),
+                               md5=hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setitem(data._CIFAR, "cifar10", spec)
+    ds = load_dataset("cifar10", root=tmp_path / "a", download=True, progress=False)
+    assert ds.y_train.tolist() == list(range(10)) and (tmp_path / "a" / archive.name).is_file()
+    (tmp_path / "b").mkdir()
+    shutil.copy(archive, tmp_path / "b" / archive.name)  # a local copy is used without download=True
+    assert load_dataset("cifar10", root=tmp_path / "b", progress=False).description == "CIFAR-10"
+    monkeypatch.setitem(data._CIFAR, "cifar10", dataclasses.replace(spec, md5="0" * 32))
+    with pytest.raises(KDConfigError, match="md5"):
+        load_dataset("cifar10", root=tmp_path / "c", download=True, progress=False)
+    assert list((tmp_path / "c").iterdir()) == []  # a damaged download is not kept
 
 
 # --------------------------------------------------------------------------------------- the real data

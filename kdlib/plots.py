@@ -1,0 +1,227 @@
+"""Seaborn figures of the study, one function per figure. Each returns a matplotlib Figure; ``save_figure``
+writes it to ``figures/`` as PNG and SVG. Every figure carries a caption with its data set and scale."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline", "nbagg", "widget", "ipympl"):
+    matplotlib.use("Agg")  # headless-safe default outside notebooks
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from kdlib.paths import figures_dir
+
+METHOD_LABELS = {
+    "finetune": "fine-tune (no teacher)",
+    "standard": "standard KD",
+    "tuned": "tuned KD",
+    "dml": "mutual learning",
+    "dp": "data-partitioning KD",
+}
+
+
+def study_caption(description: str, scale: str, n_train: int, n_test: int, extra: str = "") -> str:
+    """One line naming the data, its size and the scale, for the bottom of every figure."""
+    text = f"{description}, {scale} scale: {n_train:,} train / {n_test:,} test images"
+    return f"{text}; {extra}" if extra else text
+
+
+def _finish(fig: plt.Figure, title: str, caption: str) -> plt.Figure:
+    fig.suptitle(title, fontsize=12)
+    fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=8, color="dimgray")
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    return fig
+
+
+def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None) -> list[Path]:
+    """Save ``fig`` as ``<folder>/<name>.png`` and ``.svg`` (folder default: the project's figures/)."""
+    folder = Path(folder) if folder is not None else figures_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.png", folder / f"{name}.svg"]
+    fig.savefig(paths[0], dpi=130)
+    fig.savefig(paths[1])
+    return paths
+
+
+def plot_partition_heatmaps(counts: dict[str, np.ndarray], class_names: Sequence[str], caption: str) -> plt.Figure:
+    """Class counts per party (rows) and class (columns), one heatmap per scenario."""
+    n = len(counts)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 1, 2.8), squeeze=False)
+    for ax, (label, matrix) in zip(axes[0], counts.items(), strict=True):
+        frame = pd.DataFrame(matrix, index=[f"party {i}" for i in range(len(matrix))], columns=list(class_names))
+        sns.heatmap(
+            frame,
+            ax=ax,
+            cmap="viridis",
+            cbar=ax is axes[0][-1],
+            annot=len(matrix) <= 3,
+            fmt="d",
+            annot_kws={"fontsize": 6},
+            cbar_kws={"label": "images"},
+        )
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("class")
+        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    return _finish(fig, "Who holds which classes: images per party and class", caption)
+
+
+def plot_heterogeneity(values: dict[str, float], caption: str) -> plt.Figure:
+    """One bar per scenario: its label-distribution heterogeneity (0 = same label mix, 1 = disjoint)."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    sns.barplot(x=list(values), y=list(values.values()), ax=ax, color="tab:blue")
+    ax.set_ylabel("heterogeneity (TV distance, 0-1)")
+    ax.set_xlabel("scenario")
+    ax.set_ylim(0, 1.05)
+    return _finish(fig, "Label skew of each scenario", caption)
+
+
+def plot_party_accuracy(frame: pd.DataFrame, caption: str) -> plt.Figure:
+    """Pre-trained parties: accuracy (%) on own and unseen classes per scenario.
+
+    ``frame`` columns: scenario, role (teacher/student), group (all/own/unseen), accuracy (in %).
+    """
+    grid = sns.catplot(
+        data=frame, x="scenario", y="accuracy", hue="group", col="role", kind="bar", height=3.2, aspect=1.4
+    )
+    grid.set_axis_labels("scenario", "test accuracy (%)")
+    for ax in grid.axes.flat:
+        ax.tick_params(axis="x", labelrotation=20)
+    return _finish(grid.figure, "Pre-trained parties: accuracy on their own vs. unseen classes", caption)
+
+
+def plot_method_gains(frame: pd.DataFrame, caption: str, metric: str = "gain", ylabel: str | None = None) -> plt.Figure:
+    """Bars of a distillation metric (in accuracy points) per scenario and method.
+
+    ``frame``: one row per run with columns scenario, method and ``metric`` (a fraction; shown x100).
+    """
+    data = frame.assign(points=frame[metric] * 100, method=frame["method"].map(METHOD_LABELS))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    sns.barplot(data=data, x="scenario", y="points", hue="method", ax=ax)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel(ylabel or f"{metric.replace('_', ' ')} (accuracy points)")
+    ax.set_xlabel("scenario")
+    ax.legend(fontsize=8, ncols=2)
+    return _finish(fig, f"Student {metric.replace('_', ' ')} per method and scenario", caption)
+
+
+def plot_knowledge_flips(frame: pd.DataFrame, caption: str) -> plt.Figure:
+    """Knowledge gained (wrong->right) and lost (right->wrong), in % of test images, per method and scenario."""
+    long = frame.melt(
+        id_vars=["scenario", "method"],
+        value_vars=["knowledge_gain", "knowledge_loss"],
+        var_name="flip",
+        value_name="share",
+    )
+    long["share"] *= 100
+    long["method"] = long["method"].map(METHOD_LABELS)
+    grid = sns.catplot(data=long, x="scenario", y="share", hue="method", col="flip", kind="bar", height=3.2, aspect=1.4)
+    grid.set_axis_labels("scenario", "test images flipped (%)")
+    return _finish(grid.figure, "Knowledge gained and forgotten by the student", caption)
+
+
+def plot_own_unseen(frame: pd.DataFrame, caption: str) -> plt.Figure:
+    """Student accuracy (%) on its own and on its unseen classes, before vs. after, per method."""
+    rows = []
+    for _, r in frame.iterrows():
+        for group in ("own", "unseen"):
+            for when in ("before", "after"):
+                rows.append(
+                    {
+                        "scenario": r["scenario"],
+                        "method": METHOD_LABELS.get(r["method"], r["method"]),
+                        "group": f"{group} classes",
+                        "when": when,
+                        "accuracy": 100 * r[f"{group}_{when}"],
+                    }
+                )
+    long = pd.DataFrame(rows).dropna()
+    grid = sns.catplot(
+        data=long,
+        x="method",
+        y="accuracy",
+        hue="when",
+        col="group",
+        row="scenario",
+        kind="bar",
+        height=2.4,
+        aspect=2.0,
+        sharey=False,
+    )
+    grid.set_axis_labels("", "test accuracy (%)")
+    for ax in grid.axes.flat:
+        ax.tick_params(axis="x", labelrotation=15, labelsize=7)
+    return _finish(grid.figure, "Own vs. unseen classes, before and after distillation", caption)
+
+
+def plot_curves(records: list[dict], caption: str, key: str = "test_acc") -> plt.Figure:
+    """Student test accuracy (%) per distillation epoch, one line per method, one panel per scenario."""
+    rows = [
+        {
+            "scenario": r["config"]["scenario"],
+            "method": METHOD_LABELS.get(r["config"]["method"]),
+            "epoch": c["epoch"],
+            "accuracy": 100 * c[key],
+        }
+        for r in records
+        for c in r.get("curves") or []
+        if key in c
+    ]
+    data = pd.DataFrame(rows)
+    grid = sns.relplot(
+        data=data,
+        x="epoch",
+        y="accuracy",
+        hue="method",
+        col="scenario",
+        kind="line",
+        marker="o",
+        height=2.8,
+        aspect=1.0,
+        col_wrap=min(5, data["scenario"].nunique()),
+    )
+    grid.set_axis_labels("distillation epoch", "student test accuracy (%)")
+    return _finish(grid.figure, "Learning curves of the student", caption)
+
+
+def plot_tuning_heatmaps(grids: dict[str, list[dict]], caption: str, value: str = "val_gain") -> plt.Figure:
+    """(T, alpha) heatmaps of a grid score (in points) per scenario; the chosen (best) cell is outlined."""
+    n = len(grids)
+    fig, axes = plt.subplots(1, n, figsize=(3.3 * n + 0.8, 3.2), squeeze=False)
+    for ax, (label, rows) in zip(axes[0], grids.items(), strict=True):
+        frame = pd.DataFrame(rows)
+        table = frame.pivot_table(index="temperature", columns="alpha", values=value) * 100
+        sns.heatmap(
+            table,
+            ax=ax,
+            annot=True,
+            fmt=".1f",
+            cmap="RdBu",
+            center=0,
+            annot_kws={"fontsize": 7},
+            cbar_kws={"label": f"{value.replace('_', ' ')} (points)"},
+        )
+        best = frame.loc[frame["val_acc"].idxmax()]
+        i, j = list(table.index).index(best["temperature"]), list(table.columns).index(best["alpha"])
+        ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, edgecolor="black", linewidth=2))
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("alpha (weight of the KD term)")
+        ax.set_ylabel("temperature T")
+    return _finish(fig, "Tuned KD: the (T, alpha) grid, chosen cell outlined (by validation accuracy)", caption)
+
+
+def plot_routing(frame: pd.DataFrame, caption: str) -> plt.Figure:
+    """Data-partitioning KD: share of transfer samples distilled from the teacher vs. the frozen student."""
+    data = frame.assign(teacher=100 * frame["routing_teacher_0"], student=100 * frame["routing_initial_student"])
+    long = data.melt(id_vars=["scenario"], value_vars=["teacher", "student"], var_name="source", value_name="share")
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    sns.barplot(data=long, x="scenario", y="share", hue="source", ax=ax)
+    ax.set_ylabel("transfer samples routed (%)")
+    ax.set_xlabel("scenario")
+    return _finish(fig, "Data-partitioning KD: which model teaches which samples", caption)

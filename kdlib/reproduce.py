@@ -1,0 +1,90 @@
+"""``python -m kdlib reproduce``: execute every study notebook in order with papermill.
+
+Executed copies go to an output folder (never over the sources); figures land in figures/. The first failing
+cell stops the run with the notebook, the cell and the error named.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from kdlib.config import SCALES
+from kdlib.errors import KDConfigError
+from kdlib.paths import PROJECT_ROOT, inside
+
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+
+
+def study_notebooks(only: str | None = None) -> list[Path]:
+    """The numbered study notebooks in order (``only``: comma-separated name prefixes, e.g. ``"00,03"``)."""
+    found = sorted(p for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        prefixes = [s.strip() for s in only.split(",") if s.strip()]
+        found = [p for p in found if any(p.name.startswith(prefix) for prefix in prefixes)]
+        if not found:
+            raise KDConfigError("only", only, "prefixes of notebooks in notebooks/, e.g. 00,03")
+    return found
+
+
+def notebook_parameters(path: Path, scale: str, device: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The papermill parameters this notebook declares, from the scale, the device and the overrides."""
+    import papermill as pm
+
+    declared = {p["name"] for p in pm.inspect_notebook(str(path)).values()}
+    params = {"scale": scale, "device": device}
+    config_overrides = {}
+    for key, value in overrides.items():
+        if key in declared:
+            params[key] = value
+        else:
+            config_overrides[key] = value
+    if config_overrides and "overrides" in declared:
+        params["overrides"] = config_overrides
+    return {k: v for k, v in params.items() if k in declared}
+
+
+def reproduce(
+    scale: str = "smoke",
+    output: str | Path = "runs/notebooks",
+    only: str | None = None,
+    device: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> int:
+    """Run the notebooks; return 0 when all ran, 1 at the first failure (with a message on stderr)."""
+    import papermill as pm
+
+    if scale not in SCALES:
+        raise KDConfigError("scale", scale, f"one of {', '.join(SCALES)}")
+    out_dir = inside(output, PROJECT_ROOT, "output")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = study_notebooks(only)
+    bar = tqdm(notebooks, desc=f"notebooks ({scale})", unit="nb", disable=not progress)
+    for path in bar:
+        bar.set_postfix_str(path.stem)
+        started = time.perf_counter()
+        target = out_dir / path.name
+        try:
+            pm.execute_notebook(
+                str(path),
+                str(target),
+                parameters=notebook_parameters(path, scale, device, overrides or {}),
+                cwd=str(NOTEBOOKS_DIR),
+                progress_bar=False,
+                kernel_name="python3",
+            )
+        except pm.PapermillExecutionError as error:
+            print(
+                f"\n{path.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
+                f"The executed copy with the traceback is {target}.",
+                file=sys.stderr,
+            )
+            return 1
+        tqdm.write(f"{path.name}: {time.perf_counter() - started:.0f} s")
+    print(f"All {len(notebooks)} notebooks ran at {scale} scale; executed copies in {out_dir}, figures in figures/.")
+    return 0
