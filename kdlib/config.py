@@ -35,7 +35,7 @@ class StudyConfig:
     seed: int = 0
     scenarios: tuple[str, ...] = STUDY_SCENARIOS
     methods: tuple[str, ...] = METHODS
-    teacher_model: str = "cnn"
+    teacher_model: str = "resnet8"
     student_model: str = "cnn-small"
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=64, lr=0.05))
     distill: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, batch_size=64, lr=0.01))
