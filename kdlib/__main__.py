@@ -18,6 +18,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise KDConfigError("--set", pair, "KEY=VALUE, e.g. n_train=500 or distill='{\"epochs\": 2}'")
         key, value = pair.split("=", 1)
+        if not key.strip():
+            raise KDConfigError("--set", pair, "KEY=VALUE with a config field name before '='")
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -78,18 +80,27 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "reproduce":
         from kdlib.reproduce import reproduce
 
+        overrides = parse_overrides(args.set)
+        if args.dataset:
+            overrides["dataset"] = args.dataset
+        if args.seed is not None:
+            overrides["seed"] = args.seed
         return reproduce(
             args.scale,
             output=args.output,
             only=args.only,
             device=args.device,
-            overrides=parse_overrides(args.set),
+            overrides=overrides,
             progress=not args.quiet,
         )
     from kdlib.results import ResultsStore
     from kdlib.study import Study
 
     cfg = config_from_args(args)
+    if args.command in ("pretrain", "run"):
+        from kdlib.partition import parse_partition
+
+        parse_partition(args.scenario)  # a bad --scenario fails here, before any data is loaded
     study = Study(cfg, ResultsStore.open("study", args.results), device=args.device, progress=not args.quiet)
     if args.command == "pretrain":
         print(

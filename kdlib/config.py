@@ -7,8 +7,11 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from kdlib.data import check_dataset_name
 from kdlib.errors import KDConfigError
 from kdlib.losses import check_alpha, check_temperature
+from kdlib.models import MODEL_NAMES
+from kdlib.partition import parse_partition
 from kdlib.train import TrainConfig
 
 METHODS: tuple[str, ...] = ("finetune", "standard", "tuned", "dml", "dp")
@@ -76,29 +79,55 @@ class StudyConfig:
             raise KDConfigError("dp_variant", self.dp_variant, "'supervised' or 'unsupervised'")
         for name in ("n_train", "n_test"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 20):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 20):
                 raise KDConfigError(name, value, "None (all) or an integer >= 20")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise KDConfigError("seed", self.seed, "an integer >= 0")
+        check_dataset_name(self.dataset)
+        for name in ("teacher_model", "student_model"):
+            if getattr(self, name) not in MODEL_NAMES:
+                raise KDConfigError(name, getattr(self, name), f"one of {', '.join(MODEL_NAMES)}")
+        for name in ("pretrain", "distill"):
+            if not isinstance(getattr(self, name), TrainConfig):
+                raise KDConfigError(name, getattr(self, name), "a TrainConfig or a dict of its fields")
+        for text in self.scenarios:
+            parse_partition(text)  # an unknown or malformed scenario fails here, naming ``partition``
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def replace(self, **changes: Any) -> StudyConfig:
         """A copy with some fields changed (train configs may be given as dicts)."""
-        for name in ("pretrain", "distill"):
-            if isinstance(changes.get(name), dict):
-                changes[name] = TrainConfig(**{**asdict(getattr(self, name)), **changes[name]})
         known = {f.name for f in fields(self)}
         for key in changes:
             if key not in known:
                 raise KDConfigError(key, changes[key], f"a field of StudyConfig: {', '.join(sorted(known))}")
+        for name in ("pretrain", "distill"):
+            if isinstance(changes.get(name), dict):
+                train_fields = {f.name for f in fields(TrainConfig)}
+                for key in changes[name]:
+                    if key not in train_fields:
+                        allowed = f"one of {', '.join(sorted(train_fields))}"
+                        raise KDConfigError(f"{name}.{key}", changes[name][key], allowed)
+                try:
+                    changes[name] = TrainConfig(**{**asdict(getattr(self, name)), **changes[name]})
+                except KDConfigError as err:
+                    raise KDConfigError(f"{name}.{err.field}", err.value, err.allowed) from None
         for key in ("scenarios", "methods", "grid_temperatures", "grid_alphas"):
             if key in changes and isinstance(changes[key], str):
                 changes[key] = tuple(s.strip() for s in changes[key].split(",") if s.strip())
+            if key in ("grid_temperatures", "grid_alphas") and type(changes.get(key)) in (int, float):
+                changes[key] = (changes[key],)  # one number: a grid of one point (``--set grid_alphas=0.5``)
             if key in changes:
+                if not isinstance(changes[key], list | tuple):
+                    raise KDConfigError(key, changes[key], "a list, or a comma-separated string, e.g. 'iid,disjoint'")
                 changes[key] = tuple(changes[key])
         for key in ("grid_temperatures", "grid_alphas"):
             if key in changes:
-                changes[key] = tuple(float(v) for v in changes[key])
+                try:
+                    changes[key] = tuple(float(v) for v in changes[key])
+                except (TypeError, ValueError):
+                    raise KDConfigError(key, changes[key], "a list of numbers, e.g. '1,4,16'") from None
         return replace(self, **changes)
 
 

@@ -23,12 +23,14 @@ import torch
 from tqdm.auto import tqdm
 
 from kdlib.errors import KDConfigError
+from kdlib.paths import user_folder
 
 __all__ = [
     "CIFAR10_CLASSES",
     "CIFAR_MEAN",
     "CIFAR_STD",
     "Dataset",
+    "check_dataset_name",
     "check_md5",
     "default_root",
     "load_dataset",
@@ -207,23 +209,34 @@ def load_dataset(
 
     ``n_train`` / ``n_test`` take seeded stratified subsets (None = all).  ``root`` defaults to
     ``$KDLIB_DATA`` or ``<project root>/data``; see ``data/README.md`` for the accepted layouts.
+    Paths follow :func:`kdlib.paths.user_folder`: a relative ``root`` is taken from the project folder and a
+    relative ``imagefolder:PATH`` from the data root, and neither may leave it; absolute paths are used as given;
+    ``..`` parts are refused. Cache files are read with ``allow_pickle=False``.
     """
-    if not isinstance(name, str):
-        raise KDConfigError("dataset", name, KNOWN_NAMES)
-    root = Path(root).expanduser() if root is not None else default_root()
-    key = name.strip().lower()
+    key = check_dataset_name(name).strip().lower()
+    root = user_folder(root, "root", default_root())
     prefix = "imagefolder:"
     if key == "digits":
         full_name, raw = "digits", _digits()
     elif key in _CIFAR:
         full_name, raw = key, _load_cifar(_CIFAR[key], root, download, progress)
     elif key.startswith(prefix) and name.strip()[len(prefix):]:
-        folder = Path(name.strip()[len(prefix):]).expanduser().resolve()
+        folder = user_folder(name.strip()[len(prefix):], "dataset", root, root=root)
         full_name, raw = f"{prefix}{folder}", _load_imagefolder(folder, root, progress)
     else:
         raise KDConfigError("dataset", name, KNOWN_NAMES)
     mean, std = (CIFAR_MEAN, CIFAR_STD) if key in _CIFAR else _channel_stats(raw.x_train)
     return _finish(full_name, raw, mean, std, n_train, n_test, seed)
+
+
+def check_dataset_name(name: object) -> str:
+    """Return ``name`` when it names a data set :func:`load_dataset` knows, else raise naming ``dataset``."""
+    if isinstance(name, str):
+        key = name.strip().lower()
+        prefix = "imagefolder:"
+        if key == "digits" or key in _CIFAR or (key.startswith(prefix) and name.strip()[len(prefix) :].strip()):
+            return name
+    raise KDConfigError("dataset", name, KNOWN_NAMES)
 
 
 def check_md5(path: str | Path, expected: str) -> None:

@@ -52,6 +52,12 @@ def distillation_term(student_logits: torch.Tensor, target_probs: torch.Tensor, 
     ``target_probs`` are already-softened probabilities (one teacher's, an average of teachers', a peer's).
     """
     temperature = check_temperature(temperature)
+    if target_probs.shape != student_logits.shape:
+        raise KDConfigError(
+            "target_probs",
+            f"shape {tuple(target_probs.shape)}",
+            f"the student's logit shape {tuple(student_logits.shape)}: teacher and student need the same classes",
+        )
     log_student = F.log_softmax(student_logits / temperature, dim=-1)
     kl = F.kl_div(log_student, target_probs, reduction="batchmean")
     return temperature**2 * kl
@@ -66,6 +72,12 @@ def kd_loss(
 ) -> torch.Tensor:
     """Hinton's KD loss: ``alpha * T^2 * KL(p_t^T || p_s^T) + (1 - alpha) * CE(s, y)`` (see module doc)."""
     alpha, temperature = check_alpha(alpha), check_temperature(temperature)
+    if teacher_logits.shape != student_logits.shape:
+        raise KDConfigError(
+            "teacher_logits",
+            f"shape {tuple(teacher_logits.shape)}",
+            f"the student's logit shape {tuple(student_logits.shape)}: teacher and student need the same classes",
+        )
     hard = F.cross_entropy(student_logits, labels)
     if alpha == 0.0:
         return hard

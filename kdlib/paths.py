@@ -36,3 +36,26 @@ def inside(path: str | Path, root: Path, field: str) -> Path:
     if candidate != root and root not in candidate.parents:
         raise KDConfigError(field, str(path), f"a path inside {root}")
     return candidate
+
+
+def user_folder(path: str | Path | None, field: str, default: Path, root: Path = PROJECT_ROOT) -> Path:
+    """A folder named by a parameter (CLI flag, papermill parameter, function argument), checked; ``None`` -> default.
+
+    The rule: a **relative** path is taken from ``root`` (the project folder unless said otherwise), never from the
+    current directory, and must stay inside it, so ``--results ../../etc`` is refused. An **absolute** path is the
+    user's explicit choice and is accepted as given (e.g. a temporary folder), but no path may hold a ``..`` part,
+    so ``/work/project/../../etc`` is refused too. ``~`` is expanded first. Symlinks are resolved before the check.
+    Environment variables (``KDLIB_RESULTS``, ...) are the user's own settings and give the defaults unchecked.
+    """
+    if path is None:
+        return Path(default).resolve()
+    if not isinstance(path, str | Path) or not str(path).strip():
+        raise KDConfigError(field, path, "a folder path (relative paths are taken from the project folder)")
+    given = Path(path).expanduser()
+    if ".." in given.parts:
+        raise KDConfigError(
+            field, str(path), f"a path without '..' parts: a folder inside {root.resolve()} or an absolute path"
+        )
+    if given.is_absolute():
+        return given.resolve()
+    return inside(given, root, field)

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from kdlib.paths import figures_dir
+from kdlib.errors import KDConfigError
+from kdlib.paths import figures_dir, user_folder
 
 METHOD_LABELS = {
     "finetune": "fine-tune (no teacher)",
@@ -41,8 +42,13 @@ def _finish(fig: plt.Figure, title: str, caption: str) -> plt.Figure:
 
 
 def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None) -> list[Path]:
-    """Save ``fig`` as ``<folder>/<name>.png`` and ``.svg`` (folder default: the project's figures/)."""
-    folder = Path(folder) if folder is not None else figures_dir()
+    """Save ``fig`` as ``<folder>/<name>.png`` and ``.svg`` (folder default: the project's figures/).
+
+    ``name`` is a plain file name (no folders, no '..'); ``folder`` follows :func:`kdlib.paths.user_folder`.
+    """
+    if not isinstance(name, str) or not name.strip() or Path(name).name != name or name in (".", ".."):
+        raise KDConfigError("name", name, "a plain figure file name without folders, e.g. '03_standard_gain'")
+    folder = user_folder(folder, "folder", figures_dir())
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.svg"]
     fig.savefig(paths[0], dpi=130)

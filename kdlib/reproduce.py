@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from kdlib.config import SCALES
 from kdlib.errors import KDConfigError
-from kdlib.paths import PROJECT_ROOT, inside
+from kdlib.paths import PROJECT_ROOT, user_folder
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 
@@ -48,6 +48,19 @@ def notebook_parameters(path: Path, scale: str, device: str, overrides: dict[str
     return {k: v for k, v in params.items() if k in declared}
 
 
+def check_overrides(scale: str, overrides: dict[str, Any]) -> None:
+    """Fail before the first notebook runs when an override of a study-config field is bad.
+
+    Keys that are not ``StudyConfig`` fields are left to the notebooks that declare them as parameters.
+    """
+    from dataclasses import fields
+
+    from kdlib.config import StudyConfig, scale_config
+
+    known = {f.name for f in fields(StudyConfig)}
+    scale_config(scale, **{k: v for k, v in overrides.items() if k in known})
+
+
 def reproduce(
     scale: str = "smoke",
     output: str | Path = "runs/notebooks",
@@ -56,14 +69,18 @@ def reproduce(
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> int:
-    """Run the notebooks; return 0 when all ran, 1 at the first failure (with a message on stderr)."""
+    """Run the notebooks; return 0 when all ran, 1 at the first failure (with a message on stderr).
+
+    ``output`` follows :func:`kdlib.paths.user_folder` (relative: inside the project; absolute: as given).
+    """
     import papermill as pm
 
     if scale not in SCALES:
         raise KDConfigError("scale", scale, f"one of {', '.join(SCALES)}")
-    out_dir = inside(output, PROJECT_ROOT, "output")
-    out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = study_notebooks(only)
+    check_overrides(scale, overrides or {})
+    out_dir = user_folder(output, "output", PROJECT_ROOT / "runs" / "notebooks")
+    out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(notebooks, desc=f"notebooks ({scale})", unit="nb", disable=not progress)
     for path in bar:
         bar.set_postfix_str(path.stem)

@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -23,7 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from kdlib.config import config_key
-from kdlib.paths import PROJECT_ROOT, results_dir
+from kdlib.errors import KDConfigError
+from kdlib.paths import PROJECT_ROOT, results_dir, user_folder
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def environment_info() -> dict[str, str]:
@@ -51,8 +55,14 @@ class ResultsStore:
 
     @classmethod
     def open(cls, name: str = "study", folder: str | Path | None = None) -> ResultsStore:
-        """The store ``<folder>/<name>.jsonl`` (folder default: ``results/`` of the project)."""
-        folder = Path(folder) if folder is not None else results_dir()
+        """The store ``<folder>/<name>.jsonl`` (folder default: ``results/`` of the project, or ``KDLIB_RESULTS``).
+
+        ``folder`` follows :func:`kdlib.paths.user_folder`: a relative folder is taken from the project folder and may
+        not leave it; an absolute one is used as given; ``..`` parts are refused. ``name`` is a plain file name.
+        """
+        if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
+            raise KDConfigError("name", name, "a plain store name of letters, digits, '_', '-' or '.', e.g. 'study'")
+        folder = user_folder(folder, "results", results_dir())
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:

@@ -22,7 +22,7 @@ from kdlib.errors import KDConfigError
 from kdlib.metrics import accuracy, distillation_metrics
 from kdlib.parties import Scenario, make_scenario, pretrained_party
 from kdlib.results import ResultsStore, run_key
-from kdlib.train import TrainConfig, predict_logits, seed_everything
+from kdlib.train import TrainConfig, predict_logits, resolve_device, seed_everything
 
 METHOD_FIELDS: dict[str, tuple[str, ...]] = {
     "finetune": (),
@@ -63,6 +63,9 @@ class Study:
     progress: bool = True
     data_root: str | None = None
     _scenarios: dict[str, Scenario] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        resolve_device(self.device)  # a bad device fails here, not after the data are loaded
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -180,6 +183,8 @@ class Study:
 
     def run_all(self, force: bool = False) -> pd.DataFrame:
         """Every method on every scenario of the config (skipping stored runs); returns the gain table."""
+        for name in self.cfg.scenarios:
+            self.scenario(name)  # every split is checked against the data (classes, sizes) before any training
         jobs = [(s, m) for s in self.cfg.scenarios for m in self.cfg.methods]
         bar = tqdm(jobs, desc=f"study ({self.cfg.scale})", disable=not self.progress)
         for scenario_name, method in bar:

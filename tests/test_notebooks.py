@@ -30,6 +30,8 @@ def isolated_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     """Results, cache and figures of this test run in a temporary folder (the papermill kernel inherits them)."""
     root = tmp_path_factory.mktemp("notebook-run")
     folders = {name: root / name for name in ("results", "cache", "figures", "executed")}
+    for folder in folders.values():
+        folder.mkdir()
     saved = {key: os.environ.get(key) for key in ("KDLIB_RESULTS", "KDLIB_CACHE", "KDLIB_FIGURES")}
     os.environ.update(KDLIB_RESULTS=str(folders["results"]), KDLIB_CACHE=str(folders["cache"]),
                       KDLIB_FIGURES=str(folders["figures"]))
