@@ -1,0 +1,268 @@
+"""kdlib.federated: FedAvg aggregation, rounds to target, KD consolidation, config checks, and one real Flower
+simulation (2 clients, 2 rounds, digits) on the Ray backend."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kdlib.data import load_dataset
+from kdlib.errors import KDConfigError
+from kdlib.federated import (
+    FederatedConfig,
+    FederatedStudy,
+    aggregate_state_dicts,
+    compare_with_paper,
+    distill_averaged,
+    federated_scale_config,
+    group_key,
+    open_federated,
+    round_reduction,
+    round_reduction_summary,
+    rounds_to_target,
+    run_config,
+    sample_clients,
+    scenario_target,
+    split_clients,
+    torch_threads,
+)
+from kdlib.metrics import accuracy
+from kdlib.models import build_model
+from kdlib.results import ResultsStore
+from kdlib.train import TrainConfig, predict_logits, seed_everything, train_supervised
+
+FAST = TrainConfig(epochs=3, batch_size=32, lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", progress=False)
+
+
+# ------------------------------------------------------------------------------------------ aggregation
+
+
+def test_aggregation_is_the_weighted_mean_by_hand():
+    a = {"w": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "b": torch.tensor([0.0, 10.0])}
+    b = {"w": torch.tensor([[5.0, 6.0], [7.0, 8.0]]), "b": torch.tensor([4.0, -2.0])}
+    out = aggregate_state_dicts([a, b], weights=[1, 3])  # a weighs 1/4, b 3/4
+    assert torch.allclose(out["w"], torch.tensor([[4.0, 5.0], [6.0, 7.0]]))
+    assert torch.allclose(out["b"], torch.tensor([3.0, 1.0]))
+
+
+def test_aggregation_of_tiny_models_matches_the_weighted_mean(digits):
+    states, sizes = [], [30, 70, 100]
+    for seed in range(3):
+        seed_everything(seed)
+        model = build_model("cnn-small", digits.num_classes, digits.in_shape)  # with BatchNorm buffers
+        states.append(model.state_dict())
+    out = aggregate_state_dicts(states, sizes)
+    assert set(out) == set(states[0])
+    for key, value in out.items():
+        expected = sum(s[key].double() * n for s, n in zip(states, sizes, strict=True)) / sum(sizes)
+        assert torch.allclose(value.double(), expected, atol=1e-6), key
+
+
+# ------------------------------------------------------------------------------------------ rounds to target
+
+
+def test_rounds_to_target_on_hand_made_curves():
+    curve = [0.2, 0.35, 0.5, 0.48, 0.61]
+    assert rounds_to_target(curve, 0.5) == 3
+    assert rounds_to_target(curve, 0.2) == 1
+    assert rounds_to_target(curve, 0.7) is None
+    assert rounds_to_target(curve, 0.5, initial=0.55) == 0
+    assert rounds_to_target([], 0.1) is None
+
+
+def test_reduction_is_honest_about_never_reached():
+    assert round_reduction(4, 10) == pytest.approx(0.6)
+    assert round_reduction(None, 10) is None
+    assert round_reduction(4, None) is None
+    assert scenario_target(None, 0.9, [0.1, 0.5, 0.4]) == pytest.approx(0.45)
+    assert scenario_target(0.3, 0.9, []) == 0.3
+
+
+def test_round_reduction_summary_from_a_hand_made_frame():
+    base = {"kind": "federated", "rounds": 10, "scale": "smoke", "dataset": "digits", "group": "g"}
+    rows = [
+        {**base, "key": "1", "scenario": "iid", "start": "random", "rounds_to_target": 8},
+        {**base, "key": "2", "scenario": "iid", "start": "kd_avg", "rounds_to_target": 2},
+        {**base, "key": "3", "scenario": "iid", "start": "one_client", "rounds_to_target": None},
+    ]
+    frame = pd.DataFrame(rows).assign(target_accuracy=0.5, initial_acc=0.1, final_acc=0.6)
+    summary = round_reduction_summary(frame).set_index("start")
+    assert summary.loc["kd_avg", "reduction_pct"] == pytest.approx(75.0)
+    assert summary.loc["random", "reduction_pct"] == pytest.approx(0.0)
+    assert math.isnan(summary.loc["one_client", "reduction_pct"])
+    assert summary.loc["one_client", "status"] == "not reached within 10 rounds"
+    paper = compare_with_paper(summary.reset_index())
+    assert paper.loc["kd_avg", "ours (%)"] == pytest.approx(75.0)
+    assert paper.loc["kd_avg", "paper (%)"] == pytest.approx(60.6)
+
+
+def test_status_gives_a_lower_bound_when_only_the_baseline_misses():
+    base = {"kind": "federated", "rounds": 10, "scale": "smoke", "dataset": "digits", "group": "g"}
+    rows = [
+        {**base, "key": "1", "scenario": "iid", "start": "random", "rounds_to_target": None},
+        {**base, "key": "2", "scenario": "iid", "start": "kd_dp", "rounds_to_target": 3},
+    ]
+    frame = pd.DataFrame(rows).assign(target_accuracy=0.5, initial_acc=0.1, final_acc=0.6)
+    summary = round_reduction_summary(frame).set_index("start")
+    assert math.isnan(summary.loc["kd_dp", "reduction_pct"])
+    assert summary.loc["kd_dp", "status"] == "reached at round 3; random init not within 10 (> 73%)"
+    assert round_reduction_summary(pd.DataFrame()).empty
+
+
+def test_summary_follows_the_target_rule_without_rerunning(tmp_path):
+    cfg = FederatedConfig(dataset="digits", n_train=None, n_test=None, scenarios=("iid",), starts=("random", "kd_avg"))
+    store = ResultsStore.open("fl", tmp_path)
+    curves = {"random": [0.1, 0.3, 0.5, 0.7, 0.8], "kd_avg": [0.6, 0.7, 0.75, 0.8, 0.82]}
+    for start, accs in curves.items():
+        rows = [
+            {"round": r, "accuracy": a, "loss": 1.0, "bytes_down": 100, "bytes_up": 100} for r, a in enumerate(accs)
+        ]
+        metrics = {"start_mb": 0.0, "group": group_key(cfg, "iid"), "initial_acc": accs[0], "final_acc": accs[-1]}
+        store.append("federated", run_config(cfg, "iid", start), metrics, curves=rows)
+    strict = FederatedStudy(cfg, store, progress=False).summary().set_index("start")
+    assert strict.loc["random", "rounds_to_target"] == 4 and strict.loc["kd_avg", "rounds_to_target"] == 3
+    assert strict.loc["kd_avg", "reduction_pct"] == pytest.approx(25.0)
+    loose = FederatedStudy(cfg.replace(target_relative=0.5), store, progress=False).summary().set_index("start")
+    assert loose.loc["random", "rounds_to_target"] == 2 and loose.loc["kd_avg", "rounds_to_target"] == 0
+    fixed = FederatedStudy(cfg.replace(target_accuracy=0.9), store, progress=False).summary()
+    assert fixed["rounds_to_target"].isna().all()
+
+
+def test_client_sampling_is_seeded_and_complete_at_fraction_one():
+    assert sample_clients(10, 1.0, 0, 3) == list(range(10))
+    half = sample_clients(10, 0.5, 0, 3)
+    assert len(half) == 5 and half == sample_clients(10, 0.5, 0, 3)
+    assert any(sample_clients(10, 0.5, 0, r) != half for r in range(4, 10))
+
+
+def test_split_holds_out_a_public_split_no_client_gets(digits):
+    labels = digits.y_train.numpy()
+    split = split_clients(labels, "dirichlet:0.5", 5, 0.2, seed=0, num_classes=10)
+    owned = np.concatenate(split.parts)
+    assert len(np.intersect1d(owned, split.public)) == 0
+    assert len(owned) + len(split.public) == len(labels)
+    assert len(split.public) == round(0.2 * len(labels))
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"num_clients": 1}, "num_clients"),
+        ({"starts": ("kd_avg",)}, "starts"),
+        ({"starts": ("random", "magic")}, "starts"),
+        ({"public_fraction": 1.0}, "public_fraction"),
+        ({"rounds": 0}, "rounds"),
+        ({"fraction_fit": 0.0}, "fraction_fit"),
+        ({"target_accuracy": 1.5}, "target_accuracy"),
+        ({"target_relative": 0.0}, "target_relative"),
+        ({"model": "gpt"}, "model"),
+        ({"scenarios": ("weird:3",)}, "partition"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"dp_variant": "both"}, "dp_variant"),
+    ],
+)
+def test_config_errors_name_the_field(changes, field):
+    with pytest.raises(KDConfigError) as info:
+        FederatedConfig().replace(**changes)
+    assert info.value.field == field
+
+
+def test_scale_configs_and_overrides():
+    smoke = federated_scale_config("smoke", scenarios="iid, dirichlet:0.3", local={"epochs": 2})
+    assert smoke.scenarios == ("iid", "dirichlet:0.3") and smoke.local.epochs == 2
+    assert federated_scale_config("full").model == "resnet8"
+    assert federated_scale_config("paper", n_train=None).n_train is None
+    with pytest.raises(KDConfigError):
+        federated_scale_config("huge")
+    with pytest.raises(KDConfigError):
+        FederatedConfig().replace(nonsense=1)
+
+
+# ------------------------------------------------------------------------------------------ KD consolidation
+
+
+def test_multi_teacher_kd_beats_a_random_start(digits):
+    with torch_threads(1):  # tiny models: one thread is fastest on a busy machine
+        _check_kd_beats_random(digits)
+
+
+def _check_kd_beats_random(digits) -> None:
+    labels = digits.y_train.numpy()
+    split = split_clients(labels, "dirichlet:0.5", 4, 0.3, seed=0, num_classes=10)
+    teachers = []
+    for i, part in enumerate(split.parts):
+        seed_everything(i)
+        model = build_model("mlp", digits.num_classes, digits.in_shape)
+        idx = torch.as_tensor(part)
+        train_supervised(model, digits.x_train[idx], digits.y_train[idx], FAST, "cpu", progress=False)
+        teachers.append(model)
+    seed_everything(0)
+    student = build_model("mlp", digits.num_classes, digits.in_shape)
+    random_acc = accuracy(predict_logits(student, digits.x_test, "cpu"), digits.y_test)
+    public = torch.as_tensor(split.public)
+    cfg = TrainConfig(epochs=10, batch_size=32, lr=0.05)
+    distill_averaged(student, teachers, digits.x_train[public], digits.y_train[public], 4.0, 1.0, cfg, "cpu", False)
+    kd_acc = accuracy(predict_logits(student, digits.x_test, "cpu"), digits.y_test)
+    assert kd_acc > random_acc + 0.3, (random_acc, kd_acc)
+
+
+# ------------------------------------------------------------------------------------------ Flower simulation
+
+
+def test_flower_simulation_two_clients_two_rounds(tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    cfg = FederatedConfig(
+        dataset="digits",
+        n_train=None,
+        n_test=None,
+        scenarios=("iid",),
+        starts=("random", "kd_avg"),
+        num_clients=2,
+        model="mlp",
+        rounds=2,
+        pretrain=FAST,
+        kd=FAST,
+        local=TrainConfig(epochs=1, batch_size=32, lr=0.05),
+    )
+    study = FederatedStudy(cfg, ResultsStore.open("fl", tmp_path), cache_dir=tmp_path, progress=False, num_cpus=2)
+    summary = study.run_all()
+    assert not ray.is_initialized()
+    assert set(summary["start"]) == {"random", "kd_avg"}
+    records = study.records()
+    assert len(records) == 2
+    for record in records:
+        curve = record["curves"]
+        assert [row["round"] for row in curve] == [0, 1, 2]
+        assert all(row["bytes_down"] > 0 and row["bytes_up"] > 0 for row in curve[1:])
+        assert curve[-1]["accuracy"] > curve[0]["accuracy"] or record["config"]["start"] == "kd_avg"
+    kd = next(r for r in records if r["config"]["start"] == "kd_avg")
+    assert kd["metrics"]["kd_wall_s"] > 0 and kd["metrics"]["kd_sample_epochs"] > 0
+    assert study.pending() == []  # stored: a second run_all would skip both
+    if os.path.exists("/proc"):
+        from kdlib.federated import _descendants
+
+        left = [p for p in _descendants(os.getpid()) if "ray" in open(f"/proc/{p}/cmdline").read()]
+        assert left == []
+
+
+def test_open_federated_leaves_distillation_only_overrides_to_their_notebooks(tmp_path):
+    with pytest.warns(UserWarning, match="teacher_model"):
+        study = open_federated("smoke", results=str(tmp_path), teacher_model="cnn", rounds=3, scenarios="iid")
+    assert study.cfg.rounds == 3 and study.cfg.scenarios == ("iid",)
+    with pytest.raises(KDConfigError):
+        open_federated("smoke", results=str(tmp_path), bogus=1)
