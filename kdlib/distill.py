@@ -220,9 +220,12 @@ def run_tuned(
     on_epoch_end=None,
     evaluate=None,
 ) -> DistillOutcome:
-    """Tuned KD: pick (T, alpha) by ``grid_search`` on a validation split of the transfer data, then distil
-    ``student`` on all the transfer data with that pair (the same budget as standard KD)."""
-    scores = grid_search(
+    """Tuned KD: pick (T, alpha) by a grid search on a validation split of the transfer data (the grid's students
+    trained together, ``tune.stacked_grid_search``), then distil ``student`` on all the transfer data with that
+    pair (the same budget as standard KD)."""
+    from kdlib.tune import stacked_grid_search  # local import: kdlib.tune imports this module
+
+    scores = stacked_grid_search(
         make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate
     )
     best = best_point(scores)

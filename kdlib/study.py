@@ -22,7 +22,7 @@ from kdlib.errors import KDConfigError
 from kdlib.metrics import accuracy, distillation_metrics
 from kdlib.parties import Scenario, make_scenario, pretrained_party
 from kdlib.results import ResultsStore, run_key
-from kdlib.train import TrainConfig, predict_logits, resolve_device, seed_everything
+from kdlib.train import TrainConfig, predict_logits, resolve_device, seed_everything, set_cpu_threads
 
 METHOD_FIELDS: dict[str, tuple[str, ...]] = {
     "finetune": (),
@@ -66,6 +66,8 @@ class Study:
 
     def __post_init__(self) -> None:
         resolve_device(self.device)  # a bad device fails here, not after the data are loaded
+        if resolve_device(self.device).type == "cpu":
+            set_cpu_threads()
 
     @cached_property
     def dataset(self) -> Dataset:

@@ -1,0 +1,416 @@
+"""Wall time and peak memory of the (T, alpha) grid search, the plain way and the fast way, on the same data and budget.
+
+    python benchmarks/grid_speed.py                    # smoke scale, 5 x 5 grid, the study's teacher/student pair
+    python benchmarks/grid_speed.py --epochs 2 --only a,c,d
+
+Variants, each measured in a fresh subprocess (peak memory = peak resident set above the start of the variant,
+or the CUDA allocator's peak on a GPU):
+
+    (a) one plain KD run, the teacher's forward pass at every step
+    (b) the grid one point at a time, the plain way (teacher's forward at every step of every run)
+    (c) the grid the fast way: ``kdlib.tune.stacked_grid_search`` (teacher logits cached once, students stacked)
+    (d) the floor: one student-only training loop per grid point on cached teacher logits (training time only)
+    smart: ``kdlib.tune.smart_search`` with a third of the grid's trainings, plus replays of the search over many
+           sampler seeds on the grid's measured scores (no training) to show how often it lands within 0.5 points
+
+Then the ratios (b)/(c), (c)/(d) and (c)/(a) (on wall time, and on process CPU time, which other jobs on the same
+cores disturb less), and whether (b) and (c) gave the same validation accuracies. On a shared or busy CPU,
+``--threads 1`` and ``--repeat 2`` (keep each variant's fastest run) give steadier figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from kdlib.config import scale_config
+from kdlib.data import load_dataset
+from kdlib.distill import best_point, frozen_logits, run_standard, split_validation
+from kdlib.metrics import accuracy
+from kdlib.models import build_model
+from kdlib.parties import make_scenario, pretrained_party
+from kdlib.train import predict_logits, resolve_device, seed_everything
+
+VARIANTS = ("a", "b", "c", "d", "smart")
+TITLES = {
+    "a": "(a) one KD run, teacher forward every step",
+    "b": "(b) grid one at a time, teacher every step",
+    "c": "(c) grid stacked, teacher cached (fast)",
+    "d": "(d) floor: student-only loops, cached logits",
+    "smart": "smart search",
+}
+
+
+def grid_values(spec: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``"5x5"`` -> T in (1, 2, 4, 8, 16) x alpha in (0.1, 0.25, 0.5, 0.75, 0.9); other sizes spread evenly."""
+    match = re.fullmatch(r"(\d+)x(\d+)", spec.strip())
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise SystemExit(f"--grid {spec!r}: expected NxM, e.g. 5x5")
+    n, m = int(match[1]), int(match[2])
+    temps = (1.0, 2.0, 4.0, 8.0, 16.0) if n == 5 else tuple(round(2 ** (4 * i / max(1, n - 1)), 3) for i in range(n))
+    alphas = (0.1, 0.25, 0.5, 0.75, 0.9) if m == 5 else tuple(round(0.1 + 0.8 * i / max(1, m - 1), 3) for i in range(m))
+    return temps, alphas
+
+
+# ------------------------------------------------------------------------------------------- one variant (child)
+
+
+def _memory_kib() -> dict[str, int]:
+    text = Path("/proc/self/status").read_text()
+    return {key: int(re.search(rf"{key}:\s+(\d+)", text)[1]) for key in ("VmRSS", "VmHWM")}
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak resident set (VmHWM) to now
+        return True
+    except OSError:
+        return False
+
+
+def _setup(args: argparse.Namespace) -> dict:
+    cfg = scale_config(args.scale)
+    if args.epochs is not None:
+        cfg = cfg.replace(distill={"epochs": args.epochs})
+    data = load_dataset(cfg.dataset, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed, progress=False)
+    scenario = make_scenario(data, args.scenario, cfg)
+    if args.random_init:
+        seed_everything(cfg.seed)
+        teacher = build_model(cfg.teacher_model, data.num_classes, data.in_shape)
+        student = build_model(cfg.student_model, data.num_classes, data.in_shape)
+    else:
+        teacher, _ = pretrained_party(data, scenario, 0, cfg.teacher_model, cfg, args.device, progress=False)
+        student, _ = pretrained_party(data, scenario, 1, cfg.student_model, cfg, args.device, progress=False)
+    idx = torch.as_tensor(scenario.parts[1], dtype=torch.long)  # the study's default transfer set: the student's data
+    temps, alphas = grid_values(args.grid)
+    return dict(
+        cfg=cfg,
+        teacher=teacher.cpu(),
+        student=student.cpu(),
+        x=data.x_train[idx],
+        y=data.y_train[idx],
+        temps=temps,
+        alphas=alphas,
+    )
+
+
+def _live_source(teacher: torch.nn.Module, device: torch.device):
+    teacher.to(device).eval()
+
+    @torch.no_grad()
+    def live(xb: torch.Tensor, _idx: torch.Tensor) -> torch.Tensor:
+        return teacher(xb)
+
+    return live
+
+
+def _one_at_a_time(s: dict, dev: torch.device, source, x_fit, y_fit, x_val, y_val, val_before, timed: list) -> list:
+    rows = []
+    cfg = s["cfg"].distill
+    for t in s["temps"]:
+        for a in s["alphas"]:
+            student = copy.deepcopy(s["student"])
+            started, cpu = time.perf_counter(), time.process_time()
+            run_standard(student, s["teacher"], x_fit, y_fit, t, a, cfg, dev, False, teacher_source=source)
+            timed.append((time.perf_counter() - started, time.process_time() - cpu))
+            acc = accuracy(predict_logits(student, x_val, dev), y_val)
+            rows.append({"temperature": t, "alpha": a, "val_acc": acc, "val_gain": acc - val_before})
+    return rows
+
+
+def _replays(s: dict, rows: list[dict], trials: int, sampler: str, seeds: int) -> list[dict]:
+    """The smart search re-run over sampler seeds with the grid's measured scores looked up instead of trained."""
+    import optuna
+
+    import kdlib.tune as tune
+
+    lookup = {(r["temperature"], r["alpha"]): r["val_acc"] for r in rows}
+    calls = [0]
+
+    def fake_point(*args, **_kwargs) -> float:
+        calls[0] += 1
+        return lookup[(args[6], args[7])]
+
+    tune.distill_point, tune.frozen_logits = fake_point, lambda *args, **kwargs: None
+    results = []
+    for seed in range(seeds):
+        calls[0] = 0
+        found = tune.smart_search(
+            lambda: copy.deepcopy(s["student"]),
+            s["teacher"],
+            s["x"],
+            s["y"],
+            s["temps"],
+            s["alphas"],
+            s["cfg"].distill,
+            trials,
+            optuna.storages.InMemoryStorage(),
+            "replay",
+            s["cfg"].val_fraction,
+            "cpu",
+            False,
+            sampler,
+            seed=seed,
+        )
+        results.append({"seed": seed, "val_gain": found.val_gain, "trainings": calls[0]})
+    return results
+
+
+def run_variant(args: argparse.Namespace) -> dict:
+    from kdlib.tune import smart_search, stacked_grid_search
+
+    s = _setup(args)
+    cfg, dev = s["cfg"], resolve_device(args.device)
+    tcfg = cfg.distill
+    train_idx, val_idx = split_validation(len(s["x"]), cfg.val_fraction, tcfg.seed)
+    x_fit, y_fit, x_val, y_val = s["x"][train_idx], s["y"][train_idx], s["x"][val_idx], s["y"][val_idx]
+    val_before = accuracy(predict_logits(s["student"], x_val, dev), y_val)
+    make_student = lambda: copy.deepcopy(s["student"])  # noqa: E731
+    out: dict = {"variant": args.variant, "grid": len(s["temps"]) * len(s["alphas"]), "n_fit": len(x_fit)}
+    cached = frozen_logits(s["teacher"], x_fit, tcfg, dev) if args.variant == "d" else None
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rss_start, resettable = _memory_kib()["VmRSS"], _reset_peak()
+    started, cpu = time.perf_counter(), time.process_time()
+    timed: list[tuple[float, float]] = []
+    if args.variant == "a":
+        run_standard(
+            make_student(),
+            s["teacher"],
+            x_fit,
+            y_fit,
+            cfg.temperature,
+            cfg.alpha,
+            tcfg,
+            dev,
+            False,
+            teacher_source=_live_source(s["teacher"], dev),
+        )
+        out["trainings"] = 1
+    elif args.variant == "b":
+        live = _live_source(s["teacher"], dev)
+        out["rows"] = _one_at_a_time(s, dev, live, x_fit, y_fit, x_val, y_val, val_before, timed)
+        out["trainings"] = len(out["rows"])
+    elif args.variant == "c":
+        out["rows"] = stacked_grid_search(
+            make_student,
+            s["teacher"],
+            s["x"],
+            s["y"],
+            s["temps"],
+            s["alphas"],
+            tcfg,
+            cfg.val_fraction,
+            dev,
+            False,
+            backend=args.backend,
+            chunk_size=args.chunk_size,
+        )
+        out["trainings"] = len(out["rows"])
+    elif args.variant == "d":
+        out["rows"] = _one_at_a_time(s, dev, cached, x_fit, y_fit, x_val, y_val, val_before, timed)
+        out["trainings"] = len(out["rows"])
+    else:
+        trials = args.smart_trials or max(1, out["grid"] // 3)
+        with tempfile.TemporaryDirectory() as folder:
+            found = smart_search(
+                make_student,
+                s["teacher"],
+                s["x"],
+                s["y"],
+                s["temps"],
+                s["alphas"],
+                tcfg,
+                trials,
+                Path(folder) / "tuning.sqlite3",
+                None,
+                cfg.val_fraction,
+                dev,
+                False,
+                args.sampler,
+            )
+        out.update(trainings=found.trainings, epochs=found.epochs, best=found.best)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if args.variant == "d":  # the training loops only
+        wall, cpu = sum(w for w, _ in timed), sum(c for _, c in timed)
+    out["wall_s"], out["cpu_s"] = wall, cpu
+    peak = _memory_kib()["VmHWM"] if resettable else _memory_kib()["VmRSS"]
+    out["peak_mib"] = (peak - rss_start) / 1024
+    if dev.type == "cuda":
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    if args.variant == "smart" and args.rows_from:
+        rows = json.loads(Path(args.rows_from).read_text())
+        out["replays"] = _replays(s, rows, trials, args.sampler, args.smart_replays)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- parent
+
+
+def _child(args: argparse.Namespace, variant: str, rows_file: Path | None) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--variant",
+        variant,
+        "--scale",
+        args.scale,
+        "--grid",
+        args.grid,
+        "--device",
+        args.device,
+        "--scenario",
+        args.scenario,
+        "--backend",
+        args.backend,
+        "--sampler",
+        args.sampler,
+        "--smart-replays",
+        str(args.smart_replays),
+    ]
+    for flag, value in (
+        ("--epochs", args.epochs),
+        ("--chunk-size", args.chunk_size),
+        ("--smart-trials", args.smart_trials),
+        ("--rows-from", rows_file),
+        ("--threads", args.threads),
+    ):
+        if value is not None:
+            command += [flag, str(value)]
+    if args.random_init:
+        command.append("--random-init")
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if done.returncode != 0:
+        raise SystemExit(f"variant {variant} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _ratio(name: str, top: dict | None, bottom: dict | None) -> None:
+    if top and bottom:
+        print(f"{name} = {top['wall_s'] / bottom['wall_s']:.1f}")
+
+
+def _cpu_ratios(results: dict[str, dict]) -> None:
+    """The same ratios on process CPU time: steadier than wall time when other jobs share the cores."""
+    pairs = (("b", "c"), ("c", "d"), ("c", "a"))
+    parts = [
+        f"({p})/({q}) {results[p]['cpu_s'] / results[q]['cpu_s']:.1f}"
+        for p, q in pairs
+        if p in results and q in results
+    ]
+    if parts:
+        print("on CPU time: " + ", ".join(parts))
+
+
+def _max_diff(first: dict | None, second: dict | None) -> float | None:
+    if not first or not second:
+        return None
+    return max(abs(p["val_acc"] - q["val_acc"]) for p, q in zip(first["rows"], second["rows"], strict=True)) * 100
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", default="smoke", choices=("smoke", "full", "paper"))
+    parser.add_argument("--grid", default="5x5", help="NxM temperatures x alphas (default 5x5)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the scale's distillation epochs")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per variant (default: torch's)")
+    parser.add_argument("--scenario", default="iid", help="partition scenario of the pre-trained pair (default iid)")
+    parser.add_argument("--random-init", action="store_true", help="untrained teacher/student (timing only)")
+    parser.add_argument("--backend", default="auto", help="stacking backend of (c): auto, grouped, vmap")
+    parser.add_argument("--chunk-size", type=int, default=None, help="students per stack in (c) (default: all)")
+    parser.add_argument("--sampler", default="tpe", choices=("tpe", "halving", "random"))
+    parser.add_argument("--smart-trials", type=int, default=None, help="default: a third of the grid")
+    parser.add_argument("--smart-replays", type=int, default=20, help="sampler seeds replayed on the grid's scores")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per variant; the fastest is reported")
+    parser.add_argument("--only", default=",".join(VARIANTS), help="comma list of a,b,c,d,smart")
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--rows-from", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.variant:
+        print(json.dumps(run_variant(args)))
+        return
+    wanted = [v for v in VARIANTS if v in args.only.split(",")]
+    cfg = scale_config(args.scale)
+    epochs = args.epochs if args.epochs is not None else cfg.distill.epochs
+    print(
+        f"scale={args.scale} grid={args.grid} teacher={cfg.teacher_model} student={cfg.student_model} "
+        f"epochs={epochs} batch={cfg.distill.batch_size} device={resolve_device(args.device)} "
+        f"threads={torch.get_num_threads()} scenario={args.scenario}"
+        f"{' (random init)' if args.random_init else ' (pre-trained pair)'}",
+        flush=True,
+    )
+    _setup(args)  # pre-train (or load) the pair once, before any timing
+    results: dict[str, dict] = {}
+    for variant in wanted:
+        rows_file = None
+        if variant == "smart" and (results.get("d") or results.get("c")):
+            rows_file = Path(tempfile.mkstemp(suffix=".json")[1])
+            rows_file.write_text(json.dumps((results.get("d") or results["c"])["rows"]))
+        runs = [_child(args, variant, rows_file) for _ in range(max(1, args.repeat))]
+        results[variant] = min(runs, key=lambda r: r["wall_s"])  # the least disturbed run
+        if rows_file:
+            rows_file.unlink()
+        r = results[variant]
+        print(f"  done {TITLES[variant]}: {r['wall_s']:.1f} s", flush=True)
+    n = next(iter(results.values()))["grid"] if results else 0
+    print()
+    print(f"{'variant':<48}{'wall s':>9}{'cpu s':>9}{'peak MiB':>10}{'trainings':>11}")
+    for variant, r in results.items():
+        title = TITLES[variant] + (f" ({args.sampler})" if variant == "smart" else "")
+        peak = r.get("cuda_peak_mib", r["peak_mib"])
+        print(f"{title:<48}{r['wall_s']:>9.1f}{r['cpu_s']:>9.1f}{peak:>10.0f}{r['trainings']:>11}")
+    print()
+    _ratio("(b)/(c)", results.get("b"), results.get("c"))
+    _ratio("(c)/(d)", results.get("c"), results.get("d"))
+    _ratio("(c)/(a)", results.get("c"), results.get("a"))
+    _cpu_ratios(results)
+    print()
+    for label, other in (("b", results.get("b")), ("d", results.get("d"))):
+        diff = _max_diff(other, results.get("c"))
+        if diff is not None:
+            same = best_point(other["rows"]) == best_point(results["c"]["rows"])
+            print(
+                f"max |val_acc ({label}) - val_acc (c)| = {diff:.2f} points over {n} grid points; "
+                f"same best point: {same}"
+            )
+    reference = results.get("d") or results.get("c") or results.get("b")
+    if "smart" in results and reference:
+        smart, best = results["smart"], best_point(reference["rows"])
+        gap = (best["val_gain"] - smart["best"]["val_gain"]) * 100
+        print(
+            f"grid best: T={best['temperature']:g} alpha={best['alpha']:g} val gain {best['val_gain'] * 100:.2f} "
+            f"points; smart search: T={smart['best']['temperature']:g} alpha={smart['best']['alpha']:g} val gain "
+            f"{smart['best']['val_gain'] * 100:.2f} points after {smart['trainings']} of {n} trainings: "
+            f"gap {gap:.2f} points"
+        )
+        replays = smart.get("replays") or []
+        if replays:
+            gaps = [(best["val_gain"] - r["val_gain"]) * 100 for r in replays]
+            within = sum(g <= 0.5 + 1e-9 for g in gaps)
+            print(
+                f"smart search replayed on the grid's scores over {len(replays)} sampler seeds: within 0.5 points "
+                f"in {within}/{len(replays)}, median gap {statistics.median(gaps):.2f}, worst {max(gaps):.2f}, "
+                f"trainings {max(r['trainings'] for r in replays)} of {n} at most"
+            )
+    if not math.isfinite(sum(r["wall_s"] for r in results.values())):
+        raise SystemExit("a variant did not report its time")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,834 @@
+"""The (T, alpha) search behind tuned KD: the full grid trained as one stacked model, and a resumable smart search.
+
+``stacked_grid_search`` is a drop-in for ``distill.grid_search``: same split, same cached teacher logits, same
+seeded batches and optimiser, so the same rows (within float rounding), but the grid's students train together,
+one batch feeding all of them, each with its own (T, alpha). Two ways to stack G students:
+
+* ``"grouped"``: one model whose layers hold the G copies side by side, activations laid out member-major along
+  the channels, ``(N, G * C, ...)`` (convolutions become grouped convolutions, batch norm runs on G * C channels,
+  linear layers a batched matmul). Fast; for models built of the known layers (kdlib's CNNs, ResNets, MLP).
+* ``"vmap"``: ``torch.func.stack_module_state`` + ``functional_call`` + ``vmap`` over any model; the stacked
+  batch-norm buffers are passed in, so running statistics update per member exactly as in eager training.
+
+``smart_search`` samples the same discrete grid with Optuna (TPE, optionally with successive-halving pruning),
+each trial one cached-teacher distillation, stored in SQLite (or any database URL) so that an interrupted search
+resumes where it stopped and many workers can share one study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import itertools
+import logging
+import math
+import random
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from kdlib.config import config_key
+from kdlib.distill import LogitSource, check_same_classes, frozen_logits, grid_search, run_standard, split_validation
+from kdlib.errors import KDConfigError
+from kdlib.losses import check_alpha, check_temperature, kd_loss
+from kdlib.metrics import accuracy
+from kdlib.models import MLP, BasicBlock, ResNetCIFAR, ShortcutA, SmallCNN
+from kdlib.paths import results_dir
+from kdlib.train import TrainConfig, augment_batch, make_optimizer, predict_logits, resolve_device
+
+__all__ = [
+    "BACKENDS",
+    "CPU_CHUNK",
+    "SAMPLERS",
+    "GroupedStack",
+    "SearchResult",
+    "UnsupportedModel",
+    "VmapStack",
+    "default_storage",
+    "distill_point",
+    "smart_search",
+    "stack_students",
+    "stacked_grid_search",
+]
+
+BACKENDS: tuple[str, ...] = ("auto", "grouped", "vmap", "sequential")
+SAMPLERS: tuple[str, ...] = ("tpe", "halving", "random")
+_PROBE_TOLERANCE = 1e-4
+CPU_CHUNK = 5
+"""Students per stack on the CPU (measured on 2 cores for the smoke student: 3-8 per stack run fastest)."""
+
+
+class UnsupportedModel(Exception):
+    """A stacking backend cannot represent this model (the caller may try another)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stacking G students: the "grouped" layers
+# ----------------------------------------------------------------------------------------------------------
+
+Link = tuple[nn.Module, str, list[torch.Tensor], bool]
+"""(grouped module, tensor name, the members' tensors, shared): a shared tensor holds one value for all members."""
+
+
+def _spread(x: torch.Tensor, members: int) -> torch.Tensor:
+    """A shared activation ``(N, C, ...)`` repeated for every member: ``(N, G * C, ...)``."""
+    return x.repeat(1, members, *([1] * (x.ndim - 2)))
+
+
+def _cat_parameter(tensors: Sequence[torch.Tensor]) -> nn.Parameter:
+    return nn.Parameter(torch.cat([t.detach() for t in tensors]).clone())
+
+
+class GroupedConv2d(nn.Module):
+    """G copies of one ``Conv2d``: a convolution with ``G * groups`` groups on member-major channels."""
+
+    def __init__(self, convs: Sequence[nn.Conv2d]) -> None:
+        super().__init__()
+        first = convs[0]
+        if first.padding_mode != "zeros":
+            raise UnsupportedModel(f"Conv2d padding_mode={first.padding_mode!r}")
+        self.members, self.in_channels, self.groups = len(convs), first.in_channels, first.groups
+        self.stride, self.padding, self.dilation = first.stride, first.padding, first.dilation
+        self.weight = _cat_parameter([c.weight for c in convs])
+        self.bias = _cat_parameter([c.bias for c in convs]) if first.bias is not None else None
+        self.links: list[Link] = [(self, "weight", [c.weight for c in convs], False)]
+        if self.bias is not None:
+            self.links.append((self, "bias", [c.bias for c in convs], False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups = self.groups * self.members
+        if x.shape[1] == self.in_channels and self.groups == 1:  # shared input: one wide convolution
+            groups = 1
+        elif x.shape[1] == self.in_channels:
+            x = _spread(x, self.members)
+        elif x.shape[1] != self.in_channels * self.members:
+            raise UnsupportedModel(f"Conv2d input with {x.shape[1]} channels")
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, groups)
+
+
+class GroupedLinear(nn.Module):
+    """G copies of one ``Linear`` on member-major features ``(N, G * in)``, or on a shared input ``(N, in)``."""
+
+    def __init__(self, layers: Sequence[nn.Linear]) -> None:
+        super().__init__()
+        first = layers[0]
+        self.members, self.in_features, self.out_features = len(layers), first.in_features, first.out_features
+        self.weight = _cat_parameter([m.weight for m in layers])
+        self.bias = _cat_parameter([m.bias for m in layers]) if first.bias is not None else None
+        self.links: list[Link] = [(self, "weight", [m.weight for m in layers], False)]
+        if self.bias is not None:
+            self.links.append((self, "bias", [m.bias for m in layers], False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2:
+            raise UnsupportedModel(f"Linear on a {x.ndim}-d input")
+        n, g = x.shape[0], self.members
+        if x.shape[1] == self.in_features * g:
+            weight = self.weight.view(g, self.out_features, self.in_features)
+            out = torch.bmm(x.view(n, g, self.in_features).transpose(0, 1), weight.transpose(1, 2))
+            out = out.transpose(0, 1).reshape(n, g * self.out_features)
+            return out if self.bias is None else out + self.bias
+        if x.shape[1] == self.in_features:
+            return F.linear(x, self.weight, self.bias)
+        raise UnsupportedModel(f"Linear input with {x.shape[1]} features")
+
+
+class GroupedBatchNorm(nn.Module):
+    """G copies of one ``BatchNorm1d/2d``: one batch norm over ``G * C`` channels (statistics are per channel)."""
+
+    def __init__(self, norms: Sequence[nn.modules.batchnorm._BatchNorm]) -> None:
+        super().__init__()
+        first = norms[0]
+        self.members, self.channels = len(norms), first.num_features
+        like = first.weight if first.affine else first.running_mean
+        self.norm = type(first)(
+            first.num_features * len(norms), first.eps, first.momentum, first.affine, first.track_running_stats
+        ).to(device=like.device, dtype=like.dtype)
+        self.links: list[Link] = []
+        for name in ("weight", "bias"):
+            if first.affine:
+                getattr(self.norm, name).data.copy_(torch.cat([getattr(m, name).detach() for m in norms]))
+                self.links.append((self.norm, name, [getattr(m, name) for m in norms], False))
+        if first.track_running_stats:
+            for name in ("running_mean", "running_var"):
+                getattr(self.norm, name).copy_(torch.cat([getattr(m, name) for m in norms]))
+                self.links.append((self.norm, name, [getattr(m, name) for m in norms], False))
+            counts = {int(m.num_batches_tracked) for m in norms}
+            if len(counts) != 1:
+                raise UnsupportedModel("students with different BatchNorm num_batches_tracked")
+            self.norm.num_batches_tracked.copy_(norms[0].num_batches_tracked)
+            self.links.append((self.norm, "num_batches_tracked", [m.num_batches_tracked for m in norms], True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == self.channels and self.members > 1:
+            x = _spread(x, self.members)
+        return self.norm(x)
+
+
+class GroupedShortcutA(nn.Module):
+    """G copies of ``models.ShortcutA``: subsample and zero-pad the channels of each member separately."""
+
+    def __init__(self, shortcut: ShortcutA, members: int) -> None:
+        super().__init__()
+        self.members, self.stride = members, shortcut.stride
+        self.pad_front, self.pad_back = shortcut.pad_front, shortcut.pad_back
+        self.links: list[Link] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, channels, h, w = x.shape
+        if channels % self.members:
+            raise UnsupportedModel("ShortcutA on a shared input")
+        x = x.reshape(n, self.members, channels // self.members, h, w)
+        if self.stride != 1:
+            x = x[..., :: self.stride, :: self.stride]
+        x = F.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))
+        return x.reshape(n, -1, x.shape[-2], x.shape[-1])
+
+
+# Containers whose forward only uses per-channel or member-major-safe operations (flatten(1), residual adds, ...).
+_SAFE_CONTAINERS: tuple[type[nn.Module], ...] = (nn.Sequential, MLP, SmallCNN, ResNetCIFAR, BasicBlock)
+_PASS_THROUGH: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardswish,
+    nn.Identity,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+)
+
+
+def _grouped_leaf(leaves: list[nn.Module]) -> nn.Module | None:
+    """The grouped version of one layer (None: keep the layer as it is); raise when the layer is unknown."""
+    first = leaves[0]
+    if type(first) is nn.Conv2d:
+        return GroupedConv2d(leaves)  # type: ignore[arg-type]
+    if type(first) is nn.Linear:
+        return GroupedLinear(leaves)  # type: ignore[arg-type]
+    if type(first) in (nn.BatchNorm1d, nn.BatchNorm2d):
+        return GroupedBatchNorm(leaves)  # type: ignore[arg-type]
+    if type(first) is ShortcutA:
+        return GroupedShortcutA(first, len(leaves))  # type: ignore[arg-type]
+    if type(first) is nn.Flatten and (first.start_dim, first.end_dim) == (1, -1):
+        return None
+    if type(first) is nn.Dropout and first.p == 0:
+        return None
+    if type(first) in _PASS_THROUGH:
+        return None
+    raise UnsupportedModel(f"layer {type(first).__name__}")
+
+
+def _pool_before_relu(body: nn.Module) -> None:
+    """Swap ``ReLU, MaxPool2d`` into ``MaxPool2d, ReLU`` inside sequences: the same numbers forward and backward
+    (max commutes with the monotone ReLU and both pick the same element), but the ReLU runs on the pooled map,
+    a quarter of the memory traffic on the CPU."""
+    for module in body.modules():
+        if isinstance(module, nn.Sequential):
+            keys = list(module._modules)
+            for first, second in itertools.pairwise(keys):
+                if type(module._modules[first]) is nn.ReLU and type(module._modules[second]) is nn.MaxPool2d:
+                    module._modules[first], module._modules[second] = module._modules[second], module._modules[first]
+
+
+class GroupedStack(nn.Module):
+    """G students of one architecture as one model: ``forward(x)`` gives ``(G, N, classes)`` logits."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = list(members)
+        self.count = len(members)
+        first = self.members[0]
+        if any(type(m) is not type(first) for m in self.members):
+            raise UnsupportedModel("students of different types")
+        self.body = copy.deepcopy(first)
+        self.links: list[Link] = []
+        for name, module in list(self.body.named_modules()):
+            copies = [m.get_submodule(name) for m in self.members]
+            if any(type(c) is not type(module) or c.extra_repr() != module.extra_repr() for c in copies):
+                raise UnsupportedModel(f"students that differ at {name or 'the root'}")
+            children = list(module.children())
+            if children:
+                if type(module) not in _SAFE_CONTAINERS:
+                    raise UnsupportedModel(f"container {type(module).__name__}")
+                if (
+                    next(module.parameters(recurse=False), None) is not None
+                    or next(module.buffers(False), None) is not None
+                ):
+                    raise UnsupportedModel(f"{type(module).__name__} with parameters of its own")
+                continue
+            grouped = _grouped_leaf(copies)
+            if grouped is None:
+                continue
+            self.links += grouped.links
+            parent, _, child = name.rpartition(".")
+            self.body.get_submodule(parent)._modules[child] = grouped
+        self.body.requires_grad_(True)
+        _pool_before_relu(self.body)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        n = out.shape[0]
+        return out.view(n, self.count, -1).transpose(0, 1)
+
+    def write_back(self) -> None:
+        """Copy the trained stacked tensors into the member students."""
+        with torch.no_grad():
+            for module, name, own, shared in self.links:
+                stacked = getattr(module, name)
+                for g, tensor in enumerate(own):
+                    tensor.copy_(stacked if shared else stacked.reshape(self.count, *tensor.shape)[g])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stacking G students: torch.func
+# ----------------------------------------------------------------------------------------------------------
+
+
+class VmapStack:
+    """G students as stacked tensors run by ``vmap(functional_call)``; buffers are stacked and passed in too, so
+    batch norm's in-place running-statistic updates land in each member's slice."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        from torch.func import functional_call, stack_module_state, vmap
+
+        self.members = list(members)
+        self.count = len(members)
+        for m in self.members:
+            for module in m.modules():
+                if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+                    raise UnsupportedModel("dropout (random masks cannot match the one-at-a-time runs)")
+        for m in self.members:
+            m.eval()  # stack_module_state wants one mode; the stack's own mode is set by train()/eval()
+        params, buffers = stack_module_state(self.members)
+        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        self.buffers = buffers
+        self.base = copy.deepcopy(self.members[0]).to("meta")
+        for module in self.base.modules():
+            if hasattr(module, "inplace"):
+                module.inplace = False  # in-place activations force copies of whole batched tensors under vmap
+
+        def call(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.base, (p, b), (x,))
+
+        self._forward = vmap(call, in_dims=(0, 0, None))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(self.params, self.buffers, x)
+
+    def parameters(self) -> Iterator[torch.Tensor]:
+        return iter(self.params.values())
+
+    def train(self, mode: bool = True) -> VmapStack:
+        self.base.train(mode)
+        return self
+
+    def eval(self) -> VmapStack:
+        return self.train(False)
+
+    def check_train_mode(self, x: torch.Tensor) -> None:
+        """One training-mode forward on copies of the buffers: surfaces vmap's refusals (random ops) early."""
+        from torch.func import functional_call, vmap
+
+        buffers = {k: v.clone() for k, v in self.buffers.items()}
+        self.base.train()
+        try:
+            with torch.no_grad():
+                vmap(lambda p, b, xb: functional_call(self.base, (p, b), (xb,)), in_dims=(0, 0, None))(
+                    self.params, buffers, x
+                )
+        except RuntimeError as exc:
+            raise UnsupportedModel(f"vmap in training mode: {exc}") from exc
+
+    def write_back(self) -> None:
+        with torch.no_grad():
+            for g, member in enumerate(self.members):
+                for name, value in self.params.items():
+                    member.get_parameter(name).copy_(value[g])
+                for name, value in self.buffers.items():
+                    member.get_buffer(name).copy_(value[g])
+
+
+Stack = GroupedStack | VmapStack
+
+
+def _check_stack(stack: Stack, probe: torch.Tensor) -> None:
+    """Raise ``UnsupportedModel`` unless the stack's eval-mode logits equal each member's own."""
+    stack.eval()
+    try:
+        with torch.no_grad():
+            stacked = stack(probe)
+            own = torch.stack([m.eval()(probe) for m in stack.members])
+    except (UnsupportedModel, RuntimeError) as exc:
+        raise UnsupportedModel(str(exc)) from exc
+    if stacked.shape != own.shape:
+        raise UnsupportedModel(f"stacked logits of shape {tuple(stacked.shape)}, expected {tuple(own.shape)}")
+    scale = 1.0 + float(own.abs().max())
+    if float((stacked - own).abs().max()) > _PROBE_TOLERANCE * scale:
+        raise UnsupportedModel("stacked logits differ from the students' own")
+
+
+def stack_students(members: Sequence[nn.Module], probe: torch.Tensor, backend: str = "auto") -> Stack:
+    """G students of one architecture (already on the probe's device) as one stacked model, checked on ``probe``.
+
+    ``backend``: ``"grouped"``, ``"vmap"``, or ``"auto"`` (grouped when the model is made of known layers, else
+    vmap). Raises ``UnsupportedModel`` when no backend can stack these students.
+    """
+    if backend not in ("auto", "grouped", "vmap"):
+        raise KDConfigError("backend", backend, "'auto', 'grouped' or 'vmap'")
+    reasons = []
+    for name in ("grouped", "vmap") if backend == "auto" else (backend,):
+        try:
+            stack: Stack = GroupedStack(members) if name == "grouped" else VmapStack(members)
+            _check_stack(stack, probe)
+            if isinstance(stack, VmapStack):
+                stack.check_train_mode(probe)
+            return stack
+        except UnsupportedModel as exc:
+            reasons.append(f"{name}: {exc}")
+    raise UnsupportedModel("; ".join(reasons))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The stacked grid search
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _grid_points(temperatures: Sequence[float], alphas: Sequence[float]) -> list[tuple[float, float]]:
+    if len(temperatures) == 0 or len(alphas) == 0:
+        raise KDConfigError("grid", (tuple(temperatures), tuple(alphas)), "at least one T and one alpha")
+    return [(check_temperature(t), check_alpha(a)) for t, a in itertools.product(temperatures, alphas)]
+
+
+def _use_channels_last(stack: Stack, device: torch.device, x: torch.Tensor) -> bool:
+    """Grouped convolutions on the CPU run markedly faster in channels-last layout."""
+    return isinstance(stack, GroupedStack) and device.type == "cpu" and x.ndim == 4
+
+
+def _fit_stacked(
+    stack: Stack,
+    points: Sequence[tuple[float, float]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    source: LogitSource,
+    cfg: TrainConfig,
+    device: torch.device,
+    bar: tqdm,
+) -> None:
+    """``train.fit`` for G students at once: the same seeded batches, optimiser and schedule as G one-at-a-time
+    ``run_standard`` calls, the loss summed over members (so each member gets its own loss's gradient)."""
+    channels_last = _use_channels_last(stack, device, x)
+    if channels_last:
+        stack.body.to(memory_format=torch.channels_last)  # type: ignore[union-attr]
+    params = [p for p in stack.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, cfg)  # SGD/Adam and weight decay are elementwise: one per member, exactly
+    steps_per_epoch = (len(x) + cfg.batch_size - 1) // cfg.batch_size
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, cfg.epochs * steps_per_epoch))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for _epoch in range(cfg.epochs):
+        stack.train()
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            xb = x[idx]
+            if cfg.augment:
+                xb = augment_batch(xb, generator)
+            xb, yb = xb.to(device), y[idx].to(device)
+            target = source(xb, idx)
+            logits = stack(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
+            losses = [kd_loss(logits[g], target, yb, t, a) for g, (t, a) in enumerate(points)]
+            loss = torch.stack(losses).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bar.update(1)
+    stack.write_back()
+
+
+def stacked_grid_search(
+    make_student: Callable[[], nn.Module],
+    teacher: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    temperatures: Sequence[float],
+    alphas: Sequence[float],
+    cfg: TrainConfig,
+    val_fraction: float = 0.2,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    evaluate: Callable[[nn.Module], dict] | None = None,
+    *,
+    backend: str = "auto",
+    chunk_size: int | None = None,
+) -> list[dict]:
+    """``distill.grid_search`` with the grid's students trained together: same arguments, same rows.
+
+    The teacher's logits are computed once (or, with augmentation, once per step for all students); each batch
+    feeds every student, each with its own (T, alpha). ``backend`` picks how students are stacked (see the module
+    doc; ``"sequential"`` is ``distill.grid_search`` itself, and ``"auto"`` falls back to it with a warning when
+    the model cannot be stacked). ``chunk_size`` trains the grid in stacks of at most that many students (each
+    stack replays the same seeded batches; with augmentation each stack pays the teacher once per step). None: the
+    whole grid on a GPU, ``CPU_CHUNK`` students on the CPU, where activations that stay in cache beat bigger stacks.
+    """
+    if backend not in BACKENDS:
+        raise KDConfigError("backend", backend, f"one of {', '.join(BACKENDS)}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise KDConfigError("chunk_size", chunk_size, "None (automatic) or an integer >= 1")
+    points = _grid_points(temperatures, alphas)
+    if backend == "sequential":
+        return grid_search(
+            make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate
+        )
+    dev = resolve_device(device)
+    train_idx, val_idx = split_validation(len(x), val_fraction, cfg.seed)
+    x_fit, y_fit, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    source = frozen_logits(teacher, x_fit, cfg, dev)
+    val_before = accuracy(predict_logits(make_student(), x_val, dev), y_val)
+    students = [make_student().to(dev) for _ in points]
+    check_same_classes(students[0], [teacher], x_fit)
+    size = chunk_size or (CPU_CHUNK if dev.type == "cpu" else len(points))
+    count = math.ceil(len(points) / size)  # equal stacks: 25 points in chunks of <= 8 -> 7 + 6 + 6 + 6
+    bounds = [round(i * len(points) / count) for i in range(count + 1)]
+    chunks = [range(lo, hi) for lo, hi in itertools.pairwise(bounds)]
+    probe = x_fit[: min(8, len(x_fit))].to(dev)
+    try:
+        first = stack_students([students[i] for i in chunks[0]], probe, backend)
+    except UnsupportedModel as exc:
+        if backend != "auto":
+            raise KDConfigError("backend", backend, f"a model this backend can stack ({exc})") from exc
+        warnings.warn(f"cannot stack these students ({exc}); training the grid one point at a time", stacklevel=2)
+        return grid_search(
+            make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate
+        )
+    steps = len(chunks) * cfg.epochs * ((len(x_fit) + cfg.batch_size - 1) // cfg.batch_size)
+    with tqdm(total=steps, desc=f"grid (T, α) x{len(points)} stacked", disable=not progress, leave=False) as bar:
+        for number, chunk in enumerate(chunks):
+            members = [students[i] for i in chunk]
+            stack = first if number == 0 else stack_students(members, probe, backend)
+            _fit_stacked(stack, [points[i] for i in chunk], x_fit, y_fit, source, cfg, dev, bar)
+            first = stack = None  # free the stacked copy before the next chunk
+    rows = []
+    for (temperature, alpha), student in zip(points, students, strict=True):
+        val_acc = accuracy(predict_logits(student, x_val, dev), y_val)
+        row = {"temperature": temperature, "alpha": alpha, "val_acc": val_acc, "val_gain": val_acc - val_before}
+        if evaluate is not None:
+            row.update(evaluate(student))
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Smart search (Optuna), resumable
+# ----------------------------------------------------------------------------------------------------------
+
+
+def default_storage() -> str:
+    """The embedded default: ``sqlite:///<results>/tuning.sqlite3``."""
+    path = results_dir() / "tuning.sqlite3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _storage_url(storage: Any) -> Any:
+    if storage is None:
+        return default_storage()
+    if isinstance(storage, Path) or (isinstance(storage, str) and "://" not in storage):
+        path = Path(storage).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    return storage  # a database URL or an optuna storage object
+
+
+def _digest(tensors: Sequence[torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _module_digest(module: nn.Module) -> str:
+    return _digest([v for _, v in sorted(module.state_dict().items())])
+
+
+@contextlib.contextmanager
+def _quiet_optuna(verbose: bool) -> Iterator[None]:
+    """Optuna's per-trial log lines and experimental warnings off, unless ``verbose``."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    if not verbose:
+        optuna.logging.set_verbosity(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            if not verbose:
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+@dataclass
+class SearchResult:
+    """What ``smart_search`` found: best point on the validation split, and what it cost."""
+
+    temperature: float
+    alpha: float
+    val_acc: float
+    val_gain: float
+    trainings: int
+    """Distillations this call actually ran (pruned ones included)."""
+    total_trainings: int
+    """Distinct (T, alpha) points trained in the whole study, over all calls and workers."""
+    epochs: int
+    """Training epochs this call ran (``trainings * cfg.epochs`` unless trials were pruned)."""
+    study_name: str
+    storage: str
+    trials: list[dict] = field(default_factory=list)
+
+    @property
+    def best(self) -> dict:
+        return {
+            "temperature": self.temperature,
+            "alpha": self.alpha,
+            "val_acc": self.val_acc,
+            "val_gain": self.val_gain,
+        }
+
+
+def distill_point(
+    make_student: Callable[[], nn.Module],
+    teacher: nn.Module,
+    x_fit: torch.Tensor,
+    y_fit: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    cfg: TrainConfig,
+    device: str | torch.device,
+    source: LogitSource,
+    on_epoch_end: Callable[[nn.Module, int], None] | None = None,
+) -> float:
+    """One grid point exactly as ``distill.grid_search`` trains it: a fresh student, cached teacher; val accuracy.
+
+    ``on_epoch_end(student, epoch)`` is called after each epoch (reporting to a pruner; it may raise to stop)."""
+    student = make_student()
+    hook = None if on_epoch_end is None else (lambda epoch: on_epoch_end(student, epoch) or {})
+    run_standard(student, teacher, x_fit, y_fit, temperature, alpha, cfg, device, False, hook, teacher_source=source)
+    return accuracy(predict_logits(student, x_val, device), y_val)
+
+
+def _make_sampler(name: str, seed: int, n_trials: int) -> Any:
+    import optuna
+
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    startup = max(2, min(10, n_trials // 3))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
+
+
+def _make_pruner(name: str) -> Any:
+    import optuna
+
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def _trial_rows(study: Any, val_before: float) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        value = (
+            t.value
+            if t.value is not None
+            else (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else math.nan)
+        )
+        rows.append(
+            {
+                "number": t.number,
+                "temperature": t.params.get("temperature", math.nan),
+                "alpha": t.params.get("alpha", math.nan),
+                "val_acc": value,
+                "val_gain": value - val_before,
+                "state": t.state.name,
+                "reused": bool(t.user_attrs.get("reused", False)),
+                "epochs": int(t.user_attrs.get("epochs", 0)),
+            }
+        )
+    return rows
+
+
+def smart_search(
+    make_student: Callable[[], nn.Module],
+    teacher: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    temperatures: Sequence[float],
+    alphas: Sequence[float],
+    cfg: TrainConfig,
+    n_trials: int,
+    storage: Any = None,
+    study_name: str | None = None,
+    val_fraction: float = 0.2,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    sampler: str = "tpe",
+    seed: int | None = None,
+    verbose: bool = False,
+) -> SearchResult:
+    """Search the (T, alpha) grid with Optuna, training ``n_trials`` distinct points (one at a time, on the same
+    split and cached teacher logits as ``grid_search``), scored by validation accuracy.
+
+    Resumable: trials live in ``storage`` (default: ``default_storage()``'s SQLite file; a file path, a database URL
+    such as ``postgresql://...`` for many workers on many machines, or an optuna storage). A second call with the
+    same problem loads the study (``study_name`` defaults to a digest of the data, models, grid and config) and only
+    trains until the study holds ``n_trials`` trained points. A suggestion of an already trained point reuses the
+    stored score instead of training again. ``sampler``: ``"tpe"``, ``"halving"`` (TPE with successive-halving
+    pruning on per-epoch validation accuracy) or ``"random"``. Trials that crashed (FAIL) or were killed (left
+    RUNNING) are not counted and their points may be tried again.
+    """
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise KDConfigError("n_trials", n_trials, "an integer >= 1 (distinct grid points to train)")
+    if sampler not in SAMPLERS:
+        raise KDConfigError("sampler", sampler, f"one of {', '.join(SAMPLERS)}")
+    points = _grid_points(temperatures, alphas)
+    grid_order = {p: i for i, p in reversed(list(enumerate(points)))}
+    dev = resolve_device(device)
+    train_idx, val_idx = split_validation(len(x), val_fraction, cfg.seed)
+    x_fit, y_fit, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    reference = make_student()
+    val_before = accuracy(predict_logits(reference, x_val, dev), y_val)
+    if study_name is None:
+        problem = {
+            "cfg": cfg.as_dict(),
+            "grid": [list(map(float, temperatures)), list(map(float, alphas))],
+            "val_fraction": val_fraction,
+            "data": _digest([x, y]),
+            "teacher": _module_digest(teacher),
+            "student": _module_digest(reference),
+            "sampler": sampler,
+        }
+        study_name = f"kd-tune-{config_key(problem)}"
+    url = _storage_url(storage)
+    distributions = {
+        "temperature": CategoricalDistribution([float(t) for t in temperatures]),
+        "alpha": CategoricalDistribution([float(a) for a in alphas]),
+    }
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    target = min(n_trials, len(grid_order))
+    source: LogitSource | None = None
+    trainings = epochs = 0
+
+    def trained_trials() -> dict[tuple[float, float], Any]:
+        done = {}
+        for t in study.get_trials(deepcopy=False, states=finished):
+            if not t.user_attrs.get("reused", False):
+                done.setdefault((t.params["temperature"], t.params["alpha"]), t)
+        return done
+
+    with _quiet_optuna(verbose):
+        study = optuna.create_study(storage=url, study_name=study_name, direction="maximize", load_if_exists=True)
+        base_seed = cfg.seed if seed is None else seed
+        # a resumed search draws fresh suggestions instead of replaying the first run's
+        study.sampler = _make_sampler(sampler, base_seed + len(study.get_trials(deepcopy=False)), n_trials)
+        study.pruner = _make_pruner(sampler)
+        study.set_user_attr("val_before", val_before)
+        done = trained_trials()
+        rng = random.Random(base_seed + len(done))
+        bar = tqdm(
+            total=target,
+            initial=min(len(done), target),
+            desc=f"search (T, α) {sampler}",
+            disable=not progress,
+            leave=False,
+        )
+        stall = 0
+        while len(done) < target:
+            if stall >= 10:  # the sampler keeps proposing trained points: try an untried one
+                untried = [p for p in points if p not in done]
+                study.enqueue_trial(dict(zip(("temperature", "alpha"), rng.choice(untried), strict=True)))
+                stall = 0
+            trial = study.ask(distributions)
+            point = (trial.params["temperature"], trial.params["alpha"])
+            if point in done:
+                previous = done[point]
+                trial.set_user_attr("reused", True)
+                trial.set_user_attr("reused_from", previous.number)
+                if previous.state == TrialState.COMPLETE:
+                    study.tell(trial, previous.value)
+                else:
+                    step = max(previous.intermediate_values)
+                    trial.report(previous.intermediate_values[step], step)
+                    study.tell(trial, state=TrialState.PRUNED)
+                stall += 1
+                continue
+            stall = 0
+            if source is None:
+                source = frozen_logits(teacher, x_fit, cfg, dev)
+            ran = [0]
+
+            def report(student: nn.Module, epoch: int, trial: Any = trial, ran: list[int] = ran) -> None:
+                ran[0] = epoch
+                if sampler == "halving" and epoch < cfg.epochs:
+                    trial.report(accuracy(predict_logits(student, x_val, dev), y_val), epoch)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+
+            try:
+                value = distill_point(
+                    make_student, teacher, x_fit, y_fit, x_val, y_val, point[0], point[1], cfg, dev, source, report
+                )
+            except optuna.TrialPruned:
+                trial.set_user_attr("epochs", ran[0])
+                study.tell(trial, state=TrialState.PRUNED)
+            except BaseException:
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            else:
+                trial.set_user_attr("epochs", cfg.epochs)
+                if sampler == "halving":
+                    trial.report(value, cfg.epochs)
+                study.tell(trial, value)
+            trainings += 1
+            epochs += ran[0]
+            done = trained_trials()
+            bar.n = min(len(done), target)
+            bar.refresh()
+        bar.close()
+        rows = _trial_rows(study, val_before)
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    if not complete:
+        raise KDConfigError("n_trials", n_trials, "enough trials for one to complete (all were pruned)")
+    best = max(complete, key=lambda r: (r["val_acc"], -grid_order[(r["temperature"], r["alpha"])]))
+    return SearchResult(
+        temperature=float(best["temperature"]),
+        alpha=float(best["alpha"]),
+        val_acc=float(best["val_acc"]),
+        val_gain=float(best["val_gain"]),
+        trainings=trainings,
+        total_trainings=len(done),
+        epochs=epochs,
+        study_name=study_name,
+        storage=url if isinstance(url, str) else type(url).__name__,
+        trials=rows,
+    )
