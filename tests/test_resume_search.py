@@ -1,0 +1,88 @@
+"""A tuned-KD search killed mid-run (SIGKILL) resumes from its SQLite storage without redoing finished trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SEARCH_SCRIPT = """
+import json, sys, time, torch
+from kdlib.data import load_dataset
+from kdlib.models import build_model
+from kdlib.train import TrainConfig, seed_everything, set_cpu_threads
+from kdlib.tune import smart_search
+
+set_cpu_threads(1)
+storage, n_trials, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+data = load_dataset("digits", progress=False)
+seed_everything(0)
+teacher = build_model("mlp", 10, data.in_shape)
+student = build_model("mlp", 10, data.in_shape)
+
+def make_student():
+    time.sleep(delay)  # slow each trial down so the parent can kill the search between trials
+    fresh = build_model("mlp", 10, data.in_shape)
+    fresh.load_state_dict(student.state_dict())
+    return fresh
+
+cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05)
+result = smart_search(make_student, teacher, data.x_train, data.y_train, (1.0, 2.0, 4.0, 8.0), (0.25, 0.5, 0.75),
+                      cfg, n_trials=n_trials, storage=storage, study_name="killed-search", device="cpu",
+                      progress=False, seed=0)
+print(json.dumps({"trainings": result.trainings, "total": result.total_trainings}))
+"""
+
+
+def completed_trials(storage: str) -> list[tuple[float, float, float]]:
+    """Distinct trained points (T, alpha, score): a repeated suggestion is stored again with the reused score."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.load_study(study_name="killed-search", storage=storage)
+    except KeyError:
+        return []
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return sorted({(t.params["temperature"], t.params["alpha"], t.value) for t in done})
+
+
+def test_a_killed_search_resumes_without_redoing_finished_trials(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'tuning.sqlite3'}"
+    script = tmp_path / "search.py"
+    script.write_text(SEARCH_SCRIPT)
+    env = {**os.environ, "KDLIB_RESULTS": str(tmp_path / "results")}
+    proc = subprocess.Popen([sys.executable, str(script), storage, "6", "1.0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while len(completed_trials(storage)) < 2:
+            assert proc.poll() is None, f"the search ended early: {proc.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline, "the search did not complete 2 trials in time"
+            time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = completed_trials(storage)
+    assert 2 <= len(before) < 6, "the kill should land mid-search"
+
+    rerun = subprocess.run([sys.executable, str(script), storage, "6", "0"], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    outcome = json.loads(rerun.stdout.strip().splitlines()[-1])
+    after = completed_trials(storage)
+    assert outcome["total"] == 6 and len(after) == 6
+    assert outcome["trainings"] == 6 - len(before), "the resumed search trained finished points again"
+    assert set(before) <= set(after), "trials finished before the kill changed"
+    points = [(t, a) for t, a, _ in after]
+    assert len(points) == len(set(points)), "one grid point got two different scores"
