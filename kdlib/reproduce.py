@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from kdlib.config import SCALES
 from kdlib.errors import KDConfigError
-from kdlib.paths import PROJECT_ROOT, user_folder
+from kdlib.paths import figures_dir, PROJECT_ROOT, user_folder
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 
@@ -103,5 +103,5 @@ def reproduce(
             )
             return 1
         tqdm.write(f"{path.name}: {time.perf_counter() - started:.0f} s")
-    print(f"All {len(notebooks)} notebooks ran at {scale} scale; executed copies in {out_dir}, figures in figures/.")
+    print(f"All {len(notebooks)} notebooks ran at {scale} scale; executed copies in {out_dir}, figures in {figures_dir()}.")
     return 0
