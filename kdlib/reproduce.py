@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from kdlib.config import SCALES
 from kdlib.errors import KDConfigError
-from kdlib.paths import figures_dir, PROJECT_ROOT, user_folder
+from kdlib.paths import PROJECT_ROOT, figures_dir, user_folder
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 
