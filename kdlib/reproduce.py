@@ -103,5 +103,8 @@ def reproduce(
             )
             return 1
         tqdm.write(f"{path.name}: {time.perf_counter() - started:.0f} s")
-    print(f"All {len(notebooks)} notebooks ran at {scale} scale; executed copies in {out_dir}, figures in {figures_dir()}.")
+    print(
+        f"All {len(notebooks)} notebooks ran at {scale} scale; executed copies in {out_dir}, "
+        f"figures in {figures_dir()}."
+    )
     return 0
