@@ -42,7 +42,14 @@ from kdlib.losses import check_alpha, check_temperature, kd_loss
 from kdlib.metrics import accuracy
 from kdlib.models import MLP, BasicBlock, ResNetCIFAR, ShortcutA, SmallCNN
 from kdlib.paths import results_dir
-from kdlib.train import TrainConfig, augment_batch, make_optimizer, predict_logits, resolve_device
+from kdlib.train import (
+    TrainConfig,
+    augment_batch,
+    make_optimizer,
+    predict_logits,
+    resolve_device,
+    to_training_device,
+)
 
 __all__ = [
     "BACKENDS",
@@ -439,15 +446,17 @@ def _fit_stacked(
     steps_per_epoch = (len(x) + cfg.batch_size - 1) // cfg.batch_size
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, cfg.epochs * steps_per_epoch))
     generator = torch.Generator().manual_seed(cfg.seed)
+    x, y = to_training_device(x, y, device)
     for _epoch in range(cfg.epochs):
         stack.train()
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            xb = x[idx]
+            on_dev = idx.to(device)
+            xb = x[on_dev]
             if cfg.augment:
                 xb = augment_batch(xb, generator)
-            xb, yb = xb.to(device), y[idx].to(device)
+            yb = y[on_dev]
             target = source(xb, idx)
             logits = stack(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
             losses = [kd_loss(logits[g], target, yb, t, a) for g, (t, a) in enumerate(points)]

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# One GPU session in one command: the (T, alpha) grid benchmark at smoke scale, then the study at the paper's data
+# sizes and models (all of CIFAR-10, resnet56 teacher, resnet20 student) with a shortened epoch budget.
+#
+#   OUT=runs/gpu bash benchmarks/gpu_session.sh [SHARED]      # SHARED: the folder with data/ and pretrained/
+#
+# Each step has its own time limit (BENCH_S, STUDY_S seconds). The results store is append-only and fsynced, so a
+# study cut off by its limit keeps every run it finished. At the end the results and the pre-trained parties are
+# packed into $OUT, so that the notebooks can draw the figures from them on any machine:
+#
+#   KDLIB_RESULTS=... KDLIB_CACHE=... python -m kdlib reproduce --scale paper --only 02,03,04,05,06,08 \
+#       --set 'pretrain={"epochs": 10}' --set 'distill={"epochs": 4}' --set scenarios=...
+set -u
+SHARED=${1:-../shared}
+OUT=${OUT:-runs/gpu}
+WORK=${WORK:-/tmp/kdlib-gpu}
+DEVICE=${DEVICE:-cuda}
+BENCH_S=${BENCH_S:-150}
+STUDY_S=${STUDY_S:-360}
+BENCH_ARGS=${BENCH_ARGS:-}
+SCENARIOS=${SCENARIOS:-iid,disjoint,dirichlet:0.1,dirichlet:0.5,dirichlet:1.0}
+PRETRAIN=${PRETRAIN:-'{"epochs": 10}'}
+DISTILL=${DISTILL:-'{"epochs": 4}'}
+EXTRA_SET=${EXTRA_SET:-}
+
+mkdir -p "$OUT" "$WORK"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export KDLIB_CIFAR10_ARCHIVE=$SHARED/data/cifar10-jpeg.tar.gz KDLIB_PRETRAINED=$SHARED/pretrained
+export KDLIB_RESULTS=$WORK/results KDLIB_CACHE=$WORK/cache
+
+{
+    date -u
+    nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"
+    python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+} 2>&1 | tee "$OUT/env.txt"
+
+echo "== grid benchmark (smoke scale, $DEVICE, limit ${BENCH_S}s)"
+# shellcheck disable=SC2086
+timeout "$BENCH_S" python benchmarks/grid_speed.py --device "$DEVICE" --only a,b,c,d $BENCH_ARGS 2>&1 \
+    | tee "$OUT/grid_speed.txt"
+
+echo "== study at paper sizes ($DEVICE, limit ${STUDY_S}s): scenarios $SCENARIOS"
+started=$(date +%s)
+# shellcheck disable=SC2086
+timeout "$STUDY_S" python -m kdlib study --scale paper --device "$DEVICE" --quiet \
+    --set "scenarios=$SCENARIOS" --set "pretrain=$PRETRAIN" --set "distill=$DISTILL" $EXTRA_SET \
+    >"$OUT/study.log" 2>&1
+echo "study exit $? after $(($(date +%s) - started)) s"
+tail -n 5 "$OUT/study.log"
+
+python - "$SCENARIOS" "$PRETRAIN" "$DISTILL" "$EXTRA_SET" <<'EOF' 2>&1 | tee "$OUT/summary.txt"
+import json, sys
+from kdlib.__main__ import parse_overrides
+from kdlib.study import open_study
+scenarios, pretrain, distill, extra = sys.argv[1:]
+sets = parse_overrides([s.removeprefix("--set").strip() for s in extra.split("--set") if s.strip()])
+study = open_study("paper", scenarios=scenarios, pretrain=json.loads(pretrain), distill=json.loads(distill), **sets)
+frame = study.frame()
+print(f"{len(frame)} runs stored")
+if not frame.empty:
+    print(frame[["scenario", "method", "wall_s"]].to_string(index=False))
+    for metric in ("gain", "knowledge_gain", "knowledge_loss", "acc_after", "unseen_after"):
+        if metric in frame:
+            print(f"\n{metric} (points):\n{study.gain_table(metric).to_string()}")
+EOF
+
+tar czf "$OUT/results.tgz" -C "$WORK" results
+tar cf - -C "$WORK" cache | split -b 15M - "$OUT/cache.tar.part-"
+ls -la "$OUT"
