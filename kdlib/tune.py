@@ -373,11 +373,28 @@ class VmapStack:
 Stack = GroupedStack | VmapStack
 
 
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Full float32 convolutions and matrix products inside (no TF32 on CUDA), the previous settings after.
+
+    On Ampere and later GPUs cuDNN computes float32 convolutions in TF32 by default (10-bit mantissa), which
+    differs from run to run of different kernels by ~1e-3: more than the stack check allows, though no worse for
+    training. The check therefore compares the stacked and the members' logits in full float32.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _check_stack(stack: Stack, probe: torch.Tensor) -> None:
-    """Raise ``UnsupportedModel`` unless the stack's eval-mode logits equal each member's own."""
+    """Raise ``UnsupportedModel`` unless the stack's eval-mode logits equal each member's own (in full float32)."""
     stack.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), exact_float32():
             stacked = stack(probe)
             own = torch.stack([m.eval()(probe) for m in stack.members])
     except (UnsupportedModel, RuntimeError) as exc:

@@ -301,3 +301,17 @@ def test_smart_search_default_storage_and_bad_arguments(problem, tmp_path, monke
         _search(problem, 0, None)
     with pytest.raises(KDConfigError, match="sampler"):
         _search(problem, 1, None, sampler="grid")
+
+
+def test_exact_float32_turns_tf32_off_inside_and_restores_it_after_an_error():
+    from kdlib.tune import exact_float32
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with pytest.raises(RuntimeError, match="inside"), exact_float32():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+            raise RuntimeError("inside")
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
