@@ -168,66 +168,75 @@ def _replays(s: dict, rows: list[dict], trials: int, sampler: str, seeds: int) -
     return results
 
 
+def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: list) -> dict:
+    """The timed work of variant (a), (b), (c) or (d) on ``s`` (after :func:`_prepare`): rows and trainings."""
+    from kdlib.tune import stacked_grid_search
+
+    cfg, tcfg = s["cfg"], s["cfg"].distill
+    x_fit, y_fit, x_val, y_val, val_before = (s[k] for k in ("x_fit", "y_fit", "x_val", "y_val", "val_before"))
+    if args.variant == "a":
+        live = _live_source(s["teacher"], dev)
+        run_standard(
+            copy.deepcopy(s["student"]), s["teacher"], x_fit, y_fit, cfg.temperature, cfg.alpha, tcfg, dev, False,
+            teacher_source=live,
+        )  # fmt: skip
+        return {"trainings": 1}
+    if args.variant == "c":
+        rows = stacked_grid_search(
+            lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
+            cfg.val_fraction, dev, False, backend=args.backend, chunk_size=args.chunk_size,
+        )  # fmt: skip
+        return {"rows": rows, "trainings": len(rows)}
+    source = _live_source(s["teacher"], dev) if args.variant == "b" else s["cached"]
+    rows = _one_at_a_time(s, dev, source, x_fit, y_fit, x_val, y_val, val_before, timed)
+    return {"rows": rows, "trainings": len(rows)}
+
+
+def _prepare(s: dict, dev: torch.device, variant: str) -> dict:
+    """The validation split, the student's accuracy before KD and, for (d), the cached teacher logits: untimed."""
+    cfg = s["cfg"]
+    train_idx, val_idx = split_validation(len(s["x"]), cfg.val_fraction, cfg.distill.seed)
+    out = {**s, "x_fit": s["x"][train_idx], "y_fit": s["y"][train_idx], "x_val": s["x"][val_idx]}
+    out["y_val"] = s["y"][val_idx]
+    out["val_before"] = accuracy(predict_logits(s["student"], out["x_val"], dev), out["y_val"])
+    if variant == "d":
+        out["cached"] = frozen_logits(s["teacher"], out["x_fit"], cfg.distill, dev)
+    return out
+
+
+def _warm_up(args: argparse.Namespace, s: dict, dev: torch.device) -> None:
+    """On a GPU, the variant once on two batches, untimed: cuDNN's algorithm search for each new shape and the
+    lazy loading of kernels are paid here, not in the timed run (they cost seconds against runs of a few)."""
+    n = min(len(s["x"]), 2 * s["cfg"].distill.batch_size)
+    small = {**s, "x": s["x"][:n], "y": s["y"][:n], "cfg": s["cfg"].replace(distill={"epochs": 1})}
+    _train_variant(args, _prepare(small, dev, args.variant), dev, [])
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def run_variant(args: argparse.Namespace) -> dict:
-    from kdlib.tune import smart_search, stacked_grid_search
+    from kdlib.tune import smart_search
 
     s = _setup(args)
     cfg, dev = s["cfg"], resolve_device(args.device)
     tcfg = cfg.distill
-    train_idx, val_idx = split_validation(len(s["x"]), cfg.val_fraction, tcfg.seed)
-    x_fit, y_fit, x_val, y_val = s["x"][train_idx], s["y"][train_idx], s["x"][val_idx], s["y"][val_idx]
-    val_before = accuracy(predict_logits(s["student"], x_val, dev), y_val)
-    make_student = lambda: copy.deepcopy(s["student"])  # noqa: E731
-    out: dict = {"variant": args.variant, "grid": len(s["temps"]) * len(s["alphas"]), "n_fit": len(x_fit)}
-    cached = frozen_logits(s["teacher"], x_fit, tcfg, dev) if args.variant == "d" else None
+    if args.variant != "smart" and dev.type == "cuda" and not args.no_warmup:
+        _warm_up(args, s, dev)
+    s = _prepare(s, dev, args.variant)
+    out: dict = {"variant": args.variant, "grid": len(s["temps"]) * len(s["alphas"]), "n_fit": len(s["x_fit"])}
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss_start, resettable = _memory_kib()["VmRSS"], _reset_peak()
     started, cpu = time.perf_counter(), time.process_time()
     timed: list[tuple[float, float]] = []
-    if args.variant == "a":
-        run_standard(
-            make_student(),
-            s["teacher"],
-            x_fit,
-            y_fit,
-            cfg.temperature,
-            cfg.alpha,
-            tcfg,
-            dev,
-            False,
-            teacher_source=_live_source(s["teacher"], dev),
-        )
-        out["trainings"] = 1
-    elif args.variant == "b":
-        live = _live_source(s["teacher"], dev)
-        out["rows"] = _one_at_a_time(s, dev, live, x_fit, y_fit, x_val, y_val, val_before, timed)
-        out["trainings"] = len(out["rows"])
-    elif args.variant == "c":
-        out["rows"] = stacked_grid_search(
-            make_student,
-            s["teacher"],
-            s["x"],
-            s["y"],
-            s["temps"],
-            s["alphas"],
-            tcfg,
-            cfg.val_fraction,
-            dev,
-            False,
-            backend=args.backend,
-            chunk_size=args.chunk_size,
-        )
-        out["trainings"] = len(out["rows"])
-    elif args.variant == "d":
-        out["rows"] = _one_at_a_time(s, dev, cached, x_fit, y_fit, x_val, y_val, val_before, timed)
-        out["trainings"] = len(out["rows"])
+    if args.variant != "smart":
+        out.update(_train_variant(args, s, dev, timed))
     else:
         trials = args.smart_trials or max(1, out["grid"] // 3)
         with tempfile.TemporaryDirectory() as folder:
             found = smart_search(
-                make_student,
+                lambda: copy.deepcopy(s["student"]),
                 s["teacher"],
                 s["x"],
                 s["y"],
@@ -243,6 +252,8 @@ def run_variant(args: argparse.Namespace) -> dict:
                 args.sampler,
             )
         out.update(trainings=found.trainings, epochs=found.epochs, best=found.best)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     if args.variant == "d":  # the training loops only
         wall, cpu = sum(w for w, _ in timed), sum(c for _, c in timed)
@@ -292,6 +303,8 @@ def _child(args: argparse.Namespace, variant: str, rows_file: Path | None) -> di
             command += [flag, str(value)]
     if args.random_init:
         command.append("--random-init")
+    if args.no_warmup:
+        command.append("--no-warmup")
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if done.returncode != 0:
         raise SystemExit(f"variant {variant} failed:\n{done.stderr[-4000:]}")
@@ -337,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smart-replays", type=int, default=20, help="sampler seeds replayed on the grid's scores")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant; the fastest is reported")
     parser.add_argument("--only", default=",".join(VARIANTS), help="comma list of a,b,c,d,smart")
+    parser.add_argument("--no-warmup", action="store_true", help="on a GPU, time each variant cold (no warm-up pass)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--rows-from", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
