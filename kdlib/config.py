@@ -168,6 +168,23 @@ def scale_config(scale: str = "smoke", **overrides: Any) -> StudyConfig:
     return StudyConfig().replace(**settings).replace(**overrides)
 
 
+def scale_departures(cfg: StudyConfig) -> list[str]:
+    """The fields in which ``cfg`` departs from its named scale, as ``"distill.epochs=4 (paper: 20)"`` (the choice
+    of scenarios aside), so that a figure never passes off a shortened run as the scale it is named after."""
+    base = scale_config(cfg.scale).as_dict()
+    out = []
+    for key, value in cfg.as_dict().items():
+        if key in ("scenarios", "scale") or value == base[key]:
+            continue
+        if isinstance(value, dict):
+            out += [f"{key}.{k}={v} ({cfg.scale}: {base[key][k]})" for k, v in value.items() if v != base[key][k]]
+        else:
+            shown = ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+            was = ",".join(str(v) for v in base[key]) if isinstance(base[key], tuple) else base[key]
+            out.append(f"{key}={shown} ({cfg.scale}: {was})")
+    return out
+
+
 def config_key(payload: dict[str, Any]) -> str:
     """A stable short hash of a JSON-able dict: the identity of a run, a checkpoint or a cache entry."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

@@ -31,17 +31,29 @@ def study_notebooks(only: str | None = None) -> list[Path]:
     return found
 
 
-def notebook_parameters(path: Path, scale: str, device: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The papermill parameters this notebook declares, from the scale, the device and the overrides."""
+def declared_parameters(path: Path) -> set[str]:
+    """The names of a notebook's papermill parameters."""
     import papermill as pm
 
-    declared = {p["name"] for p in pm.inspect_notebook(str(path)).values()}
+    return {p["name"] for p in pm.inspect_notebook(str(path)).values()}
+
+
+def notebook_parameters(
+    path: Path, scale: str, device: str, overrides: dict[str, Any], notebook_keys: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The papermill parameters this notebook declares, from the scale, the device and the overrides.
+
+    An override that this notebook declares goes in as its parameter; one that another notebook of the run
+    declares (``notebook_keys``, e.g. 08's ``federated``) is left out here; any other is a config field and goes
+    into the ``overrides`` parameter.
+    """
+    declared = declared_parameters(path)
     params = {"scale": scale, "device": device}
     config_overrides = {}
     for key, value in overrides.items():
         if key in declared:
             params[key] = value
-        else:
+        elif key not in notebook_keys:
             config_overrides[key] = value
     if config_overrides and "overrides" in declared:
         params["overrides"] = config_overrides
@@ -81,6 +93,7 @@ def reproduce(
     check_overrides(scale, overrides or {})
     out_dir = user_folder(output, "output", PROJECT_ROOT / "runs" / "notebooks")
     out_dir.mkdir(parents=True, exist_ok=True)
+    notebook_keys = frozenset().union(*(declared_parameters(path) for path in notebooks))
     bar = tqdm(notebooks, desc=f"notebooks ({scale})", unit="nb", disable=not progress)
     for path in bar:
         bar.set_postfix_str(path.stem)
@@ -90,7 +103,7 @@ def reproduce(
             pm.execute_notebook(
                 str(path),
                 str(target),
-                parameters=notebook_parameters(path, scale, device, overrides or {}),
+                parameters=notebook_parameters(path, scale, device, overrides or {}, notebook_keys),
                 cwd=str(NOTEBOOKS_DIR),
                 progress_bar=False,
                 kernel_name="python3",

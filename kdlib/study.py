@@ -240,11 +240,14 @@ def open_study(
 
 
 def caption(study: Study, extra: str = "") -> str:
-    """The caption line of a figure from this study: data set, scale and sizes."""
+    """The caption line of a figure from this study: data set, scale, sizes, and any departure from the scale."""
+    from kdlib.config import scale_departures
     from kdlib.plots import study_caption
 
     data = study.dataset
     models = f"teacher {study.cfg.teacher_model}, student {study.cfg.student_model}"
+    if changed := scale_departures(study.cfg):
+        models += "; changed: " + ", ".join(changed)
     return study_caption(
         data.description,
         study.cfg.scale,

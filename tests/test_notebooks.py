@@ -68,3 +68,25 @@ def test_notebook_executes_at_smoke_scale(name: str, isolated_outputs: dict[str,
     for figure in EXPECTED_FIGURES[name]:
         png = isolated_outputs["figures"] / f"{figure}.png"
         assert png.exists() and png.stat().st_size > 5_000, f"{name} did not save {png.name}"
+
+
+def test_reproduce_gives_a_notebook_parameter_only_to_the_notebooks_that_declare_it():
+    from kdlib.reproduce import declared_parameters, notebook_parameters
+
+    findings, parties = NOTEBOOKS_DIR / "08_findings.ipynb", NOTEBOOKS_DIR / "02_pretrained_parties.ipynb"
+    keys = frozenset(declared_parameters(findings) | declared_parameters(parties))
+    assert "federated" in keys
+    overrides = {"federated": False, "n_train": 500, "scenarios": "iid"}
+    assert notebook_parameters(findings, "paper", "cpu", overrides, keys) == {
+        "scale": "paper",
+        "device": "cpu",
+        "federated": False,
+        "scenarios": "iid",
+        "overrides": {"n_train": 500},
+    }
+    assert notebook_parameters(parties, "paper", "cpu", overrides, keys) == {
+        "scale": "paper",
+        "device": "cpu",
+        "scenarios": "iid",
+        "overrides": {"n_train": 500},
+    }
