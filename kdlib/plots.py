@@ -3,6 +3,7 @@ writes it to ``figures/`` as PNG and SVG. Every figure carries a caption with it
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,10 +35,17 @@ def study_caption(description: str, scale: str, n_train: int, n_test: int, extra
     return f"{text}; {extra}" if extra else text
 
 
+def caption_lines(caption: str, fig_width_in: float) -> list[str]:
+    """The caption wrapped to the figure's width (8-point text: about 15 characters per inch)."""
+    return textwrap.wrap(caption, max(40, int(fig_width_in * 15))) or [""]
+
+
 def _finish(fig: plt.Figure, title: str, caption: str) -> plt.Figure:
     fig.suptitle(title, fontsize=12)
-    fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=8, color="dimgray")
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    lines = caption_lines(caption, fig.get_figwidth())
+    fig.text(0.5, 0.005, "\n".join(lines), ha="center", va="bottom", fontsize=8, color="dimgray")
+    bottom = min(0.35, (0.02 + 0.14 * len(lines)) / fig.get_figheight())  # 8-point lines are ~0.14 inch apart
+    fig.tight_layout(rect=(0, bottom, 1, 0.97))
     return fig
 
 
