@@ -169,8 +169,13 @@ def plot_own_unseen(frame: pd.DataFrame, caption: str) -> plt.Figure:
         sharey=False,
     )
     grid.set_axis_labels("", "test accuracy (%)")
+    sns.move_legend(grid, "upper right", bbox_to_anchor=(0.99, 0.99), ncol=2, frameon=False, title=None)
     for ax in grid.axes.flat:
         ax.tick_params(axis="x", labelrotation=15, labelsize=7)
+        if not ax.patches or all(np.isnan(p.get_height()) for p in ax.patches):
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, "no unseen classes: the student has seen every class", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=8, color="dimgray")  # fmt: skip
     return _finish(grid.figure, "Own vs. unseen classes, before and after distillation", caption)
 
 
