@@ -43,9 +43,9 @@ def notebook_parameters(
 ) -> dict[str, Any]:
     """The papermill parameters this notebook declares, from the scale, the device and the overrides.
 
-    An override that this notebook declares goes in as its parameter; one that another notebook of the run
-    declares (``notebook_keys``, e.g. 08's ``federated``) is left out here; any other is a config field and goes
-    into the ``overrides`` parameter.
+    An override that this notebook declares goes in as its parameter; one that another study notebook declares
+    (``notebook_keys``, e.g. 08's ``federated``) is left out here; any other is a config field and goes into the
+    ``overrides`` parameter.
     """
     declared = declared_parameters(path)
     params = {"scale": scale, "device": device}
@@ -93,7 +93,7 @@ def reproduce(
     check_overrides(scale, overrides or {})
     out_dir = user_folder(output, "output", PROJECT_ROOT / "runs" / "notebooks")
     out_dir.mkdir(parents=True, exist_ok=True)
-    notebook_keys = frozenset().union(*(declared_parameters(path) for path in notebooks))
+    notebook_keys = frozenset().union(*(declared_parameters(path) for path in study_notebooks()))
     bar = tqdm(notebooks, desc=f"notebooks ({scale})", unit="nb", disable=not progress)
     for path in bar:
         bar.set_postfix_str(path.stem)
