@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -27,6 +28,7 @@ from kdlib.distill import (
 from kdlib.errors import KDConfigError
 from kdlib.losses import dp_select_targets
 from kdlib.metrics import accuracy
+from kdlib.models import build_model
 from kdlib.train import TrainConfig, fit, predict_logits, resolve_device, train_supervised
 
 N_FEATURES, N_CLASSES = 8, 3
@@ -465,3 +467,45 @@ def test_check_same_classes_rejects_a_teacher_with_more_classes() -> None:
     with pytest.raises(KDConfigError, match=r"teacher\[1\]\.num_classes"):
         run_dp(student, [linear(3), teacher], x, y, 2.0, 0.5, CFG, device="cpu", progress=False)
     check_same_classes(student, [linear(3), linear(4)], x)  # matching heads pass
+
+
+def test_cpu_channels_last_is_used_inside_and_undone_after_also_when_nested():
+    from kdlib.train import cpu_channels_last
+
+    model = build_model("cnn-small", 10, (3, 32, 32))
+    conv = model.features[0].weight
+    x = torch.zeros(2, 3, 32, 32)
+    with cpu_channels_last([model], torch.device("cpu"), x) as layout:
+        assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+        assert layout(x).is_contiguous(memory_format=torch.channels_last)
+        with cpu_channels_last([model], torch.device("cpu"), x):  # e.g. a test-accuracy curve inside fit
+            pass
+        assert not conv.is_contiguous(), "the inner use must not undo the outer one"
+    assert conv.is_contiguous()
+    flat = torch.zeros(2, 20)
+    with cpu_channels_last([model], torch.device("cpu"), flat) as layout:  # not an image batch: nothing changes
+        assert conv.is_contiguous() and layout(flat) is flat
+
+
+def test_fit_in_channels_last_matches_the_default_layout_in_float64():
+
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 3, 16, 16, dtype=torch.float64), torch.randint(0, 10, (40,))
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=0.05)
+    reference = build_model("cnn-small", 10, (3, 16, 16)).double()
+    fast = copy.deepcopy(reference)
+
+    def loss_of(model):
+        return lambda xb, yb, _idx: torch.nn.functional.cross_entropy(model(xb), yb)
+
+    fit([fast], x, y, loss_of(fast), cfg, "cpu", progress=False)
+    import kdlib.train as train
+
+    original, train.cpu_channels_last = train.cpu_channels_last, lambda *a: contextlib.nullcontext(lambda b: b)
+    try:
+        fit([reference], x, y, loss_of(reference), cfg, "cpu", progress=False)
+    finally:
+        train.cpu_channels_last = original
+    for p, q in zip(fast.parameters(), reference.parameters(), strict=True):
+        assert p.is_contiguous()
+        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-10)
