@@ -4,12 +4,13 @@
 #
 #   OUT=runs/gpu bash benchmarks/gpu_session.sh [SHARED]      # SHARED: the folder with data/ and pretrained/
 #
-# Each step has its own time limit (BENCH_S, STUDY_S seconds). The results store is append-only and fsynced, so a
-# study cut off by its limit keeps every run it finished. At the end the results and the pre-trained parties are
-# packed into $OUT, so that the notebooks can draw the figures from them on any machine:
+# Each step has its own time limit (BENCH_S, STUDY_S seconds; 0 skips the step). The results store is
+# append-only and fsynced, so a study cut off by its limit keeps every run it finished. At the end the results
+# and the pre-trained parties are packed into $OUT, so that the notebooks can draw the figures from them on any
+# machine:
 #
 #   KDLIB_RESULTS=... KDLIB_CACHE=... python -m kdlib reproduce --scale paper --only 02,03,04,05,06,08 \
-#       --set 'pretrain={"epochs": 10}' --set 'distill={"epochs": 4}' --set scenarios=...
+#       --set 'pretrain={"epochs": 10}' --set 'distill={"epochs": 4}' --set scenarios=... --set federated=false
 set -u
 SHARED=${1:-../shared}
 OUT=${OUT:-runs/gpu}
@@ -23,7 +24,7 @@ PRETRAIN=${PRETRAIN:-'{"epochs": 10}'}
 DISTILL=${DISTILL:-'{"epochs": 4}'}
 EXTRA_SET=${EXTRA_SET:-}
 
-mkdir -p "$OUT" "$WORK"
+mkdir -p "$OUT" "$WORK/results" "$WORK/cache"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 export KDLIB_CIFAR10_ARCHIVE=$SHARED/data/cifar10-jpeg.tar.gz KDLIB_PRETRAINED=$SHARED/pretrained
 export KDLIB_RESULTS=$WORK/results KDLIB_CACHE=$WORK/cache
@@ -35,19 +36,23 @@ export KDLIB_RESULTS=$WORK/results KDLIB_CACHE=$WORK/cache
 torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
 } 2>&1 | tee "$OUT/env.txt"
 
-echo "== grid benchmark (smoke scale, $DEVICE, limit ${BENCH_S}s)"
-# shellcheck disable=SC2086
-timeout "$BENCH_S" python benchmarks/grid_speed.py --device "$DEVICE" --only a,b,c,d $BENCH_ARGS 2>&1 \
-    | tee "$OUT/grid_speed.txt"
+if [ "$BENCH_S" -gt 0 ]; then  # 0 skips a step (GNU timeout would read 0 as "no limit")
+    echo "== grid benchmark (smoke scale, $DEVICE, limit ${BENCH_S}s)"
+    # shellcheck disable=SC2086
+    timeout "$BENCH_S" python benchmarks/grid_speed.py --device "$DEVICE" --only a,b,c,d $BENCH_ARGS 2>&1 \
+        | tee "$OUT/grid_speed.txt"
+fi
 
-echo "== study at paper sizes ($DEVICE, limit ${STUDY_S}s): scenarios $SCENARIOS"
-started=$(date +%s)
-# shellcheck disable=SC2086
-timeout "$STUDY_S" python -m kdlib study --scale paper --device "$DEVICE" --quiet \
-    --set "scenarios=$SCENARIOS" --set "pretrain=$PRETRAIN" --set "distill=$DISTILL" $EXTRA_SET \
-    >"$OUT/study.log" 2>&1
-echo "study exit $? after $(($(date +%s) - started)) s"
-tail -n 5 "$OUT/study.log"
+if [ "$STUDY_S" -gt 0 ]; then
+    echo "== study at paper sizes ($DEVICE, limit ${STUDY_S}s): scenarios $SCENARIOS"
+    started=$(date +%s)
+    # shellcheck disable=SC2086
+    timeout "$STUDY_S" python -m kdlib study --scale paper --device "$DEVICE" --quiet \
+        --set "scenarios=$SCENARIOS" --set "pretrain=$PRETRAIN" --set "distill=$DISTILL" $EXTRA_SET \
+        >"$OUT/study.log" 2>&1
+    echo "study exit $? after $(($(date +%s) - started)) s"
+    tail -n 5 "$OUT/study.log"
+fi
 
 python - "$SCENARIOS" "$PRETRAIN" "$DISTILL" "$EXTRA_SET" <<'EOF' 2>&1 | tee "$OUT/summary.txt"
 import json, sys
