@@ -113,6 +113,22 @@ def to_training_device(x: torch.Tensor, y: torch.Tensor, dev: torch.device) -> t
     return x.to(dev), y.to(dev)
 
 
+def epoch_batches(
+    x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch of seeded batches ``(indices, inputs, labels)`` from data already on its device (indices stay on
+    the CPU, for cached-logit look-ups); inputs augmented when ``cfg.augment``. Every training loop draws its
+    batches here, so that equal seeds give equal batches in each of them."""
+    order = torch.randperm(len(x), generator=generator)
+    for start in range(0, len(x), cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
+        on_dev = idx.to(x.device)
+        xb = x[on_dev]
+        if cfg.augment:
+            xb = augment_batch(xb, generator)
+        yield idx, xb, y[on_dev]
+
+
 @contextmanager
 def cpu_channels_last(
     modules: Sequence[nn.Module], dev: torch.device, x: torch.Tensor
@@ -179,15 +195,9 @@ def fit(
         for epoch in range(cfg.epochs):
             for m in modules:
                 m.train()
-            order = torch.randperm(len(x), generator=generator)
             total, count = torch.zeros((), dtype=torch.float64, device=dev), 0
-            for start in range(0, len(x), cfg.batch_size):
-                idx = order[start : start + cfg.batch_size]
-                on_dev = idx.to(dev)
-                xb = x[on_dev]
-                if cfg.augment:
-                    xb = augment_batch(xb, generator)
-                loss = batch_loss(layout(xb), y[on_dev], idx)
+            for idx, xb, yb in epoch_batches(x, y, cfg, generator):
+                loss = batch_loss(layout(xb), yb, idx)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -44,7 +44,7 @@ from kdlib.models import MLP, BasicBlock, ResNetCIFAR, ShortcutA, SmallCNN
 from kdlib.paths import results_dir
 from kdlib.train import (
     TrainConfig,
-    augment_batch,
+    epoch_batches,
     make_optimizer,
     predict_logits,
     resolve_device,
@@ -466,14 +466,7 @@ def _fit_stacked(
     x, y = to_training_device(x, y, device)
     for _epoch in range(cfg.epochs):
         stack.train()
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            on_dev = idx.to(device)
-            xb = x[on_dev]
-            if cfg.augment:
-                xb = augment_batch(xb, generator)
-            yb = y[on_dev]
+        for idx, xb, yb in epoch_batches(x, y, cfg, generator):
             target = source(xb, idx)
             logits = stack(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
             losses = [kd_loss(logits[g], target, yb, t, a) for g, (t, a) in enumerate(points)]
