@@ -1,8 +1,9 @@
 """The sliders of ``00_tour`` in a real browser: JupyterLab on 127.0.0.1, headless Chromium through Selenium.
 
 Runs every cell, waits for the KD explorer (the widget box with CSS class ``kd-explorer``) and its plot, moves the
-temperature slider with the keyboard and checks that the plot is redrawn. Saves ``figures/00_tour_sliders.png``
-for the README. Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped without.
+temperature slider with the keyboard and checks that the plot is redrawn. Saves the screenshot to
+``runs/figures/00_tour_sliders.png`` (ignored by git); ``KDLIB_REFRESH_GALLERY=1`` writes the README's copy in
+``figures/`` instead. Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped without.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from kdlib.paths import PROJECT_ROOT
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "00_tour.ipynb"
-SCREENSHOT = PROJECT_ROOT / "figures" / "00_tour_sliders.png"
+SCREENSHOT_NAME = "00_tour_sliders.png"
+
+
+def screenshot_path() -> Path:
+    """``runs/figures/`` (ignored by git); the README's gallery ``figures/`` only when ``KDLIB_REFRESH_GALLERY=1``."""
+    folder = "figures" if os.environ.get("KDLIB_REFRESH_GALLERY") == "1" else "runs/figures"
+    return PROJECT_ROOT / folder / SCREENSHOT_NAME
 
 pytestmark = [
     pytest.mark.browser,
@@ -40,19 +47,26 @@ QUIET_SETTINGS = {  # no news or update checks (no network), no toasts over the 
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
 }
 
-JS_NOTEBOOK_READY = """
+# Headless Chromium gives no window focus, so ``app.shell.currentWidget`` can stay null: every snippet finds the
+# notebook panel among the main area's widgets by its path instead.
+JS_FIND_PANEL = """
 const app = window.jupyterapp;
-const panel = app && app.shell.currentWidget;
-if (!panel || !panel.sessionContext || !panel.context || !panel.context.path.endsWith('00_tour.ipynb')) return false;
+const panel = app ? Array.from(app.shell.widgets('main')).find(
+  (w) => w.context && w.sessionContext && w.context.path.endsWith('00_tour.ipynb')) : undefined;
+"""
+JS_NOTEBOOK_READY = JS_FIND_PANEL + """
+if (!panel) return false;
 const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
 return Boolean(panel.context.isReady && kernel && kernel.status === 'idle');
 """
-JS_RUN_ALL = """
+JS_RUN_ALL = JS_FIND_PANEL + """
 const done = arguments[arguments.length - 1];
-window.jupyterapp.commands.execute('notebook:run-all-cells').then(() => done('ok'), (e) => done('error: ' + e));
+if (!panel) { done('error: no 00_tour.ipynb panel in the main area'); return; }
+// widgetId names the panel, so the command does not fall back to the notebook tracker's (focus-based) current one
+app.commands.execute('notebook:run-all-cells', {widgetId: panel.id}).then(
+  () => done('ok'), (e) => done('error: ' + e));
 """
-JS_KERNEL_IDLE = """
-const panel = window.jupyterapp.shell.currentWidget;
+JS_KERNEL_IDLE = JS_FIND_PANEL + """
 const kernel = panel && panel.sessionContext.session && panel.sessionContext.session.kernel;
 return Boolean(kernel && kernel.status === 'idle');
 """
@@ -217,9 +231,10 @@ def test_the_temperature_slider_redraws_the_plot(tmp_path: Path, isolated_folder
         explorer = driver.find_element("css selector", ".kd-explorer")
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", explorer)
         time.sleep(0.5)  # let the scroll settle before the picture
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        assert driver.save_screenshot(str(SCREENSHOT))
-        assert SCREENSHOT.stat().st_size > 10_000
+        screenshot = screenshot_path()
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(screenshot))
+        assert screenshot.stat().st_size > 10_000
     finally:
         if driver is not None:
             driver.quit()
