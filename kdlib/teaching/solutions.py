@@ -1,0 +1,36 @@
+"""The registry of model answers: ``solution(name)`` returns one, ``show_solution(name)`` prints its source."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from kdlib.teaching.ex1_kd_loss import _solution_kd_loss, _solution_soft_targets
+from kdlib.teaching.ex2_temperature import _SOLUTION_TEMPERATURE_PREDICTION, _solution_entropy
+from kdlib.teaching.ex3_partitions import _solution_dirichlet_split, _solution_heatmap_answers
+from kdlib.teaching.ex4_tuning import _solution_pick_best, _solution_tuning_explanation
+
+_SOLUTIONS: dict[str, Any] = {
+    "soft_targets": _solution_soft_targets,
+    "kd_loss": _solution_kd_loss,
+    "entropy": _solution_entropy,
+    "temperature_prediction": _SOLUTION_TEMPERATURE_PREDICTION,
+    "dirichlet_split": _solution_dirichlet_split,
+    "heatmap_answers": _solution_heatmap_answers,
+    "pick_best": _solution_pick_best,
+    "tuning_explanation": _solution_tuning_explanation,
+}
+
+
+def solution(name: str) -> Any:
+    """The model answer of an exercise: a function, a dict of answers, or, where the answer depends on the
+    notebook's data (``heatmap_answers``, ``tuning_explanation``), a function of that data."""
+    if name not in _SOLUTIONS:
+        raise KeyError(f"no solution named {name!r}; known: {', '.join(_SOLUTIONS)}")
+    return _SOLUTIONS[name]
+
+
+def show_solution(name: str) -> None:
+    """Print the model answer's source (for after class)."""
+    answer = solution(name)
+    print(inspect.getsource(answer) if callable(answer) else repr(answer))
