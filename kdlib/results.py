@@ -3,12 +3,21 @@
 A record is written with one ``write`` of one line, flushed and fsynced, under an exclusive file lock. A crash
 mid-write can leave at most a partial last line: readers skip it (with a warning) and the next append first
 cuts it off, so a run is either fully stored or not at all, and a stored run is never overwritten.
+
+What is stored is never deleted or hidden by a later run: a last line that is complete JSON but lacks its newline
+(a hand edit, or a crash between the record and its newline) is kept and gets its newline; only a tail that is not
+valid JSON is cut, and its bytes are kept in ``<name>.jsonl.cut``. A line that is not a record (``{}``, ``[1, 2]``,
+bytes that are not UTF-8) is skipped by every reader with a warning naming the line, and stays in the file.
+Records are strict JSON: non-finite numbers are written as ``null``; readers accept both ``null`` and ``NaN`` and
+give ``nan`` for either in the numeric parts of a record (``metrics``, and the rows of ``curves`` and ``grid``).
+``claim`` lets several processes share one store without computing a key twice.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import platform
 import re
@@ -28,6 +37,8 @@ from kdlib.errors import KDConfigError
 from kdlib.paths import PROJECT_ROOT, results_dir, user_folder
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_RECORD_FIELDS: dict[str, type] = {"key": str, "kind": str, "config": dict, "metrics": dict}
+_NUMERIC_ROWS = ("curves", "grid")
 
 
 def environment_info() -> dict[str, str]:
@@ -70,7 +81,23 @@ class ResultsStore:
             raise PermissionError(message) from error
         if not os.access(folder, os.W_OK):
             raise PermissionError(f"The results folder {folder} is not writable. Pass a writable folder.")
-        return cls(folder / f"{name}.jsonl")
+        store = cls(folder / f"{name}.jsonl")
+        store.check_writable()
+        return store
+
+    def check_writable(self) -> None:
+        """Fail now, before any training, when the store file could not take a record (a folder in its place, a
+        read-only file), with a message naming it; opening for append changes nothing."""
+        if self.path.is_dir():
+            raise PermissionError(f"The results file {self.path} is a folder. Move it away or pass another --results.")
+        if not self.path.exists():
+            return
+        try:
+            with open(self.path, "ab"):
+                pass
+        except PermissionError:
+            message = f"The results file {self.path} is not writable (read-only?). Make it writable or pass another "
+            raise PermissionError(message + "--results folder; nothing was run.") from None
 
     @contextmanager
     def _locked(self) -> Iterator[Any]:
@@ -83,22 +110,24 @@ class ResultsStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def records(self) -> list[dict[str, Any]]:
-        """Every complete record, in the order written; a partial line (a crash mid-write) is skipped."""
+        """Every complete record, in the order written. Lines that are not records (unreadable, not UTF-8, JSON that
+        is not a record) and a partial last line (a crash mid-write) are skipped with a warning naming the line."""
         if not self.path.exists():
             return []
+        lines = self.path.read_bytes().split(b"\n")
+        last = len(lines)
         out = []
-        data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        complete = lines[:-1]  # a last piece without its newline is a write that did not finish
-        if lines[-1].strip():
-            warnings.warn(f"{self.path}: skipping an incomplete last record (interrupted write)", stacklevel=2)
-        for number, line in enumerate(complete, start=1):
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                warnings.warn(f"{self.path}:{number}: skipping an unreadable record", stacklevel=2)
+            record, problem = _parse_line(line)
+            if problem is None:
+                out.append(_restore_nan(record))
+            elif number == last and not _is_json(line):
+                what = "an incomplete last record (interrupted write)"
+                warnings.warn(f"{self.path}:{number}: skipping {what}", stacklevel=2)
+            else:
+                warnings.warn(f"{self.path}:{number}: skipping a line that is {problem} (kept in it)", stacklevel=2)
         return out
 
     def keys(self) -> set[str]:
@@ -112,6 +141,43 @@ class ResultsStore:
     def has(self, key: str) -> bool:
         return self.get(key) is not None
 
+    @contextmanager
+    def claim(self, key: str, *, wait: bool = False) -> Iterator[bool]:
+        """Claim the right to compute ``key``: ``with store.claim(key) as mine: if mine: ...compute, append...``.
+
+        The contract, for any number of processes, threads or Ray workers on one store (one file system):
+
+        * Yields ``True`` when this caller must compute the run: no record with ``key`` is stored and this caller
+          holds the key's claim (an exclusive lock on ``<folder>/.claims/<name>/<key>.lock``) until the ``with``
+          block ends. Append the record inside the block; then no other claimant can compute it again.
+        * Yields ``False`` when it must not: a record with ``key`` is stored (read it with ``get``), or another live
+          process holds the claim. With ``wait=True`` it waits for that claim to end instead and checks the store
+          again: ``False`` then means the record is stored, ``True`` that the other claimant ended without storing
+          it (it failed or was killed), and the claim passes to this caller.
+        * The store is checked again after the lock is taken, so a record appended between the first check and the
+          lock is seen. The lock is the kernel's (``flock``): a killed process releases it, and a stale lock file
+          claims nothing. Records are only ever appended, so no claim can lose or duplicate one.
+        """
+        if not isinstance(key, str) or not _PLAIN_NAME.fullmatch(key):
+            raise KDConfigError("key", key, "a run key of letters, digits, '_', '-' or '.' (see run_key)")
+        if self.has(key):
+            yield False
+            return
+        from filelock import FileLock, Timeout
+
+        folder = self.path.parent / ".claims" / self.path.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / f"{key}.lock"), timeout=-1 if wait else 0)
+        try:
+            lock.acquire()
+        except Timeout:
+            yield False
+            return
+        try:
+            yield not self.has(key)
+        finally:
+            lock.release()
+
     def append(self, kind: str, config: dict[str, Any], metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
         """Store one run. A run whose key is stored already is kept; the new one is added after it."""
         record = {
@@ -123,9 +189,9 @@ class ResultsStore:
             "env": environment_info(),
             **extra,
         }
-        line = json.dumps(record, default=_jsonable, allow_nan=True).encode() + b"\n"
+        line = strict_json(record).encode() + b"\n"
         with self._locked() as handle:
-            _cut_partial_tail(handle)
+            _mend_tail(handle, self.path.with_name(self.path.name + ".cut"))
             handle.seek(0, os.SEEK_END)
             handle.write(line)
             handle.flush()
@@ -152,8 +218,9 @@ def run_key(kind: str, config: dict[str, Any]) -> str:
     return config_key({"kind": kind, "config": config})
 
 
-def _cut_partial_tail(handle: Any) -> None:
-    """If the file does not end with a newline, cut the partial last line (left by a crash mid-write)."""
+def _mend_tail(handle: Any, cut_to: Path) -> None:
+    """If the file does not end with a newline: a last line that is valid JSON gets its newline (a complete record is
+    never cut); one that is not (left by a crash mid-write) is cut, its bytes appended to ``cut_to``."""
     handle.seek(0, os.SEEK_END)
     size = handle.tell()
     if size == 0:
@@ -164,8 +231,74 @@ def _cut_partial_tail(handle: Any) -> None:
     handle.seek(0)
     data = handle.read()
     keep = data.rfind(b"\n") + 1
-    print(f"results: cutting an incomplete last record of {size - keep} bytes", file=sys.stderr)
+    tail = data[keep:]
+    if _is_json(tail):
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"\n")
+        print(f"results: {handle.name}: the last record lacked its newline; added it", file=sys.stderr)
+        return
+    with open(cut_to, "ab") as kept:
+        kept.write(tail + b"\n")
+    print(
+        f"results: cutting an incomplete last record of {size - keep} bytes (not valid JSON; kept in {cut_to})",
+        file=sys.stderr,
+    )
     handle.truncate(keep)
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return True
+
+
+def _parse_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """``(record, None)`` for a record, else ``(None, what is wrong)``."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None, "not valid JSON"
+    if not isinstance(value, dict):
+        return None, f"JSON but not a record (a {type(value).__name__}, not an object)"
+    for name, kind in _RECORD_FIELDS.items():
+        if not isinstance(value.get(name), kind):
+            return None, f"JSON but not a record (no {kind.__name__} field {name!r})"
+    return value, None
+
+
+def _restore_nan(record: dict[str, Any]) -> dict[str, Any]:
+    """``null`` (how non-finite numbers are stored) back to ``nan`` in the numeric parts of a record."""
+    record["metrics"] = {k: math.nan if v is None else v for k, v in record["metrics"].items()}
+    for name in _NUMERIC_ROWS:
+        rows = record.get(name)
+        if isinstance(rows, list):
+            record[name] = [
+                {k: math.nan if v is None else v for k, v in row.items()} if isinstance(row, dict) else row
+                for row in rows
+            ]
+    return record
+
+
+def strict_json(value: Any) -> str:
+    """``value`` as strict JSON (what jq and browsers read): ``NaN`` and infinities become ``null``."""
+    plain = json.loads(json.dumps(value, default=_jsonable, allow_nan=True))
+    return json.dumps(_finite_or_none(plain), allow_nan=False)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def _jsonable(value: Any) -> Any:
