@@ -19,6 +19,9 @@ METHODS: tuple[str, ...] = ("finetune", "standard", "tuned", "dml", "dp")
 
 STUDY_SCENARIOS: tuple[str, ...] = ("iid", "dirichlet:1.0", "dirichlet:0.5", "dirichlet:0.1", "disjoint")
 TRANSFER_SETS: tuple[str, ...] = ("student", "union", "public")
+SELECTIONS: tuple[str, ...] = ("holdout", "transfer")
+"""Where tuned KD scores its (T, alpha) grid: the held-out validation split (``val_size`` samples of the training
+pool with its label mix, default), or a ``val_fraction`` carved from the transfer data (the older criterion)."""
 SCALES: tuple[str, ...] = ("smoke", "full", "paper")
 
 
@@ -28,7 +31,9 @@ class StudyConfig:
 
     Party 0 of each scenario is the teacher, party 1 the student. ``transfer`` picks the KD data: the student's
     own partition (default), the union of both parties' data, or a public split held out of the training set
-    before partitioning (``public_fraction`` of it).
+    before partitioning (``public_fraction`` of it). ``val_size`` samples of the training set, stratified, are held
+    out before that too: no party, transfer set or public split holds them, and tuned KD chooses on them when
+    ``selection`` is ``"holdout"``. ``seeds`` runs of each method use seed, seed + 1, ... (one stored record each).
     """
 
     scale: str = "smoke"
@@ -36,6 +41,7 @@ class StudyConfig:
     n_train: int | None = 3000
     n_test: int | None = 2000
     seed: int = 0
+    seeds: int = 1
     scenarios: tuple[str, ...] = STUDY_SCENARIOS
     methods: tuple[str, ...] = METHODS
     teacher_model: str = "resnet8"
@@ -47,6 +53,8 @@ class StudyConfig:
     grid_temperatures: tuple[float, ...] = (1.0, 4.0, 16.0)
     grid_alphas: tuple[float, ...] = (0.25, 0.5, 0.9)
     val_fraction: float = 0.2
+    val_size: int = 300
+    selection: str = "holdout"
     transfer: str = "student"
     public_fraction: float = 0.2
     dp_variant: str = "supervised"
@@ -83,6 +91,16 @@ class StudyConfig:
                 raise KDConfigError(name, value, "None (all) or an integer >= 20")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise KDConfigError("seed", self.seed, "an integer >= 0")
+        if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
+            raise KDConfigError("seeds", self.seeds, "an integer >= 1 (the number of seeds: seed, seed + 1, ...)")
+        if not isinstance(self.val_size, int) or isinstance(self.val_size, bool) or self.val_size < 0:
+            raise KDConfigError("val_size", self.val_size, "an integer >= 0 (held-out validation samples)")
+        if self.selection not in SELECTIONS:
+            raise KDConfigError("selection", self.selection, f"one of {', '.join(SELECTIONS)}")
+        if isinstance(self.n_train, int) and self.val_size >= self.n_train:
+            raise KDConfigError("val_size", self.val_size, f"fewer than n_train ({self.n_train}) samples")
+        if self.selection == "holdout" and self.val_size == 0:
+            raise KDConfigError("val_size", 0, "a positive count when selection is 'holdout' (or selection='transfer')")
         check_dataset_name(self.dataset)
         for name in ("teacher_model", "student_model"):
             if getattr(self, name) not in MODEL_NAMES:
@@ -145,6 +163,8 @@ _SCALE_SETTINGS: dict[str, dict[str, Any]] = {
         distill={"epochs": 6, "lr": 0.01},
         grid_temperatures=(1.0, 2.0, 4.0, 8.0, 16.0),
         grid_alphas=(0.1, 0.25, 0.5, 0.75, 0.9),
+        val_size=1000,
+        seeds=3,
     ),
     # GPU, the paper's sizes: all of CIFAR-10.
     "paper": dict(
@@ -156,6 +176,8 @@ _SCALE_SETTINGS: dict[str, dict[str, Any]] = {
         distill={"epochs": 20, "lr": 0.01, "batch_size": 128},
         grid_temperatures=(1.0, 2.0, 4.0, 8.0, 16.0),
         grid_alphas=(0.1, 0.25, 0.5, 0.75, 0.9),
+        val_size=2500,
+        seeds=3,
     ),
 }
 

@@ -157,6 +157,27 @@ def split_validation(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def selection_split(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    val_fraction: float,
+    seed: int,
+    x_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_fit, y_fit, x_val, y_val)`` of a (T, alpha) search: with ``x_val, y_val`` given (a held-out split),
+    the grid trains on all the transfer data and scores on them; without, a seeded ``val_fraction`` of the
+    transfer data is carved off for scoring (``split_validation``)."""
+    if (x_val is None) != (y_val is None):
+        raise KDConfigError("x_val/y_val", "one of them", "both validation inputs and labels, or neither")
+    if x_val is not None:
+        if len(x_val) == 0 or len(x_val) != len(y_val):
+            raise KDConfigError("x_val", tuple(x_val.shape), f"a non-empty batch with one label each ({len(y_val)})")
+        return x, y, x_val, y_val
+    train_idx, val_idx = split_validation(len(x), val_fraction, seed)
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+
 def grid_search(
     make_student: Callable[[], nn.Module],
     teacher,
@@ -169,15 +190,18 @@ def grid_search(
     device="auto",
     progress=True,
     evaluate: Callable[[nn.Module], dict] | None = None,
+    *,
+    x_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
 ) -> list[dict]:
-    """Score every (T, alpha) by the student's accuracy on a validation split carved from the transfer data.
+    """Score every (T, alpha) by the student's accuracy on a validation split: ``x_val, y_val`` when given (a
+    held-out split; the grid then trains on all of ``x``), else one carved from the transfer data.
 
     Each grid point distils a fresh copy of the pre-trained student (``make_student()``) on the rest of the
     transfer data. The teacher's logits are computed once for the whole grid. ``evaluate(student)`` may add
     more columns per point (e.g. test accuracy for analysis; never used to choose).
     """
-    train_idx, val_idx = split_validation(len(x), val_fraction, cfg.seed)
-    x_fit, y_fit, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    x_fit, y_fit, x_val, y_val = selection_split(x, y, val_fraction, cfg.seed, x_val, y_val)
     source = frozen_logits(teacher, x_fit, cfg, device)
     val_before = accuracy(predict_logits(make_student(), x_val, device), y_val)
     scores = []
@@ -219,15 +243,20 @@ def run_tuned(
     progress=True,
     on_epoch_end=None,
     evaluate=None,
+    *,
+    x_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
 ) -> DistillOutcome:
-    """Tuned KD: pick (T, alpha) by a grid search on a validation split of the transfer data (the grid's students
-    trained together, ``tune.stacked_grid_search``), then distil ``student`` on all the transfer data with that
+    """Tuned KD: pick (T, alpha) by a grid search (the grid's students trained together,
+    ``tune.stacked_grid_search``) scored on ``x_val, y_val`` when given (a held-out split), else on a
+    ``val_fraction`` carved from the transfer data; then distil ``student`` on all the transfer data with that
     pair (the same budget as standard KD)."""
     from kdlib.tune import stacked_grid_search  # local import: kdlib.tune imports this module
 
     scores = stacked_grid_search(
-        make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate
-    )
+        make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate,
+        x_val=x_val, y_val=y_val,
+    )  # fmt: skip
     best = best_point(scores)
     outcome = run_standard(
         student, teacher, x, y, best["temperature"], best["alpha"], cfg, device, progress, on_epoch_end

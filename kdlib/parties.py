@@ -32,6 +32,8 @@ class Scenario:
     public: np.ndarray | None
     num_classes: int
     labels: np.ndarray
+    validation: np.ndarray | None = None
+    """The held-out validation split (``cfg.val_size`` stratified samples): in no party, transfer set or public."""
 
     def own_classes(self, party: int) -> list[int]:
         """Classes that make up at least ``OWN_CLASS_SHARE`` of the party's data."""
@@ -46,19 +48,23 @@ class Scenario:
 def make_scenario(dataset: Dataset, text: str, cfg: StudyConfig, num_parties: int = 2) -> Scenario:
     """Split ``dataset``'s training set as ``text`` says (see ``partition.parse_partition``).
 
-    With ``cfg.transfer == "public"`` a stratified ``public_fraction`` is held out first and the parties share
-    the rest; otherwise the parties share all of it.
+    First a stratified validation split of ``cfg.val_size`` samples is held out (none when 0); then, with
+    ``cfg.transfer == "public"``, a stratified ``public_fraction`` of the rest; the parties share what is left.
     """
     spec = parse_partition(text, num_parties=num_parties)
     labels = dataset.y_train.numpy()
     private = np.arange(len(labels))
-    public = None
+    validation = public = None
+    if cfg.val_size:
+        validation = stratified_subset(labels, cfg.val_size, cfg.seed, field_name="val_size")
+        private = np.setdiff1d(private, validation)
     if cfg.transfer == "public":
-        public = stratified_subset(labels, round(len(labels) * cfg.public_fraction), cfg.seed)
+        chosen = stratified_subset(labels[private], round(len(private) * cfg.public_fraction), cfg.seed)
+        public = private[chosen]
         private = np.setdiff1d(private, public)
     local = partition_indices(labels[private], spec, seed=cfg.seed, num_classes=dataset.num_classes)
     parts = tuple(np.sort(private[p]) for p in local)
-    return Scenario(text, spec, parts, public, dataset.num_classes, labels)
+    return Scenario(text, spec, parts, public, dataset.num_classes, labels, validation)
 
 
 def party_config(cfg: StudyConfig, scenario: str, party: int, model_name: str) -> dict:
@@ -74,6 +80,7 @@ def party_config(cfg: StudyConfig, scenario: str, party: int, model_name: str) -
         "pretrain": cfg.pretrain.as_dict(),
         "transfer": cfg.transfer if cfg.transfer == "public" else "private",
         "public_fraction": cfg.public_fraction if cfg.transfer == "public" else None,
+        **({"val_size": cfg.val_size} if cfg.val_size else {}),
     }
 
 

@@ -1,7 +1,8 @@
-"""The study runner: for each scenario and method, pre-trained parties -> KD method -> metrics -> results store.
+"""The study runner: for each seed, scenario and method, pre-trained parties -> KD method -> metrics -> store.
 
-A run whose config is stored already is skipped (resume), unless ``force``; so an interrupted study restarts
-where it stopped, and the pre-trained parties come from their checkpoint cache.
+Each (scenario, method, seed) is one job (``Study.jobs``) and one stored record, whose config holds its own
+``seed``. A run whose config is stored already is skipped (resume), unless ``force``; so an interrupted study
+restarts where it stopped, and the pre-trained parties (one pair per scenario and seed) come from their cache.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from kdlib.train import TrainConfig, predict_logits, resolve_device, seed_everyt
 METHOD_FIELDS: dict[str, tuple[str, ...]] = {
     "finetune": (),
     "standard": ("temperature", "alpha"),
-    "tuned": ("grid_temperatures", "grid_alphas", "val_fraction"),
+    "tuned": ("grid_temperatures", "grid_alphas", "selection"),
     "dml": ("dml_temperature",),
     "dp": ("temperature", "alpha", "dp_variant"),
 }
@@ -44,12 +45,22 @@ COMMON_FIELDS = (
 )
 
 
-def run_config(cfg: StudyConfig, scenario: str, method: str) -> dict:
-    """The fields that decide one (scenario, method) run: its identity in the results store."""
+def run_config(cfg: StudyConfig, scenario: str, method: str, *, seed: int | None = None) -> dict:
+    """The fields that decide one (scenario, method, seed) run: its identity in the results store.
+
+    ``seed`` defaults to ``cfg.seed``; the number of seeds is not part of a run's identity. ``val_size`` is left
+    out when 0 (no held-out split), so such runs keep the keys they had before the split existed.
+    """
     if method not in METHOD_FIELDS:
         raise KDConfigError("method", method, f"one of {', '.join(METHOD_FIELDS)}")
     full = cfg.as_dict()
+    if seed is not None:
+        full["seed"] = cfg.replace(seed=seed).seed  # validated like the config's own seed
     fields = COMMON_FIELDS + METHOD_FIELDS[method] + (("public_fraction",) if cfg.transfer == "public" else ())
+    if method == "tuned" and cfg.selection == "transfer":
+        fields += ("val_fraction",)
+    if cfg.val_size:
+        fields += ("val_size",)
     return {"scenario": scenario, "method": method, "scale": cfg.scale, **{k: full[k] for k in fields}}
 
 
@@ -62,38 +73,59 @@ class Study:
     device: str = "auto"
     progress: bool = True
     data_root: str | None = None
-    _scenarios: dict[str, Scenario] = field(default_factory=dict)
+    _scenarios: dict[tuple[str, int], Scenario] = field(default_factory=dict)
+    _datasets: dict[int, Dataset] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         resolve_device(self.device)  # a bad device fails here, not after the data are loaded
         if resolve_device(self.device).type == "cpu":
             set_cpu_threads()
 
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The study's seeds: ``cfg.seed``, ``cfg.seed + 1``, ... (``cfg.seeds`` of them)."""
+        return tuple(range(self.cfg.seed, self.cfg.seed + self.cfg.seeds))
+
+    def jobs(self) -> list[tuple[str, str, int]]:
+        """Every (scenario, method, seed) of the study, one stored record each; seed by seed, so that an
+        interrupted study has whole seeds done first."""
+        return [(s, m, seed) for seed in self.seeds for s in self.cfg.scenarios for m in self.cfg.methods]
+
+    def config_for(self, seed: int | None = None) -> StudyConfig:
+        """The config of one seed's runs (``cfg`` with ``seed`` set; ``None``: ``cfg.seed``)."""
+        return self.cfg if seed is None or seed == self.cfg.seed else self.cfg.replace(seed=seed)
+
     @cached_property
     def dataset(self) -> Dataset:
-        return load_dataset(
-            self.cfg.dataset,
-            self.data_root,
-            n_train=self.cfg.n_train,
-            n_test=self.cfg.n_test,
-            seed=self.cfg.seed,
-            progress=self.progress,
-        )
+        """The data of the first seed (``cfg.seed``); ``dataset_for`` gives any seed's."""
+        return self.dataset_for(self.cfg.seed)
 
-    def scenario(self, name: str) -> Scenario:
-        if name not in self._scenarios:
-            self._scenarios[name] = make_scenario(self.dataset, name, self.cfg)
-        return self._scenarios[name]
+    def dataset_for(self, seed: int) -> Dataset:
+        """The data set as loaded for one seed (its train / test subsets are seeded)."""
+        if seed not in self._datasets:
+            self._datasets[seed] = load_dataset(
+                self.cfg.dataset,
+                self.data_root,
+                n_train=self.cfg.n_train,
+                n_test=self.cfg.n_test,
+                seed=seed,
+                progress=self.progress,
+            )
+        return self._datasets[seed]
 
-    def parties(self, name: str) -> tuple[tuple, tuple]:
-        """``((teacher, meta), (student, meta))`` of a scenario, pre-trained or loaded from the cache."""
-        scenario = self.scenario(name)
-        teacher = pretrained_party(
-            self.dataset, scenario, 0, self.cfg.teacher_model, self.cfg, self.device, progress=self.progress
-        )
-        student = pretrained_party(
-            self.dataset, scenario, 1, self.cfg.student_model, self.cfg, self.device, progress=self.progress
-        )
+    def scenario(self, name: str, *, seed: int | None = None) -> Scenario:
+        """The scenario's split for one seed (default ``cfg.seed``)."""
+        seed = self.cfg.seed if seed is None else seed
+        if (name, seed) not in self._scenarios:
+            self._scenarios[name, seed] = make_scenario(self.dataset_for(seed), name, self.config_for(seed))
+        return self._scenarios[name, seed]
+
+    def parties(self, name: str, *, seed: int | None = None) -> tuple[tuple, tuple]:
+        """``((teacher, meta), (student, meta))`` of a scenario and seed, pre-trained or loaded from the cache."""
+        seed = self.cfg.seed if seed is None else seed
+        scenario, data, cfg = self.scenario(name, seed=seed), self.dataset_for(seed), self.config_for(seed)
+        teacher = pretrained_party(data, scenario, 0, cfg.teacher_model, cfg, self.device, progress=self.progress)
+        student = pretrained_party(data, scenario, 1, cfg.student_model, cfg, self.device, progress=self.progress)
         return teacher, student
 
     def transfer_indices(self, scenario: Scenario) -> torch.Tensor:
@@ -105,22 +137,24 @@ class Study:
             idx = scenario.public
         return torch.as_tensor(idx, dtype=torch.long)
 
-    def run(self, scenario_name: str, method: str, force: bool = False) -> dict:
-        """Run one method on one scenario and store it; return the stored record (the old one if skipped)."""
-        config = run_config(self.cfg, scenario_name, method)
+    def run(self, scenario_name: str, method: str, *, seed: int | None = None, force: bool = False) -> dict:
+        """Run one method on one scenario with one seed (default ``cfg.seed``) and store it; return the stored
+        record (the old one if skipped)."""
+        seed = self.cfg.seed if seed is None else seed
+        config = run_config(self.cfg, scenario_name, method, seed=seed)
         if not force and (old := self.store.get(run_key("distill", config))) is not None:
             return old
         started = time.perf_counter()
-        scenario = self.scenario(scenario_name)
-        (teacher, teacher_meta), (student, student_meta) = self.parties(scenario_name)
-        data = self.dataset
+        scenario = self.scenario(scenario_name, seed=seed)
+        (teacher, teacher_meta), (student, student_meta) = self.parties(scenario_name, seed=seed)
+        data = self.dataset_for(seed)
         idx = self.transfer_indices(scenario)
         x, y = data.x_train[idx], data.y_train[idx]
         before = predict_logits(student, data.x_test, self.device)
         teacher_test = predict_logits(teacher, data.x_test, self.device)
         pristine = copy.deepcopy(student)
-        seed_everything(self.cfg.seed)
-        outcome = self._dispatch(method, student, teacher, pristine, x, y)
+        seed_everything(seed)
+        outcome = self._dispatch(method, student, teacher, pristine, x, y, data, scenario, self.config_for(seed))
         after = predict_logits(student, data.x_test, self.device)
         metrics = distillation_metrics(
             before, after, teacher_test, data.y_test, scenario.own_classes(1), data.num_classes
@@ -143,10 +177,10 @@ class Study:
             description=data.description,
         )
 
-    def _dispatch(self, method, student, teacher, pristine, x, y) -> DistillOutcome:
-        cfg, dev, prog = self.cfg, self.device, self.progress
+    def _dispatch(self, method, student, teacher, pristine, x, y, data, scenario, cfg) -> DistillOutcome:
+        dev, prog = self.device, self.progress
         train_cfg: TrainConfig = cfg.distill
-        x_test, y_test = self.dataset.x_test, self.dataset.y_test
+        x_test, y_test = data.x_test, data.y_test
 
         def test_curve(_epoch: int) -> dict:
             return {"test_acc": accuracy(predict_logits(student, x_test, dev), y_test)}
@@ -160,6 +194,10 @@ class Study:
             def evaluate(model):  # stored for analysis only; the choice uses the validation split
                 return {"test_acc": accuracy(predict_logits(model, x_test, dev), y_test)}
 
+            held_out = {}
+            if cfg.selection == "holdout":
+                val_idx = torch.as_tensor(scenario.validation, dtype=torch.long)
+                held_out = {"x_val": data.x_train[val_idx], "y_val": data.y_train[val_idx]}
             return run_tuned(
                 lambda: copy.deepcopy(pristine),
                 student,
@@ -174,6 +212,7 @@ class Study:
                 prog,
                 test_curve,
                 evaluate,
+                **held_out,
             )
         if method == "dml":
             return run_dml([student, teacher], x, y, train_cfg, cfg.dml_temperature, dev, prog, test_curve)
@@ -185,35 +224,38 @@ class Study:
 
     def run_all(self, force: bool = False) -> pd.DataFrame:
         """Every method on every scenario of the config (skipping stored runs); returns the gain table."""
-        for name in self.cfg.scenarios:
-            self.scenario(name)  # every split is checked against the data (classes, sizes) before any training
-        jobs = [(s, m) for s in self.cfg.scenarios for m in self.cfg.methods]
+        for seed in self.seeds:
+            for name in self.cfg.scenarios:
+                self.scenario(name, seed=seed)  # every split is checked against the data before any training
+        jobs = self.jobs()
         bar = tqdm(jobs, desc=f"study ({self.cfg.scale})", disable=not self.progress)
-        for scenario_name, method in bar:
-            bar.set_postfix_str(f"{scenario_name} / {method}")
-            self.run(scenario_name, method, force=force)
+        for scenario_name, method, seed in bar:
+            bar.set_postfix_str(f"{scenario_name} / {method} / seed {seed}")
+            self.run(scenario_name, method, seed=seed, force=force)
         return self.gain_table()
 
-    def records(self, methods: tuple[str, ...] | None = None) -> list[dict]:
-        """The stored run records of this config (latest per run), for curves and tuning grids."""
-        wanted = {
-            run_key("distill", run_config(self.cfg, s, m))
-            for s in self.cfg.scenarios
-            for m in (methods or self.cfg.methods)
+    def _keys(self, methods: tuple[str, ...] | None = None) -> set[str]:
+        return {
+            run_key("distill", run_config(self.cfg, s, m, seed=seed))
+            for s, m, seed in self.jobs()
+            if m in (methods or self.cfg.methods)
         }
+
+    def records(self, methods: tuple[str, ...] | None = None) -> list[dict]:
+        """The stored run records of this config, every seed (latest per run), for curves and tuning grids."""
+        wanted = self._keys(methods)
         latest = {r["key"]: r for r in self.store.records() if r["key"] in wanted}
         return list(latest.values())
 
     def frame(self) -> pd.DataFrame:
-        """This config's stored distillation runs, one row each (latest record per run)."""
-        keys = {run_key("distill", run_config(self.cfg, s, m)) for s in self.cfg.scenarios for m in self.cfg.methods}
+        """This config's stored distillation runs, one row per (scenario, method, seed) (latest record per run)."""
         df = self.store.frame("distill")
         if df.empty:
             return df
-        return df[df["key"].isin(keys)].drop_duplicates("key", keep="last")
+        return df[df["key"].isin(self._keys())].drop_duplicates("key", keep="last")
 
     def gain_table(self, metric: str = "gain") -> pd.DataFrame:
-        """Scenario x method table of a metric, in accuracy points (x100)."""
+        """Scenario x method table of a metric's mean over the stored seeds, in accuracy points (x100)."""
         df = self.frame()
         if df.empty:
             return df

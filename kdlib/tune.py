@@ -36,7 +36,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdlib.config import config_key
-from kdlib.distill import LogitSource, check_same_classes, frozen_logits, grid_search, run_standard, split_validation
+from kdlib.distill import (
+    LogitSource,
+    check_same_classes,
+    frozen_logits,
+    grid_search,
+    run_standard,
+    selection_split,
+)
 from kdlib.errors import KDConfigError
 from kdlib.losses import check_alpha, check_temperature, kd_loss
 from kdlib.metrics import accuracy
@@ -494,8 +501,11 @@ def stacked_grid_search(
     *,
     backend: str = "auto",
     chunk_size: int | None = None,
+    x_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
 ) -> list[dict]:
-    """``distill.grid_search`` with the grid's students trained together: same arguments, same rows.
+    """``distill.grid_search`` with the grid's students trained together: same arguments, same rows (scored on
+    ``x_val, y_val`` when given, else on a ``val_fraction`` carved from the transfer data).
 
     The teacher's logits are computed once (or, with augmentation, once per step for all students); each batch
     feeds every student, each with its own (T, alpha). ``backend`` picks how students are stacked (see the module
@@ -511,13 +521,13 @@ def stacked_grid_search(
     points = _grid_points(temperatures, alphas)
     if backend == "sequential":
         return grid_search(
-            make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate
-        )
+            make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate,
+            x_val=x_val, y_val=y_val,
+        )  # fmt: skip
     dev = resolve_device(device)
-    train_idx, val_idx = split_validation(len(x), val_fraction, cfg.seed)
-    x_fit, y_fit, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    x_fit, y_fit, x_score, y_score = selection_split(x, y, val_fraction, cfg.seed, x_val, y_val)
     source = frozen_logits(teacher, x_fit, cfg, dev)
-    val_before = accuracy(predict_logits(make_student(), x_val, dev), y_val)
+    val_before = accuracy(predict_logits(make_student(), x_score, dev), y_score)
     students = [make_student().to(dev) for _ in points]
     check_same_classes(students[0], [teacher], x_fit)
     size = chunk_size or (CPU_CHUNK if dev.type == "cpu" else len(points))
@@ -532,8 +542,9 @@ def stacked_grid_search(
             raise KDConfigError("backend", backend, f"a model this backend can stack ({exc})") from exc
         warnings.warn(f"cannot stack these students ({exc}); training the grid one point at a time", stacklevel=2)
         return grid_search(
-            make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate
-        )
+            make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate,
+            x_val=x_val, y_val=y_val,
+        )  # fmt: skip
     steps = len(chunks) * cfg.epochs * ((len(x_fit) + cfg.batch_size - 1) // cfg.batch_size)
     with tqdm(total=steps, desc=f"grid (T, α) x{len(points)} stacked", disable=not progress, leave=False) as bar:
         for number, chunk in enumerate(chunks):
@@ -543,7 +554,7 @@ def stacked_grid_search(
             first = stack = None  # free the stacked copy before the next chunk
     rows = []
     for (temperature, alpha), student in zip(points, students, strict=True):
-        val_acc = accuracy(predict_logits(student, x_val, dev), y_val)
+        val_acc = accuracy(predict_logits(student, x_score, dev), y_score)
         row = {"temperature": temperature, "alpha": alpha, "val_acc": val_acc, "val_gain": val_acc - val_before}
         if evaluate is not None:
             row.update(evaluate(student))
@@ -710,9 +721,13 @@ def smart_search(
     sampler: str = "tpe",
     seed: int | None = None,
     verbose: bool = False,
+    *,
+    x_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
 ) -> SearchResult:
     """Search the (T, alpha) grid with Optuna, training ``n_trials`` distinct points (one at a time, on the same
-    split and cached teacher logits as ``grid_search``), scored by validation accuracy.
+    split and cached teacher logits as ``grid_search``), scored by validation accuracy (on ``x_val, y_val`` when
+    given, else on a ``val_fraction`` carved from the transfer data).
 
     Resumable: trials live in ``storage`` (default: ``default_storage()``'s SQLite file; a file path, a database URL
     such as ``postgresql://...`` for many workers on many machines, or an optuna storage). A second call with the
@@ -733,8 +748,8 @@ def smart_search(
     points = _grid_points(temperatures, alphas)
     grid_order = {p: i for i, p in reversed(list(enumerate(points)))}
     dev = resolve_device(device)
-    train_idx, val_idx = split_validation(len(x), val_fraction, cfg.seed)
-    x_fit, y_fit, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    held_out = x_val is not None
+    x_fit, y_fit, x_val, y_val = selection_split(x, y, val_fraction, cfg.seed, x_val, y_val)
     reference = make_student()
     val_before = accuracy(predict_logits(reference, x_val, dev), y_val)
     if study_name is None:
@@ -743,6 +758,7 @@ def smart_search(
             "grid": [list(map(float, temperatures)), list(map(float, alphas))],
             "val_fraction": val_fraction,
             "data": _digest([x, y]),
+            **({"validation": _digest([x_val, y_val])} if held_out else {}),
             "teacher": _module_digest(teacher),
             "student": _module_digest(reference),
             "sampler": sampler,
