@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,12 +13,15 @@ from torch import nn
 from kdlib.checkpoints import load_checkpoint, save_checkpoint
 from kdlib.config import StudyConfig, config_key
 from kdlib.data import Dataset, stratified_subset
+from kdlib.errors import KDConfigError
 from kdlib.metrics import accuracy, group_accuracy
 from kdlib.models import build_model
 from kdlib.partition import PartitionSpec, parse_partition, partition_indices
 from kdlib.paths import cache_dir as default_cache_dir
 from kdlib.train import TrainConfig, predict_logits, seed_everything, train_supervised
 
+PARTY_META_FIELDS = ("config", "test_acc", "own_acc", "unseen_acc", "own_classes", "train_size")
+"""What a pre-trained party's checkpoint side file must hold (checked on load)."""
 OWN_CLASS_SHARE = 0.01
 """A class counts as one of a party's own classes when it makes up at least this share of the party's data."""
 
@@ -101,7 +105,10 @@ def pretrained_party(
     seed_everything(cfg.seed * 1000 + party)
     model = build_model(model_name, dataset.num_classes, dataset.in_shape)
     if path.exists():
-        meta = load_checkpoint(model, path)
+        meta = load_checkpoint(model, path, required=PARTY_META_FIELDS)
+        if meta["config"] != json.loads(json.dumps(settings, default=str)):
+            allowed = f"the side file of this party's config, but it holds another's: delete it and {path.name}"
+            raise KDConfigError("checkpoint metadata", str(path.with_suffix(".json")), allowed)
         return model, meta
     idx = torch.as_tensor(scenario.parts[party])
     train_cfg = TrainConfig(**{**cfg.pretrain.as_dict(), "seed": cfg.seed * 1000 + party})

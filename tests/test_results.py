@@ -233,7 +233,7 @@ def test_checkpoint_is_safetensors_not_pickle(tmp_path: Path) -> None:
     assert max(v["data_offsets"][1] for v in tensors.values()) == len(data) - 8 - header_len
     for name, tensor in model.state_dict().items():
         assert tensors[name]["shape"] == list(tensor.shape)
-    assert json.loads(path.with_suffix(".json").read_text()) == {}  # the side-car of no metadata
+    assert list(json.loads(path.with_suffix(".json").read_text())) == ["__weights__"]  # no metadata but the digest
 
 
 def test_truncated_checkpoint_raises_value_error(tmp_path: Path) -> None:
@@ -241,11 +241,13 @@ def test_truncated_checkpoint_raises_value_error(tmp_path: Path) -> None:
     path = save_checkpoint(model, tmp_path / "model.safetensors")
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(path.read_bytes()[:100])
+    truncated.with_suffix(".json").write_bytes(path.with_suffix(".json").read_bytes())  # the weights' side file
     with pytest.raises(ValueError, match="corrupted") as info:
         load_checkpoint(small_bn_model(1), truncated)
     assert str(truncated) in str(info.value)
     short = tmp_path / "short.safetensors"
     short.write_bytes(path.read_bytes()[:-10])
+    short.with_suffix(".json").write_bytes(path.with_suffix(".json").read_bytes())
     with pytest.raises(ValueError, match="corrupted"):
         load_checkpoint(small_bn_model(1), short)
 
