@@ -37,7 +37,8 @@ class Scenario:
     num_classes: int
     labels: np.ndarray
     validation: np.ndarray | None = None
-    """The held-out validation split (``cfg.val_size`` stratified samples): in no party, transfer set or public."""
+    """The held-out validation split (``cfg.val_size`` samples, the label mix of the whole training set): in no
+    party, transfer set or public split."""
 
     def own_classes(self, party: int) -> list[int]:
         """Classes that make up at least ``OWN_CLASS_SHARE`` of the party's data."""
@@ -49,10 +50,31 @@ class Scenario:
         return [c for c in range(self.num_classes) if c not in own]
 
 
+def proportional_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``n`` samples whose class counts follow the label distribution of ``labels``: class c
+    gets ``n * share_c`` rounded by largest remainder (ties to random classes), drawn at random within it."""
+    labels = np.asarray(labels)
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 0 < n <= len(labels):
+        raise KDConfigError("val_size", n, f"an integer between 1 and the training set's size ({len(labels)})")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = n * counts / counts.sum()
+    quota = np.floor(exact).astype(int)
+    remainder = exact - quota
+    order = np.lexsort((rng.random(len(classes)), -remainder))  # largest remainder first, random among ties
+    quota[order[: n - quota.sum()]] += 1
+    picked = [
+        rng.choice(np.flatnonzero(labels == c), size=q, replace=False)
+        for c, q in zip(classes, quota, strict=True)
+    ]
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
 def make_scenario(dataset: Dataset, text: str, cfg: StudyConfig, num_parties: int = 2) -> Scenario:
     """Split ``dataset``'s training set as ``text`` says (see ``partition.parse_partition``).
 
-    First a stratified validation split of ``cfg.val_size`` samples is held out (none when 0); then, with
+    First a validation split of ``cfg.val_size`` samples with the training set's label distribution is held out
+    (``proportional_subset``; none when 0); then, with
     ``cfg.transfer == "public"``, a stratified ``public_fraction`` of the rest; the parties share what is left.
     """
     spec = parse_partition(text, num_parties=num_parties)
@@ -60,7 +82,7 @@ def make_scenario(dataset: Dataset, text: str, cfg: StudyConfig, num_parties: in
     private = np.arange(len(labels))
     validation = public = None
     if cfg.val_size:
-        validation = stratified_subset(labels, cfg.val_size, cfg.seed, field_name="val_size")
+        validation = proportional_subset(labels, cfg.val_size, cfg.seed)
         private = np.setdiff1d(private, validation)
     if cfg.transfer == "public":
         chosen = stratified_subset(labels[private], round(len(private) * cfg.public_fraction), cfg.seed)

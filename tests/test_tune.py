@@ -42,8 +42,9 @@ def _pair(in_shape, student_name: str = "cnn-small", teacher_name: str = "mlp"):
     return build_model(teacher_name, 10, in_shape), build_model(student_name, 10, in_shape)
 
 
-def _grids(x, y, teacher, student, cfg, temps=TEMPS, alphas=ALPHAS, **stacked_kwargs):
-    """Rows and final states of the one-at-a-time grid and the stacked grid."""
+def _grids(x, y, teacher, student, cfg, temps=TEMPS, alphas=ALPHAS, validation=None, **stacked_kwargs):
+    """Rows and final states of the one-at-a-time grid and the stacked grid (``validation``: x_val/y_val for both)."""
+    validation = validation or {}
     states: dict[str, list[dict]] = {"ref": [], "new": []}
 
     def keep(tag):
@@ -57,8 +58,10 @@ def _grids(x, y, teacher, student, cfg, temps=TEMPS, alphas=ALPHAS, **stacked_kw
     def make():
         return copy.deepcopy(student)
 
-    ref = grid_search(make, teacher, x, y, temps, alphas, cfg, 0.2, "cpu", False, keep("ref"))
-    new = stacked_grid_search(make, teacher, x, y, temps, alphas, cfg, 0.2, "cpu", False, keep("new"), **stacked_kwargs)
+    ref = grid_search(make, teacher, x, y, temps, alphas, cfg, 0.2, "cpu", False, keep("ref"), **validation)
+    new = stacked_grid_search(
+        make, teacher, x, y, temps, alphas, cfg, 0.2, "cpu", False, keep("new"), **validation, **stacked_kwargs
+    )
     return ref, new, states
 
 
@@ -84,6 +87,18 @@ def test_stacked_grid_equals_one_at_a_time_with_batchnorm(digits, backend, augme
     teacher, student = _pair(shape)
     cfg = TrainConfig(epochs=2, batch_size=32, lr=0.02, augment=augment)
     _assert_same(*_grids(x, y, teacher, student, cfg, backend=backend))
+
+
+def test_stacked_grid_equals_one_at_a_time_on_a_held_out_split(digits):
+    """With x_val/y_val given, both grids train on all of x and score on the held-out split, identically."""
+    x, y, shape = digits
+    teacher, student = _pair(shape)
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.02)
+    held = {"x_val": x[200:], "y_val": y[200:]}
+    ref, new, states = _grids(x[:200], y[:200], teacher, student, cfg, validation=held, backend="grouped")
+    _assert_same(ref, new, states)
+    carved, _, _ = _grids(x[:200], y[:200], teacher, student, cfg, backend="grouped")
+    assert [r["val_acc"] for r in ref] != [r["val_acc"] for r in carved]  # another split was scored
 
 
 @pytest.mark.parametrize(
@@ -222,6 +237,23 @@ def test_smart_search_resumes_without_redoing_trials(problem, tmp_path, monkeypa
     assert _search(problem, 5, storage).trainings == 0  # nothing left to do
     other = _search(problem, 2, storage, study_name="another")  # a study of its own
     assert other.total_trainings == 2
+
+
+def test_smart_search_scores_on_a_held_out_split_when_given(problem, digits, tmp_path, monkeypatch):
+    """x_val/y_val reach every trained point, the fit data is all of x, and the study is another study."""
+    x, y, _ = digits
+    held = {"x_val": x[200:260], "y_val": y[200:260]}
+    seen: list[tuple[int, int]] = []
+
+    def spy(*args, **_kwargs) -> float:
+        seen.append((len(args[2]), len(args[4])))  # x_fit, x_val
+        return _score(args[6], args[7])
+
+    monkeypatch.setattr(tune, "distill_point", spy)
+    carved = _search(problem, 2, tmp_path / "tuning.sqlite3")
+    result = _search(problem, 2, tmp_path / "tuning.sqlite3", **held)
+    assert seen == [(96, 24)] * 2 + [(120, 60)] * 2  # 20% of 120 carved off, or all 120 and the 60 held out
+    assert result.study_name != carved.study_name and result.total_trainings == 2
 
 
 def test_smart_search_interrupted_then_resumed(problem, tmp_path, monkeypatch):

@@ -1,0 +1,192 @@
+"""The held-out validation split: the whole task's label mix, in no party's data, and the only data tuned KD
+chooses on (the test set is never read while (T, alpha) is chosen)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import kdlib.distill as distill
+import kdlib.tune as tune
+from kdlib.config import scale_config
+from kdlib.data import load_dataset
+from kdlib.distill import grid_search
+from kdlib.errors import KDConfigError
+from kdlib.models import build_model
+from kdlib.parties import make_scenario, proportional_subset
+from kdlib.results import ResultsStore
+from kdlib.study import Study
+from kdlib.train import TrainConfig, seed_everything
+
+KINDS = ("iid", "dirichlet:0.3", "disjoint", "quantity:1.5")
+
+
+def skewed_labels(rng: np.random.Generator, n: int, classes: int) -> np.ndarray:
+    """Labels with an uneven class mix (every class present)."""
+    shares = rng.dirichlet(np.full(classes, 2.0))
+    labels = np.concatenate([np.arange(classes), rng.choice(classes, size=n - classes, p=shares)])
+    return rng.permutation(labels)
+
+
+def assert_follows_global_mix(held: np.ndarray, labels: np.ndarray) -> None:
+    """Class counts of the held-out split vs. ``n * global share``: within one sample (largest-remainder
+    rounding), far inside three binomial standard errors of a random draw of the same size."""
+    classes = int(labels.max()) + 1
+    share = np.bincount(labels, minlength=classes) / len(labels)
+    counts = np.bincount(labels[held], minlength=classes)
+    expected = len(held) * share
+    assert counts.sum() == len(held)
+    assert np.all(np.abs(counts - expected) < 1.0), (counts, expected)
+    sampling_error = 3 * np.sqrt(len(held) * share * (1 - share))
+    assert np.all(np.abs(counts - expected) <= np.maximum(sampling_error, 1.0))
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_proportional_subset_follows_the_label_mix(case: int) -> None:
+    rng = np.random.default_rng(case)
+    classes = int(rng.integers(2, 12))
+    labels = skewed_labels(rng, int(rng.integers(50, 2000)), classes)
+    n = int(rng.integers(1, len(labels) // 2))
+    held = proportional_subset(labels, n, seed=case)
+    assert len(held) == len(np.unique(held)) == n
+    assert held.min() >= 0 and held.max() < len(labels)
+    assert_follows_global_mix(held, labels)
+    assert np.array_equal(held, proportional_subset(labels, n, seed=case))  # seeded
+
+
+@pytest.mark.parametrize("n", [0, -3, 10_001, 2.5, True])
+def test_proportional_subset_refuses_bad_sizes(n) -> None:
+    with pytest.raises(KDConfigError, match="val_size"):
+        proportional_subset(np.zeros(10_000, dtype=int), n, seed=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("transfer", ["student", "union", "public"])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_holdout_has_the_global_mix_and_is_in_no_party_transfer_or_public_data(
+    kind: str, transfer: str, seed: int, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(100 + seed)
+    labels = skewed_labels(rng, 3000, 10)
+    dataset = SimpleNamespace(y_train=torch.as_tensor(labels), num_classes=10)
+    cfg = scale_config("smoke", seed=seed, val_size=int(rng.integers(50, 400)), transfer=transfer)
+    scenario = make_scenario(dataset, kind, cfg)
+    held = scenario.validation
+    assert len(held) == cfg.val_size
+    assert_follows_global_mix(held, labels)
+    used = np.concatenate([*scenario.parts, scenario.public if scenario.public is not None else []])
+    assert not set(held) & set(used.astype(int).tolist())
+    assert len(np.union1d(held, used)) == len(labels)  # nothing else is lost
+    study = Study(cfg, ResultsStore.open("study", tmp_path), device="cpu", progress=False)
+    assert not set(held) & set(study.transfer_indices(scenario).tolist())
+
+
+def test_no_holdout_at_val_size_zero_keeps_the_old_split(tmp_path: Path) -> None:
+    labels = np.random.default_rng(0).integers(0, 10, 1000)
+    dataset = SimpleNamespace(y_train=torch.as_tensor(labels), num_classes=10)
+    cfg = scale_config("smoke", val_size=0, selection="transfer", transfer="public")
+    scenario = make_scenario(dataset, "dirichlet:0.5", cfg)
+    assert scenario.validation is None
+    assert len(np.union1d(np.concatenate(scenario.parts), scenario.public)) == len(labels)
+    with pytest.raises(KDConfigError, match="val_size"):
+        scale_config("smoke", val_size=0)  # holdout selection needs a holdout
+
+
+class Guarded(torch.Tensor):
+    """A tensor that fails a test when any torch operation touches it while ``armed``; counts reads otherwise."""
+
+    armed = False
+    reads = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if Guarded.armed:
+            raise AssertionError(f"the test set was read during the (T, alpha) selection ({func})")
+        Guarded.reads += 1
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_tuned_kd_never_reads_the_test_set_while_it_chooses(
+    tmp_path: Path, isolated_folders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = scale_config(
+        "smoke", dataset="digits", n_train=None, n_test=None, teacher_model="mlp", student_model="mlp",
+        scenarios=("disjoint",), methods=("tuned",), pretrain={"epochs": 1}, distill={"epochs": 1},
+        grid_temperatures=(1.0, 4.0), grid_alphas=(0.5, 0.9), val_size=150,
+    )  # fmt: skip
+    study = Study(cfg, ResultsStore.open("study", tmp_path / "results"), device="cpu", progress=False)
+    data = study.dataset_for(0)
+    study._datasets[0] = replace(data, x_test=data.x_test.as_subclass(Guarded), y_test=data.y_test.as_subclass(Guarded))
+    real_search = tune.stacked_grid_search
+    analysis_reads: list[int] = []
+    scored_on: list[int] = []
+
+    def guarded_search(*args, evaluate=None, **kwargs):
+        args = list(args)
+        analysis = args[10] if len(args) > 10 else evaluate  # the test-accuracy column, for analysis only
+
+        def unarmed(model):
+            Guarded.armed, before = False, Guarded.reads
+            try:
+                return analysis(model)
+            finally:
+                analysis_reads.append(Guarded.reads - before)
+                Guarded.armed = True
+
+        if len(args) > 10:
+            args[10] = unarmed
+        else:
+            kwargs["evaluate"] = unarmed
+        scored_on.append(len(kwargs["x_val"]))
+        Guarded.armed = True
+        try:
+            return real_search(*args, **kwargs)
+        finally:
+            Guarded.armed = False
+
+    monkeypatch.setattr(tune, "stacked_grid_search", guarded_search)
+    record = study.run("disjoint", "tuned")
+    assert scored_on == [150]  # chosen on the held-out split
+    assert len(analysis_reads) == 4 and all(n > 0 for n in analysis_reads)  # the guard sees real reads
+    assert record["config"]["selection"] == "holdout"
+    assert {(r["temperature"], r["alpha"]) for r in record["grid"]} == {(1.0, 0.5), (1.0, 0.9), (4.0, 0.5), (4.0, 0.9)}
+
+
+@pytest.fixture(scope="module")
+def small():
+    data = load_dataset("digits")
+    seed_everything(0)
+    return data, build_model("mlp", 10, data.in_shape), build_model("mlp", 10, data.in_shape)
+
+
+def test_an_explicit_validation_split_is_scored_on_and_all_transfer_data_is_trained_on(
+    small, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, teacher, student = small
+    x, y, x_val, y_val = data.x_train[:200], data.y_train[:200], data.x_train[200:300], data.y_train[200:300]
+    cfg = TrainConfig(epochs=1, batch_size=32)
+    trained_on: list[int] = []
+    real = distill.run_standard
+
+    def spy(student, teacher, x_fit, *args, **kwargs):
+        trained_on.append(len(x_fit))
+        return real(student, teacher, x_fit, *args, **kwargs)
+
+    monkeypatch.setattr(distill, "run_standard", spy)
+
+    def make():
+        return copy.deepcopy(student)
+
+    held = grid_search(make, teacher, x, y, (2.0,), (0.5,), cfg, 0.2, "cpu", False, x_val=x_val, y_val=y_val)
+    carved = grid_search(make, teacher, x, y, (2.0,), (0.5,), cfg, 0.2, "cpu", False)
+    assert trained_on == [200, 160]  # the carve-out takes 20% of the transfer data away from training
+    assert held[0]["val_acc"] * 100 == pytest.approx(round(held[0]["val_acc"] * 100))  # a share of the 100 held out
+    assert carved[0]["val_acc"] * 40 == pytest.approx(round(carved[0]["val_acc"] * 40))  # a share of 40
+    with pytest.raises(KDConfigError, match="x_val"):
+        grid_search(make, teacher, x, y, (2.0,), (0.5,), cfg, x_val=x_val)
