@@ -20,8 +20,12 @@ def results_dir() -> Path:
 
 
 def figures_dir() -> Path:
-    """Where notebooks save figures: ``KDLIB_FIGURES`` or ``<project>/figures``."""
-    return _folder("KDLIB_FIGURES", "figures")
+    """Where notebooks save figures: ``KDLIB_FIGURES`` or ``<project>/runs/figures`` (ignored by git).
+
+    The committed gallery ``<project>/figures`` (the README's pictures) is written only when asked for:
+    ``KDLIB_FIGURES=figures`` or ``reproduce(gallery=True)``.
+    """
+    return _folder("KDLIB_FIGURES", "runs/figures")
 
 
 def cache_dir() -> Path:

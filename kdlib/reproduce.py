@@ -1,23 +1,28 @@
 """``python -m kdlib reproduce``: execute every study notebook in order with papermill.
 
-Executed copies go to an output folder (never over the sources); figures land in figures/. The first failing
-cell stops the run with the notebook, the cell and the error named.
+Executed copies go to an output folder (never over the sources); figures go to :func:`kdlib.paths.figures_dir`
+(``runs/figures/``, ignored by git), or to the committed gallery ``figures/`` with ``gallery=True``, so a run never
+changes tracked files unless asked to. The first failing cell stops the run with the notebook, the cell and the
+error named. Progress: a bar over the notebooks and, under it, the running notebook's cell and the library's own
+bar from inside the kernel (:mod:`kdlib.notebook_progress`); plain lines when stderr is not a terminal.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from kdlib.config import SCALES
 from kdlib.errors import KDConfigError
 from kdlib.paths import PROJECT_ROOT, figures_dir, user_folder
+from kdlib.progress import progress_bar
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+GALLERY_DIR = PROJECT_ROOT / "figures"
+"""The committed figures that the README shows; written only by ``reproduce(gallery=True)``."""
 
 
 def study_notebooks(only: str | None = None) -> list[Path]:
@@ -80,12 +85,16 @@ def reproduce(
     device: str = "auto",
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
+    gallery: bool = False,
 ) -> int:
     """Run the notebooks; return 0 when all ran, 1 at the first failure (with a message on stderr).
 
     ``output`` follows :func:`kdlib.paths.user_folder` (relative: inside the project; absolute: as given).
+    Figures go to :func:`kdlib.paths.figures_dir`, or with ``gallery`` to :data:`GALLERY_DIR` (tracked by git).
     """
     import papermill as pm
+
+    from kdlib.notebook_progress import ENGINE, NotebookProgress
 
     if scale not in SCALES:
         raise KDConfigError("scale", scale, f"one of {', '.join(SCALES)}")
@@ -94,20 +103,26 @@ def reproduce(
     out_dir = user_folder(output, "output", PROJECT_ROOT / "runs" / "notebooks")
     out_dir.mkdir(parents=True, exist_ok=True)
     notebook_keys = frozenset().union(*(declared_parameters(path) for path in study_notebooks()))
-    bar = tqdm(notebooks, desc=f"notebooks ({scale})", unit="nb", disable=not progress)
+    figures = GALLERY_DIR if gallery else figures_dir()
+    kernel_env = {**os.environ, "KDLIB_FIGURES": str(figures)}
+    bar = progress_bar(notebooks, desc=f"notebooks ({scale})", unit="nb", disable=not progress, mininterval=0)
     for path in bar:
         bar.set_postfix_str(path.stem)
         started = time.perf_counter()
         target = out_dir / path.name
         try:
-            pm.execute_notebook(
-                str(path),
-                str(target),
-                parameters=notebook_parameters(path, scale, device, overrides or {}, notebook_keys),
-                cwd=str(NOTEBOOKS_DIR),
-                progress_bar=False,
-                kernel_name="python3",
-            )
+            with NotebookProgress(path.stem, stream=sys.stderr, enabled=progress) as inner:
+                pm.execute_notebook(
+                    str(path),
+                    str(target),
+                    parameters=notebook_parameters(path, scale, device, overrides or {}, notebook_keys),
+                    cwd=str(NOTEBOOKS_DIR),
+                    progress_bar=False,
+                    kernel_name="python3",
+                    engine_name=ENGINE,
+                    progress=inner,
+                    kernel_env=kernel_env,
+                )
         except pm.PapermillExecutionError as error:
             print(
                 f"\n{path.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
@@ -115,9 +130,9 @@ def reproduce(
                 file=sys.stderr,
             )
             return 1
-        tqdm.write(f"{path.name}: {time.perf_counter() - started:.0f} s")
+        bar.write(f"{path.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     print(
         f"All {len(notebooks)} notebooks ran at {scale} scale; executed copies in {out_dir}, "
-        f"figures in {figures_dir()}."
+        f"figures in {figures}."
     )
     return 0

@@ -1,0 +1,184 @@
+"""Progress output: plain lines off a terminal, the kernel's widget bars passed through, no kernel warnings,
+and a ``reproduce`` run that leaves tracked files alone."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from tqdm.std import tqdm as std_tqdm
+
+from kdlib import notebook_progress
+from kdlib.notebook_progress import ENGINE, KernelBars, NotebookProgress
+from kdlib.paths import PROJECT_ROOT, figures_dir
+from kdlib.progress import LineTqdm, LineWriter, progress_bar, progress_class
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_class_redraws_on_a_terminal_and_prints_lines_elsewhere() -> None:
+    assert progress_class(FakeTerminal()) is std_tqdm
+    assert progress_class(io.StringIO()) is LineTqdm
+    assert isinstance(progress_bar(range(2), file=io.StringIO(), disable=True), LineTqdm)
+
+
+def test_nested_line_bars_write_whole_lines_without_escape_codes() -> None:
+    out = io.StringIO()
+    for _ in LineTqdm(range(3), desc="outer", file=out, mininterval=0):
+        for _ in LineTqdm(range(4), desc="inner", file=out, mininterval=0, leave=False):
+            pass
+    text = out.getvalue()
+    assert "\r" not in text and "\x1b" not in text
+    lines = text.splitlines()
+    assert all(line.strip() for line in lines)
+    assert any(line.startswith("inner:") and "4/4" in line for line in lines)
+    assert lines[-1].startswith("outer: 100%") and "3/3" in lines[-1]
+    assert all(a != b for a, b in zip(lines, lines[1:], strict=False)), "a redraw that changed nothing was repeated"
+
+
+def test_line_writer_splits_redraws_and_drops_cursor_moves() -> None:
+    out = io.StringIO()
+    writer = LineWriter(out)
+    writer.write("\r a 10%   ")
+    writer.write("\n\x1b[A\r b 20%\r")
+    writer.write("\r   \r")  # tqdm clearing a bar
+    writer.write("\r b 20%")  # the same line again
+    assert out.getvalue() == " a 10%\n b 20%\n"
+
+
+def widget(comm_id: str, model: str, **state) -> dict:
+    return {
+        "msg_type": "comm_open",
+        "content": {"comm_id": comm_id, "data": {"state": {"_model_name": model, **state}}},
+    }
+
+
+def update(comm_id: str, **state) -> dict:
+    return {"msg_type": "comm_msg", "content": {"comm_id": comm_id, "data": {"method": "update", "state": state}}}
+
+
+def tqdm_bar(prefix: str) -> list[dict]:
+    """The messages of one tqdm.notebook bar: description, progress, counter, layout, then the HBox."""
+    return [
+        widget(f"{prefix}-l", "HTMLModel", value=""),
+        widget(f"{prefix}-p", "FloatProgressModel", value=0, max=10, bar_style=""),
+        widget(f"{prefix}-r", "HTMLModel", value=""),
+        widget(f"{prefix}-layout", "LayoutModel"),
+        widget(
+            prefix,
+            "HBoxModel",
+            layout=f"IPY_MODEL_{prefix}-layout",
+            children=[f"IPY_MODEL_{prefix}-l", f"IPY_MODEL_{prefix}-p", f"IPY_MODEL_{prefix}-r"],
+        ),
+    ]
+
+
+def test_kernel_bars_show_the_running_bars_outermost_first() -> None:
+    bars = KernelBars()
+    for msg in [*tqdm_bar("study"), widget("slider", "HBoxModel", children=["IPY_MODEL_x"]), *tqdm_bar("train")]:
+        bars.handle(msg)
+    bars.handle(update("study-l", value="study:\u2007\u200725%"))
+    bars.handle(update("study-r", value="\u20073/12\u2007[00:10&lt;00:30]"))
+    bars.handle(update("train-l", value="pretrain:\u200740%"))
+    bars.handle(update("train-r", value="\u200712/30"))
+    assert bars.text() == "study: 25% 3/12 [00:10<00:30] | pretrain: 40% 12/30"
+    bars.handle({"msg_type": "comm_close", "content": {"comm_id": "train", "data": {}}})  # leave=False
+    assert bars.text() == "study: 25% 3/12 [00:10<00:30]"
+    bars.handle(update("study-p", bar_style="success"))  # tqdm marks a finished bar that stays
+    assert bars.text() == ""
+
+
+def test_a_cell_bar_of_a_silent_cell_still_prints_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(notebook_progress, "LINE_INTERVAL_S", 0.05)
+    out = io.StringIO()
+    with NotebookProgress("nb", stream=out) as progress:
+        progress.cell_started(2, 5)
+        progress.bars.handle(widget("w", "HTMLModel"))  # not a bar: ignored
+        time.sleep(0.3)
+    lines = out.getvalue().splitlines()
+    assert lines and all(line.startswith("  [00:00] nb cell 3/5") for line in lines)
+    assert "\r" not in out.getvalue()
+
+
+def write_notebook(path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import time\nfrom tqdm.auto import tqdm\n"
+            "for _ in tqdm(range(8), desc='library bar'):\n    time.sleep(0.25)"
+        )
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_the_kernels_widget_bar_reaches_the_log_and_the_kernel_does_not_warn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import papermill as pm
+
+    monkeypatch.setattr(notebook_progress, "LINE_INTERVAL_S", 0.2)
+    write_notebook(tmp_path / "bars.ipynb")
+    out = io.StringIO()
+    with NotebookProgress("bars", stream=out) as progress:
+        pm.execute_notebook(
+            str(tmp_path / "bars.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            progress_bar=False,
+            kernel_name="python3",
+            engine_name=ENGINE,
+            progress=progress,
+            cwd=str(tmp_path),
+        )
+    shown = out.getvalue()
+    assert "bars cell 1/1: library bar:" in shown and "/8" in shown, shown
+    assert "\r" not in shown and "\x1b" not in shown
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.err + captured.out
+    assert "WARNING" not in captured.err, captured.err
+
+
+def test_figures_default_to_a_folder_git_ignores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KDLIB_FIGURES", raising=False)
+    assert figures_dir() == PROJECT_ROOT / "runs" / "figures"
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(figures_dir() / "03_own_unseen.png")], cwd=PROJECT_ROOT, check=False
+    )
+    if ignored.returncode == 128:
+        pytest.fail("not a git checkout: cannot check .gitignore")
+    assert ignored.returncode == 0, "runs/figures/ must be ignored by git"
+
+
+def tracked_changes() -> str:
+    return subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "figures"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+@pytest.mark.slow
+def test_reproduce_writes_figures_outside_the_gallery_unless_asked(
+    tmp_path: Path, isolated_folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdlib import reproduce
+
+    before = tracked_changes()
+    assert reproduce.reproduce("smoke", output=tmp_path / "nb", only="00", progress=False) == 0
+    assert (isolated_folders["figures"] / "00_kd_view_T4.png").is_file()
+    assert tracked_changes() == before
+
+    gallery = tmp_path / "gallery"
+    monkeypatch.setattr(reproduce, "GALLERY_DIR", gallery)
+    assert reproduce.reproduce("smoke", output=tmp_path / "nb", only="00", progress=False, gallery=True) == 0
+    assert (gallery / "00_kd_view_T4.png").is_file()
+    assert tracked_changes() == before
