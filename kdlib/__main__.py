@@ -58,13 +58,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace):
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``--set`` pairs with ``--dataset`` and ``--seed`` merged in; a field given both ways with two values is
+    refused (neither silently wins), and ``--set scale=...`` too (the scale is ``--scale``)."""
     overrides = parse_overrides(args.set)
-    if args.dataset:
-        overrides["dataset"] = args.dataset
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    return scale_config(args.scale, **overrides)
+    if "scale" in overrides:
+        allowed = f"not settable with --set: choose the scale with --scale {{{','.join(SCALES)}}}"
+        raise KDConfigError("--set scale", overrides["scale"], allowed)
+    for name in ("dataset", "seed"):
+        flag = getattr(args, name)
+        if flag is None:
+            continue
+        if name in overrides and overrides[name] != flag:
+            allowed = f"one value: --{name} {flag} and --set {name}={overrides[name]!r} disagree; give only one"
+            raise KDConfigError(name, overrides[name], allowed)
+        overrides[name] = flag
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace):
+    return scale_config(args.scale, **overrides_from_args(args))
+
+
+def check_output_folders(args: argparse.Namespace) -> None:
+    """The device, every folder this command will write (results, checkpoint cache, figures) and the data folder,
+    checked before anything runs: a variable naming a file or an unwritable folder fails here, not after training."""
+    from kdlib.data import default_root
+    from kdlib.paths import cache_dir, check_writable_folder, figures_dir, results_dir
+    from kdlib.train import resolve_device
+
+    resolve_device(args.device)  # also for reproduce, whose notebooks would fail on it one by one
+    default_root()
+    if args.results is None:
+        check_writable_folder("KDLIB_RESULTS", results_dir())
+    check_writable_folder("KDLIB_CACHE", cache_dir())
+    if args.command == "reproduce":
+        check_writable_folder("KDLIB_FIGURES", figures_dir())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,14 +106,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    check_output_folders(args)
     if args.command == "reproduce":
         from kdlib.reproduce import reproduce
 
-        overrides = parse_overrides(args.set)
-        if args.dataset:
-            overrides["dataset"] = args.dataset
-        if args.seed is not None:
-            overrides["seed"] = args.seed
+        overrides = overrides_from_args(args)
         return reproduce(
             args.scale,
             output=args.output,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -23,6 +25,11 @@ SELECTIONS: tuple[str, ...] = ("holdout", "transfer")
 """Where tuned KD scores its (T, alpha) grid: the held-out validation split (``val_size`` samples of the training
 pool with its label mix, default), or a ``val_fraction`` carved from the transfer data (the older criterion)."""
 SCALES: tuple[str, ...] = ("smoke", "full", "paper")
+NULLABLE_FIELDS: tuple[str, ...] = ("n_train", "n_test")
+"""The fields whose ``None`` means something (all samples); ``None`` for any other field is refused, not dropped."""
+MAX_SEED = 2**32
+"""Seeds are below this (numpy's limit); the seeds derived from them (parties, grid points) stay within torch's."""
+MIN_VAL_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -75,10 +82,15 @@ class StudyConfig:
             check_temperature(t)
         for a in self.grid_alphas:
             check_alpha(a)
+        self._check_types()
         if not self.grid_temperatures or not self.grid_alphas:
             raise KDConfigError("grid", (self.grid_temperatures, self.grid_alphas), "at least one T and one alpha")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise KDConfigError("val_fraction", self.val_fraction, "a fraction strictly between 0 and 1")
+        if not MIN_VAL_FRACTION <= self.val_fraction < 1.0:
+            allowed = (
+                f"a fraction in [{MIN_VAL_FRACTION}, 1): the validation split carved from the transfer data must hold "
+                "enough samples to rank the grid (at least 5% of it)"
+            )
+            raise KDConfigError("val_fraction", self.val_fraction, allowed)
         if self.transfer not in TRANSFER_SETS:
             raise KDConfigError("transfer", self.transfer, f"one of {', '.join(TRANSFER_SETS)}")
         if not 0.0 < self.public_fraction < 1.0:
@@ -89,8 +101,8 @@ class StudyConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 20):
                 raise KDConfigError(name, value, "None (all) or an integer >= 20")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise KDConfigError("seed", self.seed, "an integer >= 0")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < MAX_SEED:
+            raise KDConfigError("seed", self.seed, f"an integer >= 0 and < 2**32 ({MAX_SEED})")
         if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
             raise KDConfigError("seeds", self.seeds, "an integer >= 1 (the number of seeds: seed, seed + 1, ...)")
         if not isinstance(self.val_size, int) or isinstance(self.val_size, bool) or self.val_size < 0:
@@ -110,6 +122,24 @@ class StudyConfig:
                 raise KDConfigError(name, getattr(self, name), "a TrainConfig or a dict of its fields")
         for text in self.scenarios:
             parse_partition(text)  # an unknown or malformed scenario fails here, naming ``partition``
+
+    def _check_types(self) -> None:
+        """Numbers are finite ints or floats (not strings, bools or None); names are strings; lists hold strings."""
+        for name in ("temperature", "alpha", "dml_temperature", "val_fraction", "public_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+                raise KDConfigError(name, value, "a finite number (an int or a float, not a string, bool or null)")
+        for name in ("grid_temperatures", "grid_alphas"):
+            for value in getattr(self, name):
+                if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+                    raise KDConfigError(name, getattr(self, name), "a list of finite numbers, e.g. '1,4,16'")
+        for name in ("scale", "dataset", "teacher_model", "student_model", "transfer", "dp_variant"):
+            if not isinstance(getattr(self, name), str):
+                raise KDConfigError(name, getattr(self, name), "a string (null is not allowed for this field)")
+        for name in ("scenarios", "methods"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
+                raise KDConfigError(name, value, "a list of names, or a comma-separated string, e.g. 'iid,disjoint'")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,7 +217,10 @@ def scale_config(scale: str = "smoke", **overrides: Any) -> StudyConfig:
     if scale not in _SCALE_SETTINGS:
         raise KDConfigError("scale", scale, f"one of {', '.join(SCALES)}")
     settings = {**_SCALE_SETTINGS[scale], "scale": scale}
-    overrides = {k: v for k, v in overrides.items() if v is not None or k in ("n_train", "n_test")}
+    for key, value in overrides.items():
+        if value is None and key not in NULLABLE_FIELDS:
+            allowed = "a value: null is allowed only for n_train and n_test (all samples); leave the field out to keep "
+            raise KDConfigError(key, value, allowed + f"the {scale} scale's value")
     return StudyConfig().replace(**settings).replace(**overrides)
 
 

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kdlib.errors import KDConfigError
-from kdlib.paths import user_folder
+from kdlib.paths import check_folder_path, user_folder
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -135,7 +135,7 @@ def project_root() -> Path:
 def default_root() -> Path:
     """``$KDLIB_DATA`` if set, else ``<project root>/data``."""
     env = os.environ.get(DATA_ENV)
-    return Path(env).expanduser() if env else project_root() / "data"
+    return check_folder_path(DATA_ENV, Path(env).expanduser().resolve()) if env else project_root() / "data"
 
 
 def default_archive() -> Path:

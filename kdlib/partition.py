@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -224,12 +225,16 @@ _ALIASES = {
 }
 
 
+_ASCII_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+_ASCII_INT = re.compile(r"[0-9]+", re.ASCII)
+
+
 def _parse_float(text: str, original: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise KDConfigError("partition", original, f"{what} must be a number; forms: {_PARSE_HELP}") from None
-    return value
+    """A number written in ASCII digits (``float`` alone would take fullwidth digits, ``inf`` and ``nan``)."""
+    if not _ASCII_NUMBER.fullmatch(text.strip()):
+        allowed = f"{what} must be a number in ASCII digits, e.g. 0.5; forms: {_PARSE_HELP}"
+        raise KDConfigError("partition", original, allowed)
+    return float(text)
 
 
 def _parse_class_group(group: str, original: str) -> tuple[int, ...]:
@@ -237,7 +242,7 @@ def _parse_class_group(group: str, original: str) -> tuple[int, ...]:
     for item in group.split(","):
         item = item.strip()
         lo, sep, hi = item.partition("-")
-        if not lo.strip().isdigit() or (sep and not hi.strip().isdigit()):
+        if not _ASCII_INT.fullmatch(lo.strip()) or (sep and not _ASCII_INT.fullmatch(hi.strip())):
             raise KDConfigError(
                 "partition", original, f"class lists like '0-4|5-9' or '0,1,2|3-9'; bad item {item!r}"
             )
@@ -251,7 +256,7 @@ def _parse_class_group(group: str, original: str) -> tuple[int, ...]:
 def _parse_disjoint(arg: str | None, original: str, num_parties: int) -> PartitionSpec:
     if arg is None:
         return PartitionSpec("class_disjoint", num_parties=num_parties)
-    if arg.isdigit():
+    if _ASCII_INT.fullmatch(arg):
         return PartitionSpec("class_disjoint", num_parties=num_parties, classes_per_party=int(arg))
     groups = tuple(_parse_class_group(g, original) for g in arg.split("|"))
     if len(groups) != num_parties:

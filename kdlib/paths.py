@@ -11,7 +11,30 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _folder(env: str, default: str) -> Path:
-    return Path(os.environ.get(env, PROJECT_ROOT / default)).resolve()
+    folder = Path(os.environ.get(env) or PROJECT_ROOT / default).expanduser().resolve()
+    return check_folder_path(env, folder)
+
+
+def check_folder_path(field: str, folder: Path) -> Path:
+    """``folder``, unless it (or a folder above it) is a file: then a one-line error naming ``field`` (e.g. the
+    environment variable that gave it). A missing folder is fine: it is made when first written."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = "names a file" if candidate == folder else f"lies under the file {candidate}"
+                raise KDConfigError(field, str(folder), f"a folder, but it {what}; point it at a folder")
+            break
+    return folder
+
+
+def check_writable_folder(field: str, folder: Path) -> Path:
+    """``folder`` if this user can write there (it, or the nearest folder above it that exists, since it is made
+    on first use), else a ``PermissionError`` naming ``field``: checked before any run starts."""
+    check_folder_path(field, folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{field}: the folder {existing} is not writable; point {field} at a writable folder")
+    return folder
 
 
 def results_dir() -> Path:

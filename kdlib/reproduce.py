@@ -10,6 +10,7 @@ bar from inside the kernel (:mod:`kdlib.notebook_progress`); plain lines when st
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,22 @@ def notebook_parameters(
     if config_overrides and "overrides" in declared:
         params["overrides"] = config_overrides
     return {k: v for k, v in params.items() if k in declared}
+
+
+def failure_line(notebook: str, error: Any) -> str:
+    """One line for a failed notebook: a bad parameter's ``KDConfigError`` (found in the error's name, value or
+    traceback, where it may be wrapped in another error) names the notebook and the parameter; any other error
+    names the notebook, the cell and the error."""
+    if error.ename == "KDConfigError":
+        return f"{notebook}: bad parameter: {error.evalue}"
+    for line in reversed(error.traceback or []):
+        plain = _ANSI.sub("", line)
+        if "KDConfigError: " in plain:
+            return f"{notebook}: bad parameter: {plain.split('KDConfigError: ', 1)[1].strip()}"
+    return f"{notebook} failed in cell {error.exec_count}: {error.ename}: {error.evalue}"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def check_overrides(scale: str, overrides: dict[str, Any]) -> None:
@@ -124,11 +141,7 @@ def reproduce(
                     kernel_env=kernel_env,
                 )
         except pm.PapermillExecutionError as error:
-            print(
-                f"\n{path.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
-                f"The executed copy with the traceback is {target}.",
-                file=sys.stderr,
-            )
+            print(f"\n{failure_line(path.name, error)}\nThe executed copy is {target}.", file=sys.stderr)
             return 1
         bar.write(f"{path.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     print(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -14,6 +16,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from kdlib.errors import KDConfigError
+
+MAX_TRAIN_SEED = 2**63
+"""Training seeds (``torch.Generator.manual_seed``) are below this."""
 
 BatchLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``batch_loss(x_batch, y_batch, sample_indices) -> scalar loss`` for one batch on the training device."""
@@ -38,13 +43,17 @@ class TrainConfig:
         if not _is_int(self.batch_size) or self.batch_size < 1:
             raise KDConfigError("batch_size", self.batch_size, "an integer >= 1")
         if not _is_number(self.lr) or not self.lr > 0:
-            raise KDConfigError("lr", self.lr, "a learning rate > 0")
+            raise KDConfigError("lr", self.lr, "a finite learning rate > 0")
         if not _is_number(self.momentum) or not 0 <= self.momentum < 1:
             raise KDConfigError("momentum", self.momentum, "a number in [0, 1)")
         if not _is_number(self.weight_decay) or self.weight_decay < 0:
-            raise KDConfigError("weight_decay", self.weight_decay, "a number >= 0")
-        if self.optimizer not in ("sgd", "adam"):
+            raise KDConfigError("weight_decay", self.weight_decay, "a finite number >= 0")
+        if not isinstance(self.optimizer, str) or self.optimizer not in ("sgd", "adam"):
             raise KDConfigError("optimizer", self.optimizer, "'sgd' or 'adam'")
+        if not isinstance(self.augment, bool):
+            raise KDConfigError("augment", self.augment, "true or false (a boolean, not a string or number)")
+        if not _is_int(self.seed) or not 0 <= self.seed < MAX_TRAIN_SEED:
+            raise KDConfigError("seed", self.seed, "an integer >= 0 and < 2**63 (torch's seed range)")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +64,8 @@ def _is_int(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    """A finite int or float (not a bool, a string, NaN or an infinity)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -64,12 +74,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise KDConfigError("device", device, "'auto' or 'cpu': no CUDA device is visible on this machine")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise KDConfigError("device", device, "'auto', 'cpu' or 'cuda[:N]'") from None
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise KDConfigError("device", device, "'auto', 'cpu' or 'cuda[:N]' (or 'mps' where present)")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise KDConfigError("device", device, "'auto' or 'cpu': no CUDA device is visible on this machine")
+        count = torch.cuda.device_count()
+        if ":" in device and int(device.split(":")[1]) >= count:
+            raise KDConfigError("device", device, f"'cuda' or 'cuda:N' with N < {count} (the visible CUDA devices)")
+    if device == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise KDConfigError("device", device, "'auto' or 'cpu': no Apple MPS device is available on this machine")
+    return torch.device(device)
+
+
+_DEVICE = re.compile(r"cpu|cuda|cuda:[0-9]+|mps", re.ASCII)
 
 
 def set_cpu_threads(threads: int | None = None) -> int:
@@ -78,9 +96,15 @@ def set_cpu_threads(threads: int | None = None) -> int:
     One thread is the default because the study's models are small: on a shared 2-core machine, two threads per
     process made training 5-30 times slower (measured here); set ``KDLIB_THREADS=2`` on an idle machine.
     """
-    value = threads if threads is not None else int(os.environ.get("KDLIB_THREADS", "1"))
-    if value < 1:
-        raise KDConfigError("KDLIB_THREADS", value, "an integer >= 1")
+    if threads is None:
+        text = os.environ.get("KDLIB_THREADS", "1").strip()
+        if not re.fullmatch(r"[0-9]+", text, re.ASCII) or int(text) < 1:
+            raise KDConfigError("KDLIB_THREADS", os.environ["KDLIB_THREADS"], "an integer >= 1, e.g. KDLIB_THREADS=1")
+        value = int(text)
+    else:
+        value = threads
+    if not _is_int(value) or value < 1:
+        raise KDConfigError("threads", value, "an integer >= 1")
     torch.set_num_threads(value)
     return value
 

@@ -584,6 +584,23 @@ def _storage_url(storage: Any) -> Any:
     return storage  # a database URL or an optuna storage object
 
 
+def _open_search(url: Any, study_name: str) -> Any:
+    """The Optuna study in ``url``, made or resumed; a storage that cannot be read (a damaged or truncated SQLite
+    file, a database that refuses the connection) is a one-line error naming it, not the driver's traceback."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return optuna.create_study(storage=url, study_name=study_name, direction="maximize", load_if_exists=True)
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+        allowed = (
+            f"an Optuna database kdlib can open, but it failed ({reason}). A damaged SQLite file: delete it (the "
+            "search starts again) or pass another storage"
+        )
+        raise KDConfigError("storage", url if isinstance(url, str) else type(url).__name__, allowed) from None
+
+
 def _digest(tensors: Sequence[torch.Tensor]) -> str:
     h = hashlib.sha256()
     for t in tensors:
@@ -782,7 +799,7 @@ def smart_search(
         return done
 
     with _quiet_optuna(verbose):
-        study = optuna.create_study(storage=url, study_name=study_name, direction="maximize", load_if_exists=True)
+        study = _open_search(url, study_name)
         base_seed = cfg.seed if seed is None else seed
         # a resumed search draws fresh suggestions instead of replaying the first run's
         study.sampler = _make_sampler(sampler, base_seed + len(study.get_trials(deepcopy=False)), n_trials)

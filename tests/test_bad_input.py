@@ -133,6 +133,32 @@ def figure():
     return plt.figure()
 
 
+def garbage_file(tmp: Path, data: bytes) -> Path:
+    path = tmp / "tuning.sqlite3"
+    path.write_bytes(data)
+    return path
+
+
+def tiny_smart_search(storage: Path):
+    from kdlib.tune import smart_search
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 1, 8, 8, generator=generator), torch.arange(40) % 10
+    return smart_search(lambda: mlp(), mlp(), x, y, (1.0, 4.0), (0.5,), TrainConfig(epochs=1, batch_size=20), 1,
+                        storage, device="cpu", progress=False)
+
+
+def truncated_database(tmp: Path) -> Path:
+    import optuna
+
+    path = tmp / "tuning.sqlite3"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = optuna.create_study(storage=f"sqlite:///{path}", study_name="s")
+    search.optimize(lambda trial: trial.suggest_float("a", 0, 1), n_trials=3)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    return path
+
+
 # ------------------------------------------------------------------------------------------------------- the table
 
 
@@ -301,6 +327,75 @@ CASES = [
          CLIFailed, ("exit 2", "error: output='../../tmp/nb'", "without '..'")),
     Case("CLI reproduce bad override", lambda t: cli("reproduce", "--set", "alpha=3"), CLIFailed,
          ("exit 2", "error: alpha=3", "[0, 1]")),
+    # issue 14: values that passed unchecked and gave stored results
+    Case("distill lr Infinity", lambda t: scale_config("smoke", distill={"lr": float("inf")}), KDConfigError,
+         ("distill.lr=inf", "finite")),
+    Case("CLI distill lr Infinity", lambda t: cli(*STUDY_CLI, "--set", 'distill={"lr": Infinity}'), CLIFailed,
+         ("exit 2", "error: distill.lr=inf", "finite")),
+    Case("weight decay NaN", lambda t: TrainConfig(weight_decay=float("nan")), KDConfigError,
+         ("weight_decay=nan", "finite")),
+    Case("augment as a string", lambda t: scale_config("smoke", pretrain={"augment": "false"}), KDConfigError,
+         ("pretrain.augment='false'", "boolean")),
+    Case("augment as a number", lambda t: TrainConfig(augment=1), KDConfigError, ("augment=1", "boolean")),
+    Case("val_fraction too small", lambda t: scale_config("smoke", val_fraction=0.0001), KDConfigError,
+         ("val_fraction=0.0001", "[0.05, 1)", "enough samples")),
+    Case("temperature null", lambda t: scale_config("smoke", temperature=None), KDConfigError,
+         ("temperature=None", "null is allowed only for n_train and n_test")),
+    Case("dataset null (papermill)", lambda t: open_study("smoke", dataset=None, results=str(t / "r")), KDConfigError,
+         ("dataset=None", "null is allowed only")),
+    Case("CLI dataset null", lambda t: cli("study", "--quiet", "--set", "dataset=null"), CLIFailed,
+         ("exit 2", "error: dataset=None", "null")),
+    Case("CLI temperature null", lambda t: cli(*STUDY_CLI, "--set", "temperature=null"), CLIFailed,
+         ("exit 2", "error: temperature=None", "null")),
+    Case("temperature as a string", lambda t: StudyConfig(temperature="4"), KDConfigError,
+         ("temperature='4'", "not a string")),
+    Case("grid temperature as a string", lambda t: StudyConfig(grid_temperatures=("4",)), KDConfigError,
+         ("grid_temperatures=('4',)", "finite numbers")),
+    Case("public_fraction infinite", lambda t: StudyConfig(public_fraction=float("inf")), KDConfigError,
+         ("public_fraction=inf", "a finite number")),
+    Case("fullwidth Dirichlet alpha", lambda t: parse_partition("dirichlet:\uff10.\uff15"), KDConfigError,
+         ("partition='dirichlet:\uff10.\uff15'", "ASCII digits")),
+    Case("fullwidth alpha in scenarios", lambda t: scale_config("smoke", scenarios="iid,dirichlet:\uff10.\uff15"),
+         KDConfigError, ("partition=", "ASCII digits")),
+    Case("superscript classes per party", lambda t: parse_partition("disjoint:\u00b2"), KDConfigError,
+         ("partition='disjoint:\u00b2'", "bad item")),
+    Case("fullwidth class range", lambda t: parse_partition("disjoint:0-\uff14|5-9"), KDConfigError,
+         ("partition=", "bad item")),
+    Case("fullwidth quantity size", lambda t: parse_partition("quantity:1,\uff12"), KDConfigError,
+         ("partition=", "ASCII digits")),
+    Case("infinite Dirichlet alpha", lambda t: parse_partition("dirichlet:inf"), KDConfigError,
+         ("partition='dirichlet:inf'", "a number")),
+    Case("CLI bad scenario with superscript", lambda t: cli("run", "--dataset", "digits", "--scenario",
+                                                            "disjoint:\u00b2", "--method", "standard"),
+         CLIFailed, ("exit 2", "error: partition='disjoint:\u00b2'")),
+    Case("seed 2**64", lambda t: scale_config("smoke", seed=2**64), KDConfigError,
+         ("seed=18446744073709551616", "2**32")),
+    Case("seed 2**32", lambda t: StudyConfig(seed=2**32), KDConfigError, ("seed=4294967296", "< 2**32")),
+    Case("training seed 2**64", lambda t: TrainConfig(seed=2**64), KDConfigError, ("seed=", "2**63")),
+    Case("CLI seed 2**64", lambda t: cli(*STUDY_CLI, "--seed", str(2**64)), CLIFailed, ("exit 2", "error: seed=")),
+    Case("CLI --seed and --set seed disagree", lambda t: cli(*STUDY_CLI, "--seed", "1", "--set", "seed=2"), CLIFailed,
+         ("exit 2", "--seed 1 and --set seed=2 disagree")),
+    Case("CLI --dataset and --set dataset disagree", lambda t: cli(*STUDY_CLI, "--set", "dataset=cifar10"), CLIFailed,
+         ("exit 2", "--dataset digits and --set dataset='cifar10' disagree")),
+    Case("CLI reproduce --seed and --set seed", lambda t: cli("reproduce", "--seed", "1", "--set", "seed=2"),
+         CLIFailed, ("exit 2", "disagree")),
+    Case("CLI device meta", lambda t: cli(*STUDY_CLI, "--device", "meta"), CLIFailed,
+         ("exit 2", "error: device='meta'", "'cpu'")),
+    Case("CLI device mps", lambda t: cli(*STUDY_CLI, "--device", "mps"), CLIFailed, ("exit 2", "error: device='mps'")),
+    Case("CLI device cuda:x", lambda t: cli(*STUDY_CLI, "--device", "cuda:x"), CLIFailed,
+         ("exit 2", "error: device='cuda:x'")),
+    Case("CLI reproduce device meta", lambda t: cli("reproduce", "--only", "01", "--device", "meta"), CLIFailed,
+         ("exit 2", "error: device='meta'")),
+    Case("papermill device meta", lambda t: open_study("smoke", device="meta", results=str(t / "r")), KDConfigError,
+         ("device='meta'", "'auto', 'cpu'")),
+    Case("CLI --set scale", lambda t: cli(*STUDY_CLI, "--set", "scale=paper"), CLIFailed,
+         ("exit 2", "--set scale='paper'", "--scale")),
+    Case("CLI reproduce --set scale", lambda t: cli("reproduce", "--set", "scale=paper"), CLIFailed,
+         ("exit 2", "--scale")),
+    Case("garbage tuning database", lambda t: tiny_smart_search(garbage_file(t, b"not a database " * 100)),
+         KDConfigError, ("storage=", "file is not a database", "delete it")),
+    Case("truncated tuning database", lambda t: tiny_smart_search(truncated_database(t)), KDConfigError,
+         ("storage=", "malformed", "delete it")),
 ]
 
 
@@ -373,3 +468,130 @@ def test_a_pickled_payload_in_a_data_file_never_runs(tmp_path: Path, isolated_fo
     # and the payload is real: plain unpickling would have run it
     pickle.loads(pickle.dumps(Payload(marker)))
     assert marker.exists()
+
+
+# ------------------------------------------------------------------------- issue 14: every value where it enters
+
+TINY_STUDY = (*STUDY_CLI, "--set", "n_train=null", "--set", "n_test=null", "--set", "scenarios=iid", "--set",
+              "methods=finetune", "--set", "teacher_model=mlp", "--set", "student_model=mlp")
+
+
+@pytest.mark.parametrize("variable", ["KDLIB_DATA", "KDLIB_CACHE", "KDLIB_RESULTS"])
+def test_a_folder_variable_naming_a_file_fails_before_any_training(
+    variable: str, tmp_path: Path, isolated_folders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("a file")
+    monkeypatch.setenv(variable, str(afile))
+    with pytest.raises(CLIFailed) as info:
+        cli(*TINY_STUDY)
+    assert f"error: {variable}='{afile}' is not valid: a folder, but it names a file" in str(info.value)
+    assert not (isolated_folders["cache"] / "parties").exists(), "training started before the check"
+    monkeypatch.setenv(variable, str(afile / "below"))
+    with pytest.raises(CLIFailed, match="lies under the file"):
+        cli(*TINY_STUDY)
+
+
+def test_a_figures_variable_naming_a_file_fails_before_any_notebook(
+    tmp_path: Path, isolated_folders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "afile").write_text("a file")
+    monkeypatch.setenv("KDLIB_FIGURES", str(tmp_path / "afile"))
+    with pytest.raises(CLIFailed, match="KDLIB_FIGURES=.* names a file"):
+        cli("reproduce", "--only", "01", "--output", str(tmp_path / "nb"))
+    assert not (tmp_path / "nb").exists()
+
+
+def test_an_unwritable_cache_folder_fails_before_any_training(
+    tmp_path: Path, isolated_folders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setenv("KDLIB_CACHE", str(locked / "cache"))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    with pytest.raises(CLIFailed, match=r"KDLIB_CACHE: the folder .*locked is not writable"):
+        cli(*TINY_STUDY)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "\uff12", "1.5"])
+def test_kdlib_threads_is_checked(value: str, isolated_folders, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdlib.train import set_cpu_threads
+
+    monkeypatch.setenv("KDLIB_THREADS", value)
+    with pytest.raises(KDConfigError, match=f"KDLIB_THREADS='{value}' is not valid: an integer >= 1"):
+        set_cpu_threads()
+    with pytest.raises(CLIFailed, match="KDLIB_THREADS="):
+        cli(*TINY_STUDY)
+    assert not isolated_folders["cache"].exists()
+
+
+@pytest.mark.parametrize("field", ["lr", "momentum", "weight_decay"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "0.1", None, True])
+def test_every_float_of_a_train_config_is_a_finite_number(field: str, value: object) -> None:
+    with pytest.raises(KDConfigError, match=f"^{field}="):
+        TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["temperature", "alpha", "dml_temperature", "val_fraction", "public_fraction"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), "0.5", None, True])
+def test_every_float_of_a_study_config_is_a_finite_number(field: str, value: object) -> None:
+    with pytest.raises(KDConfigError, match=f"^{field}=|^temperature=|^alpha="):
+        StudyConfig(**{field: value})
+
+
+def test_good_values_still_pass() -> None:
+    cfg = scale_config("smoke", seed=2**32 - 1, val_fraction=0.05, temperature=2, pretrain={"augment": True})
+    assert cfg.seed == 2**32 - 1 and cfg.pretrain.augment is True and cfg.temperature == 2
+    assert scale_config("smoke", n_train=None).n_train is None  # null still means "all" where it has a meaning
+    assert parse_partition("dirichlet:0.5").alpha == 0.5 and parse_partition("disjoint:3").classes_per_party == 3
+    assert parse_partition("quantity:1e0,2").sizes == (1.0, 2.0)
+
+
+def test_a_config_error_shows_as_one_line_in_a_notebook() -> None:
+    error = KDConfigError("device", "tpu", "'auto' or 'cpu'")
+    assert error._render_traceback_() == ["KDConfigError: device='tpu' is not valid: 'auto' or 'cpu'"]
+
+
+def test_reproduce_names_the_notebook_and_the_parameter() -> None:
+    from papermill.exceptions import PapermillExecutionError
+
+    from kdlib.reproduce import failure_line
+
+    def failed(ename: str, evalue: str, traceback: list[str]) -> PapermillExecutionError:
+        return PapermillExecutionError(2, 3, "open_study(...)", ename, evalue, traceback)
+
+    direct = failed("KDConfigError", "seed='x' is not valid: an integer >= 0", ["KDConfigError: seed='x' ..."])
+    assert failure_line("03_standard_kd.ipynb", direct) == (
+        "03_standard_kd.ipynb: bad parameter: seed='x' is not valid: an integer >= 0"
+    )
+    wrapped = failed("RuntimeError", "setup failed", [
+        "\x1b[0;31m---------\x1b[0m", "\x1b[0;31mKDConfigError\x1b[0m: alpha=3 is not valid: a number in [0, 1]",
+        "During handling of the above exception, another exception occurred:", "RuntimeError: setup failed",
+    ])
+    assert failure_line("04_tuned_kd.ipynb", wrapped) == (
+        "04_tuned_kd.ipynb: bad parameter: alpha=3 is not valid: a number in [0, 1]"
+    )
+    other = failed("ZeroDivisionError", "division by zero", ["ZeroDivisionError: division by zero"])
+    assert failure_line("05.ipynb", other) == "05.ipynb failed in cell 3: ZeroDivisionError: division by zero"
+
+
+@pytest.mark.slow
+def test_a_bad_papermill_parameter_is_one_line_in_the_executed_notebook(tmp_path: Path, isolated_folders) -> None:
+    """The setup cell of a real notebook, run by papermill with a bad parameter: its error output is one line."""
+    import json
+
+    import papermill as pm
+
+    from kdlib.reproduce import NOTEBOOKS_DIR, failure_line
+
+    target = tmp_path / "01.ipynb"
+    with pytest.raises(pm.PapermillExecutionError) as info:
+        pm.execute_notebook(str(NOTEBOOKS_DIR / "01_partitions.ipynb"), str(target), parameters={"seed": -3},
+                            cwd=str(NOTEBOOKS_DIR), progress_bar=False, kernel_name="python3")
+    assert failure_line("01_partitions.ipynb", info.value).startswith("01_partitions.ipynb: bad parameter: seed=-3")
+    errors = [o for c in json.loads(target.read_text())["cells"] for o in c.get("outputs", [])
+              if o["output_type"] == "error"]
+    assert len(errors) == 1 and errors[0]["traceback"] == [f"KDConfigError: {errors[0]['evalue']}"]
