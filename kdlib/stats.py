@@ -1,0 +1,160 @@
+"""Means and 95% t-intervals over seeds, for every table and gain figure of the study.
+
+The Student-t quantile is computed here (no SciPy at run time): the two-sided t distribution function for an
+integer number of degrees of freedom has a closed form as a finite series in ``theta = atan(t / sqrt(df))``
+(Abramowitz & Stegun 26.7.3-4), and the quantile is found by bisection on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kdlib.errors import KDConfigError
+
+CONFIDENCE = 0.95
+
+
+def t_within(t: float, df: int) -> float:
+    """``P(|T| <= t)`` for Student's t with ``df`` (an integer >= 1) degrees of freedom."""
+    if isinstance(df, bool) or not isinstance(df, int | np.integer) or df < 1:
+        raise KDConfigError("df", df, "an integer >= 1 (degrees of freedom)")
+    theta = math.atan(abs(t) / math.sqrt(df))
+    cos2, term = math.cos(theta) ** 2, 1.0
+    if df % 2 == 1:
+        series, total = 0.0, 0.0
+        for k in range(1, (df - 1) // 2 + 1):  # cos(theta) * (1 + 2/3 cos^2 + 2*4/(3*5) cos^4 + ...)
+            total += term
+            term *= cos2 * (2 * k) / (2 * k + 1)
+        series = math.cos(theta) * total if df > 1 else 0.0
+        return 2.0 / math.pi * (theta + math.sin(theta) * series)
+    total = 0.0
+    for k in range(1, df // 2 + 1):  # 1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ...
+        total += term
+        term *= cos2 * (2 * k - 1) / (2 * k)
+    return math.sin(theta) * total
+
+
+def t_critical(df: int, confidence: float = CONFIDENCE) -> float:
+    """The two-sided critical value ``t`` with ``P(|T| <= t) = confidence`` (``df`` degrees of freedom)."""
+    if not 0.0 < confidence < 1.0:
+        raise KDConfigError("confidence", confidence, "a probability strictly between 0 and 1")
+    low, high = 0.0, 1.0
+    while t_within(high, df) < confidence:
+        high *= 2.0
+    for _ in range(200):  # bisection to float precision
+        mid = 0.5 * (low + high)
+        if t_within(mid, df) < confidence:
+            low = mid
+        else:
+            high = mid
+        if high - low <= 1e-13 * high:
+            break
+    return 0.5 * (low + high)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over ``n`` values with the half-width of its t-interval (NaN for fewer than two values)."""
+
+    mean: float
+    half_width: float
+    n: int
+    confidence: float = CONFIDENCE
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+    @property
+    def has_interval(self) -> bool:
+        return self.n >= 2 and math.isfinite(self.half_width)
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` lies in the interval (False when there is no interval)."""
+        return self.has_interval and self.low <= value <= self.high
+
+    def text(self, digits: int = 2, unit: str = "") -> str:
+        """``"+1.23 ± 0.45"`` (or ``"+1.23 (1 seed)"`` without an interval)."""
+        if not math.isfinite(self.mean):
+            return "n/a"
+        head = f"{self.mean:+.{digits}f}{unit}"
+        if not self.has_interval:
+            return f"{head} ({self.n} seed{'s' if self.n != 1 else ''})"
+        return f"{head} ± {self.half_width:.{digits}f}{unit}"
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+def mean_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> Interval:
+    """Mean of the finite ``values`` and the half-width ``t * s / sqrt(n)`` of its two-sided t-interval."""
+    data = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if len(data) == 0:
+        return Interval(math.nan, math.nan, 0, confidence)
+    if len(data) == 1:
+        return Interval(float(data[0]), math.nan, 1, confidence)
+    half = t_critical(len(data) - 1, confidence) * float(data.std(ddof=1)) / math.sqrt(len(data))
+    return Interval(float(data.mean()), half, len(data), confidence)
+
+
+def summarise(
+    frame: pd.DataFrame, by: Sequence[str], value: str, scale: float = 1.0, confidence: float = CONFIDENCE
+) -> pd.DataFrame:
+    """One row per group of ``by``: mean, half_width, low, high and n of ``value * scale`` (t-interval)."""
+    rows = []
+    for key, part in frame.groupby(list(by), sort=False):
+        interval = mean_interval(part[value] * scale, confidence)
+        names = key if isinstance(key, tuple) else (key,)
+        rows.append(
+            {
+                **dict(zip(by, names, strict=True)),
+                "mean": interval.mean,
+                "half_width": interval.half_width,
+                "low": interval.low,
+                "high": interval.high,
+                "n": interval.n,
+            }
+        )
+    return pd.DataFrame(rows, columns=[*by, "mean", "half_width", "low", "high", "n"])
+
+
+def interval_table(
+    frame: pd.DataFrame,
+    value: str,
+    index: str = "scenario",
+    columns: str = "method",
+    scale: float = 100.0,
+    digits: int = 2,
+    order: tuple[Sequence[str] | None, Sequence[str] | None] = (None, None),
+) -> pd.DataFrame:
+    """A table of ``"mean ± half-width"`` strings (``value * scale``, e.g. accuracy points) per index and column."""
+    summary = summarise(frame, [index, columns], value, scale)
+    cells = {
+        (row[index], row[columns]): Interval(row["mean"], row["half_width"], int(row["n"])).text(digits)
+        for _, row in summary.iterrows()
+    }
+    rows = list(order[0] or dict.fromkeys(summary[index]))
+    cols = list(order[1] or dict.fromkeys(summary[columns]))
+    table = pd.DataFrame(
+        [[cells.get((r, c), "") for c in cols] for r in rows if any((r, c) in cells for c in cols)],
+        index=[r for r in rows if any((r, c) in cells for c in cols)],
+        columns=cols,
+    )
+    table.index.name, table.columns.name = index, columns
+    return table
+
+
+def seeds_note(n_seeds: int, confidence: float = CONFIDENCE) -> str:
+    """The caption phrase for a figure or table over ``n_seeds`` seeds."""
+    if n_seeds <= 1:
+        return "1 seed: no interval"
+    return f"mean of {n_seeds} seeds, {round(100 * confidence)}% t-interval"
