@@ -25,6 +25,8 @@ SELECTIONS: tuple[str, ...] = ("holdout", "transfer")
 """Where tuned KD scores its (T, alpha) grid: the held-out validation split (``val_size`` samples of the training
 pool with its label mix, default), or a ``val_fraction`` carved from the transfer data (the older criterion)."""
 SCALES: tuple[str, ...] = ("smoke", "full", "paper")
+TUNING_SEARCHES: tuple[str, ...] = ("halving", "grid")
+"""How tuned KD searches its grid: successive halving over stacked rungs (default), or every point to the end."""
 NULLABLE_FIELDS: tuple[str, ...] = ("n_train", "n_test")
 """The fields whose ``None`` means something (all samples); ``None`` for any other field is refused, not dropped."""
 MAX_SEED = 2**32
@@ -62,6 +64,7 @@ class StudyConfig:
     val_fraction: float = 0.2
     val_size: int = 300
     selection: str = "holdout"
+    tuning_search: str = "halving"
     transfer: str = "student"
     public_fraction: float = 0.2
     dp_variant: str = "supervised"
@@ -109,6 +112,8 @@ class StudyConfig:
             raise KDConfigError("val_size", self.val_size, "an integer >= 0 (held-out validation samples)")
         if self.selection not in SELECTIONS:
             raise KDConfigError("selection", self.selection, f"one of {', '.join(SELECTIONS)}")
+        if self.tuning_search not in TUNING_SEARCHES:
+            raise KDConfigError("tuning_search", self.tuning_search, f"one of {', '.join(TUNING_SEARCHES)}")
         if isinstance(self.n_train, int) and self.val_size >= self.n_train:
             raise KDConfigError("val_size", self.val_size, f"fewer than n_train ({self.n_train}) samples")
         if self.selection == "holdout" and self.val_size == 0:

@@ -28,7 +28,7 @@ from kdlib.train import TrainConfig, predict_logits, resolve_device, seed_everyt
 METHOD_FIELDS: dict[str, tuple[str, ...]] = {
     "finetune": (),
     "standard": ("temperature", "alpha"),
-    "tuned": ("grid_temperatures", "grid_alphas", "selection"),
+    "tuned": ("grid_temperatures", "grid_alphas", "selection", "tuning_search"),
     "dml": ("dml_temperature",),
     "dp": ("temperature", "alpha", "dp_variant"),
 }
@@ -213,6 +213,7 @@ class Study:
                 test_curve,
                 evaluate,
                 **held_out,
+                search=cfg.tuning_search,
             )
         if method == "dml":
             return run_dml([student, teacher], x, y, train_cfg, cfg.dml_temperature, dev, prog, test_curve)
