@@ -1,8 +1,10 @@
 """Seaborn figures of the study, one function per figure. Each returns a matplotlib Figure; ``save_figure``
-writes it to ``figures/`` as PNG and SVG. Every figure carries a caption with its data set and scale."""
+writes it to :func:`kdlib.paths.figures_dir` as PNG and SVG. Every figure carries a caption with its data set and
+scale."""
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.patches import Rectangle
 
 from kdlib.errors import KDConfigError
 from kdlib.paths import figures_dir, user_folder
@@ -36,11 +39,36 @@ def study_caption(description: str, scale: str, n_train: int, n_test: int, extra
 
 
 def caption_lines(caption: str, fig_width_in: float) -> list[str]:
-    """The caption wrapped to the figure's width (8-point text: about 15 characters per inch)."""
-    return textwrap.wrap(caption, max(40, int(fig_width_in * 15))) or [""]
+    """The caption wrapped to the figure's width (8-point text: about 15 characters per inch), in as few lines as
+    that allows and with lines of even length, so that no word is left alone on the last line."""
+    width = max(40, int(fig_width_in * 15))
+    lines = textwrap.wrap(caption, width) or [""]
+    for narrower in range(math.ceil(len(caption) / len(lines)), width):
+        balanced = textwrap.wrap(caption, narrower)
+        if len(balanced) == len(lines):
+            return balanced
+    return lines
+
+
+def mark_zero_bars(fig: plt.Figure) -> int:
+    """Draw a short line and a "0" on every bar of height zero, which would otherwise look like missing data
+    (bars of missing data have a NaN height and stay empty). Returns how many bars were marked."""
+    marked = 0
+    for ax in fig.axes:
+        for bar in list(ax.patches):
+            if not isinstance(bar, Rectangle) or bar.get_width() <= 0 or bar.get_height() != 0:
+                continue
+            x0, x1, y = bar.get_x(), bar.get_x() + bar.get_width(), bar.get_y()
+            color = bar.get_facecolor() if bar.get_facecolor()[3] > 0 else bar.get_edgecolor()
+            ax.plot([x0, x1], [y, y], color=color, linewidth=3, solid_capstyle="butt", zorder=3)
+            ax.annotate("0", (0.5 * (x0 + x1), y), xytext=(0, 1.5), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=7, color="dimgray")  # fmt: skip
+            marked += 1
+    return marked
 
 
 def _finish(fig: plt.Figure, title: str, caption: str) -> plt.Figure:
+    mark_zero_bars(fig)
     fig.suptitle(title, fontsize=12)
     lines = caption_lines(caption, fig.get_figwidth())
     fig.text(0.5, 0.005, "\n".join(lines), ha="center", va="bottom", fontsize=8, color="dimgray")
@@ -50,7 +78,7 @@ def _finish(fig: plt.Figure, title: str, caption: str) -> plt.Figure:
 
 
 def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None) -> list[Path]:
-    """Save ``fig`` as ``<folder>/<name>.png`` and ``.svg`` (folder default: the project's figures/).
+    """Save ``fig`` as ``<folder>/<name>.png`` and ``.svg`` (folder default: :func:`kdlib.paths.figures_dir`).
 
     ``name`` is a plain file name (no folders, no '..'); ``folder`` follows :func:`kdlib.paths.user_folder`.
     """

@@ -31,7 +31,7 @@ def plot_fl_accuracy(curves: pd.DataFrame, caption: str, scenarios: Sequence[str
     target dashed. ``curves``: columns scenario, start, round, accuracy (fraction), target (fraction)."""
     names = _ordered(curves["scenario"], scenarios or [])
     colors = start_colors()
-    fig, axes = plt.subplots(1, len(names), figsize=(3.8 * len(names) + 0.6, 3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.8 * len(names) + 2.4, 3.4), squeeze=False, sharey=True)
     for ax, scenario in zip(axes[0], names, strict=True):
         part = curves[curves["scenario"] == scenario]
         for start in _ordered(part["start"], STARTS):
@@ -51,7 +51,8 @@ def plot_fl_accuracy(curves: pd.DataFrame, caption: str, scenarios: Sequence[str
         ax.set_xlabel("communication round (0 = start)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("global test accuracy (%)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    # beside the last panel, not over it: the curves end at its lower right, where a legend inside would sit
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0, frameon=False)
     return _finish(fig, "FedAvg from different starting models: accuracy per round", caption)
 
 

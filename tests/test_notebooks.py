@@ -1,4 +1,8 @@
-"""Every study notebook executes at smoke scale (papermill) and saves the figures it promises."""
+"""Every study notebook executes at smoke scale (papermill) and saves the figures it promises.
+
+The notebooks share one results store and cache, as in ``python -m kdlib reproduce``; under pytest-xdist each is
+executed once by whichever worker asks first (:func:`executed`), so two workers run independent notebooks at once.
+"""
 
 from __future__ import annotations
 
@@ -25,22 +29,56 @@ EXPECTED_FIGURES = {
 }
 
 
-@pytest.fixture(scope="module")
-def isolated_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Results, cache and figures of this test run in a temporary folder (the papermill kernel inherits them)."""
-    root = tmp_path_factory.mktemp("notebook-run")
-    folders = {name: root / name for name in ("results", "cache", "figures", "executed")}
+# A notebook runs after those whose cached parties or stored results it reads, so that no work is done twice.
+DEPENDS_ON = {
+    "03_standard_kd": ("02_pretrained_parties",),
+    "04_tuned_kd": ("02_pretrained_parties",),
+    "05_mutual_learning": ("02_pretrained_parties",),
+    "06_data_partitioning_kd": ("02_pretrained_parties",),
+    "08_findings": ("03_standard_kd", "04_tuned_kd", "05_mutual_learning", "06_data_partitioning_kd", "07_federated"),
+}
+
+
+@pytest.fixture(scope="session")
+def isolated_outputs(shared_tmp_path: Path) -> dict[str, Path]:
+    """Results, cache and figures of this test session in one temporary folder that every xdist worker shares."""
+    root = shared_tmp_path / "notebook-run"
+    folders = {name: root / name for name in ("results", "cache", "figures", "executed", "locks")}
     for folder in folders.values():
-        folder.mkdir()
-    saved = {key: os.environ.get(key) for key in ("KDLIB_RESULTS", "KDLIB_CACHE", "KDLIB_FIGURES")}
-    os.environ.update(KDLIB_RESULTS=str(folders["results"]), KDLIB_CACHE=str(folders["cache"]),
-                      KDLIB_FIGURES=str(folders["figures"]))
-    yield folders
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+        folder.mkdir(parents=True, exist_ok=True)
+    return folders
+
+
+def executed(name: str, folders: dict[str, Path]) -> Path:
+    """Execute notebook ``name`` once per session, whichever worker asks first, after the notebooks it depends on.
+
+    A worker that finds it running elsewhere waits for it. No lock is held while waiting for another, so two
+    workers never wait on each other.
+    """
+    import papermill as pm
+    from filelock import FileLock
+
+    from kdlib.notebook_progress import ENGINE
+
+    for dependency in DEPENDS_ON.get(name, ()):
+        executed(dependency, folders)
+    target, failed = folders["executed"] / f"{name}.ipynb", folders["locks"] / f"{name}.failed"
+    with FileLock(str(folders["locks"] / f"{name}.lock")):
+        if failed.exists():
+            pytest.fail(f"{name} failed (in another test): {failed.read_text()}")
+        if target.exists():
+            return target
+        partial = target.with_suffix(".running.ipynb")
+        env = {**os.environ, **{f"KDLIB_{key.upper()}": str(folders[key]) for key in ("results", "cache", "figures")}}
+        try:
+            pm.execute_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(partial), parameters={"scale": "smoke"},
+                                cwd=str(NOTEBOOKS_DIR), progress_bar=False, kernel_name="python3",
+                                engine_name=ENGINE, kernel_env=env)
+        except Exception as error:
+            failed.write_text(f"{type(error).__name__}: {error}"[:2000])
+            raise
+        partial.replace(target)
+    return target
 
 
 def test_every_study_notebook_has_expected_figures_listed() -> None:
@@ -56,15 +94,23 @@ def test_notebook_is_stored_without_outputs_and_has_parameters(name: str) -> Non
     assert any("parameters" in c.metadata.get("tags", []) for c in code), "papermill needs a 'parameters' cell"
 
 
-@pytest.mark.parametrize("name", list(EXPECTED_FIGURES))
-def test_notebook_executes_at_smoke_scale(name: str, isolated_outputs: dict[str, Path]) -> None:
-    import papermill as pm
+# The longest first (02 trains the parties the others reuse; 07 is independent), then the cheap independent ones,
+# so that a worker rarely waits on another's notebook.
+RUN_ORDER = ["02_pretrained_parties", "07_federated", "00_tour", "01_partitions", "03_standard_kd", "04_tuned_kd",
+             "05_mutual_learning", "06_data_partitioning_kd", "08_findings"]  # fmt: skip
 
+
+def test_the_run_order_names_every_notebook_once() -> None:
+    assert sorted(RUN_ORDER) == sorted(EXPECTED_FIGURES)
+
+
+@pytest.mark.spread
+@pytest.mark.parametrize("name", RUN_ORDER)
+def test_notebook_executes_at_smoke_scale(name: str, isolated_outputs: dict[str, Path]) -> None:
     source = NOTEBOOKS_DIR / f"{name}.ipynb"
     if not source.exists():
         pytest.fail(f"{source} is missing")
-    pm.execute_notebook(str(source), str(isolated_outputs["executed"] / source.name), parameters={"scale": "smoke"},
-                        cwd=str(NOTEBOOKS_DIR), progress_bar=False, kernel_name="python3")
+    assert nbformat.read(executed(name, isolated_outputs), as_version=4).metadata.papermill["exception"] is not True
     for figure in EXPECTED_FIGURES[name]:
         png = isolated_outputs["figures"] / f"{figure}.png"
         assert png.exists() and png.stat().st_size > 5_000, f"{name} did not save {png.name}"

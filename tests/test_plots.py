@@ -37,3 +37,59 @@ def test_the_whole_caption_is_drawn_inside_the_figure_below_the_axes(caption):
     for ax in fig.axes:  # the axes (and their tick labels) sit above the caption
         assert ax.get_tightbbox(renderer).y0 >= box.y1 - 1
     plt.close(fig)
+
+
+def test_caption_lines_are_balanced_so_no_word_is_left_alone():
+    words = ("word " * 30).split()
+    caption = " ".join(words[:-1]) + " last"  # one word past a full line at 8 inches (120 characters)
+    lines = caption_lines(caption, 8.0)
+    assert " ".join(lines) == caption
+    assert len(lines) == 2 and abs(len(lines[0]) - len(lines[1])) <= 6, lines
+
+
+def test_a_zero_bar_is_marked_and_a_missing_one_is_not():
+    from kdlib.plots import mark_zero_bars
+
+    fig, ax = plt.subplots()
+    ax.bar([0, 1, 2], [0.0, 5.0, float("nan")])
+    assert mark_zero_bars(fig) == 1
+    assert [t.get_text() for t in ax.texts] == ["0"]
+    (line,) = ax.lines
+    assert list(line.get_xdata()) == [-0.4, 0.4] and list(line.get_ydata()) == [0.0, 0.0]
+    plt.close(fig)
+
+
+def test_own_unseen_marks_a_zero_accuracy_bar():
+    import pandas as pd
+
+    from kdlib.plots import plot_own_unseen
+
+    frame = pd.DataFrame(
+        [{"scenario": "disjoint", "method": "finetune", "own_before": 0.8, "own_after": 0.7, "unseen_before": 0.0,
+          "unseen_after": 0.0}, {"scenario": "disjoint", "method": "standard", "own_before": 0.8, "own_after": 0.75,
+          "unseen_before": 0.0, "unseen_after": 0.1}]
+    )  # fmt: skip
+    fig = plot_own_unseen(frame, "a caption")
+    unseen = next(ax for ax in fig.axes if "unseen" in ax.get_title())
+    assert [t.get_text() for t in unseen.texts].count("0") == 3  # before (twice) and fine-tune after
+    plt.close(fig)
+
+
+def test_the_fl_accuracy_legend_sits_beside_the_panels_not_over_them():
+    import pandas as pd
+
+    from kdlib.federated import STARTS
+    from kdlib.plots_federated import plot_fl_accuracy
+
+    curves = pd.DataFrame(
+        [{"scenario": s, "start": start, "round": r, "accuracy": 0.1 + 0.05 * r, "target": 0.4}
+         for s in ("iid", "dirichlet:0.1") for start in STARTS for r in range(11)]
+    )  # fmt: skip
+    fig = plot_fl_accuracy(curves, "a caption")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = fig.axes[-1].get_legend().get_window_extent(renderer)
+    assert legend.x1 <= fig.bbox.x1
+    for ax in fig.axes:
+        assert not legend.overlaps(ax.get_window_extent(renderer)), ax.get_title()
+    plt.close(fig)
