@@ -4,7 +4,9 @@
 #
 #   OUT=runs/gpu bash benchmarks/gpu_session.sh [SHARED]      # SHARED: the folder with data/ and pretrained/
 #
-# Each step has its own time limit (BENCH_S, STUDY_S seconds; 0 skips the step). The results store is
+# SCALE picks the study's scale (default paper); PARALLEL=1 runs one study process per scenario at once (they share
+# the GPU and the store, whose per-key claims keep them from computing a run twice). Each step has its own time
+# limit (BENCH_S, STUDY_S seconds; 0 skips the step). The results store is
 # append-only and fsynced, so a study cut off by its limit keeps every run it finished. At the end the results
 # and the pre-trained parties are packed into $OUT, so that the notebooks can draw the figures from them on any
 # machine:
@@ -16,6 +18,8 @@ SHARED=${1:-../shared}
 OUT=${OUT:-runs/gpu}
 WORK=${WORK:-/tmp/kdlib-gpu}
 DEVICE=${DEVICE:-cuda}
+SCALE=${SCALE:-paper}
+PARALLEL=${PARALLEL:-0}
 BENCH_S=${BENCH_S:-150}
 STUDY_S=${STUDY_S:-360}
 BENCH_ARGS=${BENCH_ARGS:-}
@@ -44,23 +48,38 @@ if [ "$BENCH_S" -gt 0 ]; then  # 0 skips a step (GNU timeout would read 0 as "no
 fi
 
 if [ "$STUDY_S" -gt 0 ]; then
-    echo "== study at paper sizes ($DEVICE, limit ${STUDY_S}s): scenarios $SCENARIOS"
+    echo "== study at $SCALE scale ($DEVICE, limit ${STUDY_S}s, parallel $PARALLEL): scenarios $SCENARIOS"
     started=$(date +%s)
-    # shellcheck disable=SC2086
-    timeout "$STUDY_S" python -m kdlib study --scale paper --device "$DEVICE" --quiet \
-        --set "scenarios=$SCENARIOS" --set "pretrain=$PRETRAIN" --set "distill=$DISTILL" $EXTRA_SET \
-        >"$OUT/study.log" 2>&1
-    echo "study exit $? after $(($(date +%s) - started)) s"
+    study() {  # $1: the scenarios of this process, $2: its log
+        # shellcheck disable=SC2086
+        timeout "$STUDY_S" python -m kdlib study --scale "$SCALE" --device "$DEVICE" --quiet \
+            --set "scenarios=$1" --set "pretrain=$PRETRAIN" --set "distill=$DISTILL" $EXTRA_SET >"$2" 2>&1
+    }
+    if [ "$PARALLEL" = 1 ]; then
+        pids=()
+        IFS=',' read -ra names <<<"$SCENARIOS"
+        for name in "${names[@]}"; do
+            study "$name" "$OUT/study-${name//[:.]/_}.log" &
+            pids+=($!)
+        done
+        code=0
+        for pid in "${pids[@]}"; do wait "$pid" || code=$?; done
+        cat "$OUT"/study-*.log >"$OUT/study.log"
+    else
+        study "$SCENARIOS" "$OUT/study.log"
+        code=$?
+    fi
+    echo "study exit $code after $(($(date +%s) - started)) s"
     tail -n 5 "$OUT/study.log"
 fi
 
-python - "$SCENARIOS" "$PRETRAIN" "$DISTILL" "$EXTRA_SET" <<'EOF' 2>&1 | tee "$OUT/summary.txt"
+python - "$SCALE" "$SCENARIOS" "$PRETRAIN" "$DISTILL" "$EXTRA_SET" <<'EOF' 2>&1 | tee "$OUT/summary.txt"
 import json, sys
 from kdlib.__main__ import parse_overrides
 from kdlib.study import open_study
-scenarios, pretrain, distill, extra = sys.argv[1:]
+scale, scenarios, pretrain, distill, extra = sys.argv[1:]
 sets = parse_overrides([s.removeprefix("--set").strip() for s in extra.split("--set") if s.strip()])
-study = open_study("paper", scenarios=scenarios, pretrain=json.loads(pretrain), distill=json.loads(distill), **sets)
+study = open_study(scale, scenarios=scenarios, pretrain=json.loads(pretrain), distill=json.loads(distill), **sets)
 frame = study.frame()
 print(f"{len(frame)} runs stored")
 if not frame.empty:

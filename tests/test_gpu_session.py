@@ -22,6 +22,7 @@ def test_the_gpu_session_script_stores_and_packs_everything_it_runs(tmp_path: Pa
         "STUDY_S": "600",
         "BENCH_ARGS": "--grid 2x2 --epochs 1",
         "SCENARIOS": "iid,disjoint",
+        "PARALLEL": "1",  # one study process per scenario, as the full-scale GPU run uses
         "PRETRAIN": '{"epochs": 1}',
         "DISTILL": '{"epochs": 1}',
         "EXTRA_SET": "--set n_train=600 --set n_test=200 --set grid_temperatures=1,4 --set grid_alphas=0.5",
