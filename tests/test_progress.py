@@ -182,3 +182,35 @@ def test_reproduce_writes_figures_outside_the_gallery_unless_asked(
     assert reproduce.reproduce("smoke", output=tmp_path / "nb", only="00", progress=False, gallery=True) == 0
     assert (gallery / "00_kd_view_T4.png").is_file()
     assert tracked_changes() == before
+
+
+class FakeReporter:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> None:
+        pass
+
+    def write_line(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def report(nodeid: str, when: str, outcome: str, duration: float = 1.0) -> pytest.TestReport:
+    return pytest.TestReport(nodeid, ("f.py", 0, ""), {}, outcome, None, when, duration=duration)
+
+
+def test_one_line_per_test_file_once_all_its_tests_ran() -> None:
+    from tests.conftest import FileProgress
+
+    reporter = FakeReporter()
+    progress = FileProgress(reporter)
+    progress.expect(["tests/a.py::one", "tests/a.py::two@a", "tests/b.py::three"])
+    progress.expect(["tests/a.py::one"])  # a second worker's collection changes nothing
+    for nodeid, outcome in (("tests/a.py::one", "passed"), ("tests/b.py::three", "skipped")):
+        for when in ("setup", "call", "teardown") if outcome == "passed" else ("setup", "teardown"):
+            progress.report(report(nodeid, when, outcome if when != "teardown" else "passed"))
+    assert reporter.lines == ["tests/b.py: 1 skipped in 2 s  [2/3 tests]"]
+    progress.report(report("tests/a.py::two@a", "setup", "passed"))
+    progress.report(report("tests/a.py::two@a", "call", "failed"))
+    progress.report(report("tests/a.py::two@a", "teardown", "passed"))
+    assert reporter.lines[-1] == "tests/a.py: 1 passed, 1 failed in 6 s  [3/3 tests]"
