@@ -75,7 +75,10 @@ def executed(name: str, folders: dict[str, Path]) -> Path:
                                 cwd=str(NOTEBOOKS_DIR), progress_bar=False, kernel_name="python3",
                                 engine_name=ENGINE, kernel_env=env)
         except Exception as error:
-            failed.write_text(f"{type(error).__name__}: {error}"[:2000])
+            if isinstance(error, pm.PapermillExecutionError):
+                failed.write_text(f"cell {error.exec_count}: {error.ename}: {error.evalue}")
+            else:
+                failed.write_text(f"{type(error).__name__}: {error}")
             raise
         partial.replace(target)
     return target
@@ -136,3 +139,43 @@ def test_reproduce_gives_a_notebook_parameter_only_to_the_notebooks_that_declare
         "scenarios": "iid",
         "overrides": {"n_train": 500},
     }
+
+
+def tiny_notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('scale = "x"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_a_notebook_runs_once_after_its_dependencies_and_a_failure_reaches_its_dependents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import threading
+
+    this = sys.modules[__name__]
+    log = tmp_path / "log.txt"
+    for name, body in {"a": "import time; time.sleep(1)", "b": "", "bad": "raise ValueError('boom')"}.items():
+        tiny_notebook(tmp_path / f"{name}.ipynb", f"{body}\nopen({str(log)!r}, 'a').write('{name}\\n')")
+    monkeypatch.setattr(this, "NOTEBOOKS_DIR", tmp_path)
+    monkeypatch.setattr(this, "DEPENDS_ON", {"b": ("a",), "after_bad": ("bad",)})
+    folders = {name: tmp_path / name for name in ("results", "cache", "figures", "executed", "locks")}
+    for folder in folders.values():
+        folder.mkdir()
+    workers = [threading.Thread(target=this.executed, args=(name, folders)) for name in ("b", "a", "b")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert log.read_text().splitlines() == ["a", "b"]  # each once, a before b
+    assert {p.name for p in folders["executed"].iterdir()} == {"a.ipynb", "b.ipynb"}
+
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError, match="boom"):
+        this.executed("bad", folders)
+    with pytest.raises(pytest.fail.Exception, match=r"bad failed \(in another test\): cell 3: ValueError: boom"):
+        this.executed("after_bad", folders)
