@@ -22,6 +22,7 @@ from matplotlib.patches import Rectangle
 
 from kdlib.errors import KDConfigError
 from kdlib.paths import figures_dir, user_folder
+from kdlib.stats import t_errorbar
 
 METHOD_LABELS = {
     "finetune": "fine-tune (no teacher)",
@@ -139,13 +140,14 @@ def plot_party_accuracy(frame: pd.DataFrame, caption: str) -> plt.Figure:
 
 
 def plot_method_gains(frame: pd.DataFrame, caption: str, metric: str = "gain", ylabel: str | None = None) -> plt.Figure:
-    """Bars of a distillation metric (in accuracy points) per scenario and method.
+    """Bars of a distillation metric (in accuracy points) per scenario and method: the mean over seeds, with its
+    95% t-interval when there are several.
 
-    ``frame``: one row per run with columns scenario, method and ``metric`` (a fraction; shown x100).
+    ``frame``: one row per run (and seed) with columns scenario, method and ``metric`` (a fraction; shown x100).
     """
     data = frame.assign(points=frame[metric] * 100, method=frame["method"].map(METHOD_LABELS))
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    sns.barplot(data=data, x="scenario", y="points", hue="method", ax=ax)
+    sns.barplot(data=data, x="scenario", y="points", hue="method", ax=ax, errorbar=t_errorbar, capsize=0.1)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel(ylabel or f"{metric.replace('_', ' ')} (accuracy points)")
     ax.set_xlabel("scenario")
@@ -163,7 +165,8 @@ def plot_knowledge_flips(frame: pd.DataFrame, caption: str) -> plt.Figure:
     )
     long["share"] *= 100
     long["method"] = long["method"].map(METHOD_LABELS)
-    grid = sns.catplot(data=long, x="scenario", y="share", hue="method", col="flip", kind="bar", height=3.2, aspect=1.4)
+    grid = sns.catplot(data=long, x="scenario", y="share", hue="method", col="flip", kind="bar", height=3.2, aspect=1.4,
+                       errorbar=t_errorbar, capsize=0.1)  # fmt: skip
     grid.set_axis_labels("scenario", "test images flipped (%)")
     return _finish(grid.figure, "Knowledge gained and forgotten by the student", caption)
 
@@ -268,7 +271,43 @@ def plot_routing(frame: pd.DataFrame, caption: str) -> plt.Figure:
     data = frame.assign(teacher=100 * frame["routing_teacher_0"], student=100 * frame["routing_initial_student"])
     long = data.melt(id_vars=["scenario"], value_vars=["teacher", "student"], var_name="source", value_name="share")
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    sns.barplot(data=long, x="scenario", y="share", hue="source", ax=ax)
+    sns.barplot(data=long, x="scenario", y="share", hue="source", ax=ax, errorbar=t_errorbar, capsize=0.1)
     ax.set_ylabel("transfer samples routed (%)")
     ax.set_xlabel("scenario")
     return _finish(fig, "Data-partitioning KD: which model teaches which samples", caption)
+
+
+TRANSFER_LABELS = {"student": "student's own data", "union": "both parties' data", "public": "public split"}
+
+
+def plot_routing_by_transfer(frame: pd.DataFrame, caption: str) -> plt.Figure:
+    """Data-partitioning KD under each transfer set: % of samples distilled from the teacher, one bar group per
+    transfer set and one bar per scenario (mean over seeds, 95% t-interval).
+
+    ``frame``: DP-KD runs with columns transfer, scenario and routing_teacher_0 (a fraction).
+    """
+    data = frame.assign(teacher=100 * frame["routing_teacher_0"], transfer=frame["transfer"].map(TRANSFER_LABELS))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    order = [TRANSFER_LABELS[t] for t in TRANSFER_LABELS if TRANSFER_LABELS[t] in set(data["transfer"])]
+    sns.barplot(data=data, x="transfer", y="teacher", hue="scenario", order=order, ax=ax, errorbar=t_errorbar,
+                capsize=0.1)  # fmt: skip
+    ax.set_ylabel("samples taught by the teacher (%)")
+    ax.set_xlabel("transfer set")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8, title="scenario", title_fontsize=8)
+    return _finish(fig, "Data-partitioning KD: the teacher's share under each transfer set", caption)
+
+
+def plot_selection_criteria(frame: pd.DataFrame, caption: str) -> plt.Figure:
+    """Tuned KD's test gain (points) per scenario when (T, alpha) is chosen on the held-out split vs. on a split
+    of the transfer data (mean over seeds, 95% t-interval). ``frame``: tuned runs with a ``selection`` column."""
+    labels = {"holdout": "held-out split (task's label mix)", "transfer": "split of the transfer data"}
+    data = frame.assign(points=100 * frame["gain"], criterion=frame["selection"].map(labels))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    sns.barplot(data=data, x="scenario", y="points", hue="criterion", ax=ax, errorbar=t_errorbar, capsize=0.1,
+                hue_order=[v for k, v in labels.items() if k in set(frame["selection"])])  # fmt: skip
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("tuned KD test gain (points)")
+    ax.set_xlabel("scenario")
+    ax.legend(fontsize=8, title="(T, α) chosen on", title_fontsize=8)
+    return _finish(fig, "Tuned KD: what each selection criterion gains on the test set", caption)

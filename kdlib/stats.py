@@ -158,3 +158,11 @@ def seeds_note(n_seeds: int, confidence: float = CONFIDENCE) -> str:
     if n_seeds <= 1:
         return "1 seed: no interval"
     return f"mean of {n_seeds} seeds, {round(100 * confidence)}% t-interval"
+
+
+def t_errorbar(values: Iterable[float]) -> tuple[float, float]:
+    """``(low, high)`` of the 95% t-interval of ``values``, for seaborn's ``errorbar=`` (one value: no bar)."""
+    interval = mean_interval(values)
+    if not interval.has_interval:
+        return interval.mean, interval.mean
+    return interval.low, interval.high

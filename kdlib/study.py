@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -23,6 +24,7 @@ from kdlib.errors import KDConfigError
 from kdlib.metrics import accuracy, distillation_metrics
 from kdlib.parties import Scenario, make_scenario, pretrained_party
 from kdlib.results import ResultsStore, run_key
+from kdlib.stats import interval_table, seeds_note
 from kdlib.train import TrainConfig, predict_logits, resolve_device, seed_everything, set_cpu_threads
 
 METHOD_FIELDS: dict[str, tuple[str, ...]] = {
@@ -86,10 +88,14 @@ class Study:
         """The study's seeds: ``cfg.seed``, ``cfg.seed + 1``, ... (``cfg.seeds`` of them)."""
         return tuple(range(self.cfg.seed, self.cfg.seed + self.cfg.seeds))
 
-    def jobs(self) -> list[tuple[str, str, int]]:
-        """Every (scenario, method, seed) of the study, one stored record each; seed by seed, so that an
-        interrupted study has whole seeds done first."""
-        return [(s, m, seed) for seed in self.seeds for s in self.cfg.scenarios for m in self.cfg.methods]
+    def jobs(self, methods: Sequence[str] | None = None) -> list[tuple[str, str, int]]:
+        """Every (scenario, method, seed) of the study (or of some ``methods``), one stored record each; seed by
+        seed, so that an interrupted study has whole seeds done first."""
+        chosen = self.cfg.methods if methods is None else tuple(methods)
+        for method in chosen:
+            if method not in METHOD_FIELDS:
+                raise KDConfigError("method", method, f"one of {', '.join(METHOD_FIELDS)}")
+        return [(s, m, seed) for seed in self.seeds for s in self.cfg.scenarios for m in chosen]
 
     def config_for(self, seed: int | None = None) -> StudyConfig:
         """The config of one seed's runs (``cfg`` with ``seed`` set; ``None``: ``cfg.seed``)."""
@@ -223,12 +229,13 @@ class Study:
             )
         raise KDConfigError("method", method, f"one of {', '.join(METHOD_FIELDS)}")
 
-    def run_all(self, force: bool = False) -> pd.DataFrame:
-        """Every method on every scenario of the config (skipping stored runs); returns the gain table."""
+    def run_all(self, force: bool = False, *, methods: Sequence[str] | None = None) -> pd.DataFrame:
+        """Every method (or the given ``methods``) on every scenario and seed of the config (skipping stored runs);
+        returns the gain table (means over seeds)."""
         for seed in self.seeds:
             for name in self.cfg.scenarios:
                 self.scenario(name, seed=seed)  # every split is checked against the data before any training
-        jobs = self.jobs()
+        jobs = self.jobs(methods)
         bar = tqdm(jobs, desc=f"study ({self.cfg.scale})", disable=not self.progress)
         for scenario_name, method, seed in bar:
             bar.set_postfix_str(f"{scenario_name} / {method} / seed {seed}")
@@ -264,6 +271,14 @@ class Study:
         order = [s for s in self.cfg.scenarios if s in table.index]
         return table.reindex(index=order, columns=[m for m in self.cfg.methods if m in table.columns]).round(2)
 
+    def gain_summary(self, metric: str = "gain", methods: Sequence[str] | None = None) -> pd.DataFrame:
+        """Scenario x method table of ``"mean ± half-width"`` (95% t-interval over seeds) in accuracy points."""
+        df = self.frame()
+        if df.empty:
+            return df
+        chosen = [m for m in (methods or self.cfg.methods) if m in set(df["method"])]
+        return interval_table(df[df["method"].isin(chosen)], metric, order=(self.cfg.scenarios, chosen))
+
 
 def open_study(
     scale: str = "smoke",
@@ -288,7 +303,7 @@ def caption(study: Study, extra: str = "") -> str:
     from kdlib.plots import study_caption
 
     data = study.dataset
-    models = f"teacher {study.cfg.teacher_model}, student {study.cfg.student_model}"
+    models = f"teacher {study.cfg.teacher_model}, student {study.cfg.student_model}; {seeds_note(study.cfg.seeds)}"
     if changed := scale_departures(study.cfg):
         models += "; changed: " + ", ".join(changed)
     return study_caption(
