@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="every method on every scenario; prints the gain table")
     common(p)
     p.add_argument("--force", action="store_true", help="run again even if stored")
+    p.add_argument(
+        "--workers",
+        default=None,
+        help="runs at once: 0 or 1 one by one here (default, or KDLIB_WORKERS), N or 'auto' (one per core) on Ray",
+    )
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: RAY_ADDRESS, else local)")
     p = sub.add_parser("reproduce", help="execute every notebook in order with papermill; figures to figures/")
     common(p)
     p.add_argument("--output", default="runs/notebooks", help="folder for the executed notebooks")
@@ -146,7 +152,7 @@ def dispatch(args: argparse.Namespace) -> int:
         record = study.run(args.scenario, args.method, force=args.force)
         print(json.dumps({k: v for k, v in record["metrics"].items()}, indent=1))
         return 0
-    table = study.run_all(force=args.force)
+    table = study.run_all(force=args.force, workers=args.workers, ray_address=args.ray_address)
     print(f"\nGain in accuracy points (after - before), {study.dataset.description}, scale {cfg.scale}:")
     print(table.to_string())
     return 0

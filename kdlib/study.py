@@ -15,7 +15,6 @@ from functools import cached_property
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from kdlib.config import StudyConfig
 from kdlib.data import Dataset, load_dataset
@@ -229,17 +228,24 @@ class Study:
             )
         raise KDConfigError("method", method, f"one of {', '.join(METHOD_FIELDS)}")
 
-    def run_all(self, force: bool = False, *, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    def run_all(
+        self,
+        force: bool = False,
+        *,
+        methods: Sequence[str] | None = None,
+        workers: int | str | None = None,
+        ray_address: str | None = None,
+    ) -> pd.DataFrame:
         """Every method (or the given ``methods``) on every scenario and seed of the config (skipping stored runs);
-        returns the gain table (means over seeds)."""
+        returns the gain table (means over seeds). ``workers``: 0 or 1 runs them here one by one, more (or
+        ``"auto"``, one per core) in parallel on Ray, as does a ``ray_address`` (see ``kdlib.parallel``); None:
+        ``KDLIB_WORKERS``, else 1."""
+        from kdlib.parallel import run_jobs
+
         for seed in self.seeds:
             for name in self.cfg.scenarios:
                 self.scenario(name, seed=seed)  # every split is checked against the data before any training
-        jobs = self.jobs(methods)
-        bar = tqdm(jobs, desc=f"study ({self.cfg.scale})", disable=not self.progress)
-        for scenario_name, method, seed in bar:
-            bar.set_postfix_str(f"{scenario_name} / {method} / seed {seed}")
-            self.run(scenario_name, method, seed=seed, force=force)
+        run_jobs(self, self.jobs(methods), workers=workers, address=ray_address, force=force)
         return self.gain_table()
 
     def _keys(self, methods: tuple[str, ...] | None = None) -> set[str]:

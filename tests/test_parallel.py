@@ -1,0 +1,115 @@
+"""Tests for kdlib.parallel: Ray workers store what the one-by-one study stores, and several processes on one
+store compute each key once (the store's claims)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdlib.config import scale_config
+from kdlib.errors import KDConfigError
+from kdlib.parallel import _job_key, resolve_address, resolve_workers, run_claimed
+from kdlib.paths import PROJECT_ROOT
+from kdlib.results import ResultsStore
+from kdlib.study import Study
+
+TINY = dict(
+    dataset="digits",
+    n_train=None,
+    n_test=None,
+    teacher_model="mlp",
+    student_model="mlp",
+    scenarios=("iid", "disjoint"),
+    methods=("finetune", "standard", "tuned"),
+    pretrain={"epochs": 1},
+    distill={"epochs": 1},
+    grid_temperatures=(1.0, 4.0, 16.0),
+    grid_alphas=(0.5,),
+    val_size=100,
+)
+SETS = [
+    "--set", "teacher_model=mlp", "--set", "student_model=mlp", "--set", "scenarios=iid,disjoint",
+    "--set", "n_train=null", "--set", "n_test=null", "--set", "methods=finetune,standard,tuned",
+    "--set", 'pretrain={"epochs": 1}', "--set", 'distill={"epochs": 1}', "--set", "grid_temperatures=1,4,16",
+    "--set", "grid_alphas=0.5", "--set", "val_size=100",
+]  # fmt: skip
+
+
+def _records(path: Path) -> dict[str, dict]:
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    keyed = {r["key"]: r for r in records}
+    assert len(keyed) == len(records), "a key was stored twice"
+    return keyed
+
+
+def _study(results: Path) -> Study:
+    return Study(scale_config("smoke", **TINY), ResultsStore.open("study", results), device="cpu", progress=False)
+
+
+def test_workers_and_address_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_workers("auto") == (os.cpu_count() or 1)
+    assert resolve_workers(0) == resolve_workers("1") == 1
+    assert resolve_workers(" 3 ") == 3
+    monkeypatch.setenv("KDLIB_WORKERS", "2")
+    assert resolve_workers(None) == 2
+    for bad in (-1, "many", "٣", 1.5, True):
+        with pytest.raises(KDConfigError, match="workers"):
+            resolve_workers(bad)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert resolve_address(None) == "10.0.0.1:6379"
+    assert resolve_address("ray://head:10001") == "ray://head:10001"
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert resolve_address(None) is None
+
+
+def test_a_claimed_job_is_left_to_its_claimant(tmp_path: Path, isolated_folders) -> None:
+    study = _study(tmp_path / "results")
+    job = ("iid", "finetune", 0)
+
+    with study.store.claim(_job_key(study, job)) as mine:  # as if another process were computing it
+        assert mine
+        assert run_claimed(study, job, wait=False) is None
+    assert not study.store.path.exists() or not study.store.records()
+    record = run_claimed(study, job, wait=False)
+    assert record is not None and record["key"] == _job_key(study, job)
+    assert run_claimed(study, job, wait=False) == study.store.get(record["key"])  # stored: not run again
+    assert len(study.store.records()) == 1
+
+
+@pytest.mark.slow
+def test_two_ray_workers_store_the_same_records_as_one_by_one(tmp_path: Path, isolated_folders, monkeypatch) -> None:
+    one_by_one = _study(tmp_path / "sequential")
+    one_by_one.run_all(workers=1)
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache-ray"))  # the workers pre-train their own parties
+    parallel = _study(tmp_path / "ray")
+    table = parallel.run_all(workers=2)
+    first, second = _records(one_by_one.store.path), _records(parallel.store.path)
+    assert len(first) == len(one_by_one.jobs()) >= 6 and first.keys() == second.keys()
+    for key, record in first.items():
+        assert record["metrics"] == second[key]["metrics"], record["config"]["method"]
+        assert record["grid"] == second[key]["grid"]
+    assert table.equals(one_by_one.gain_table())
+    assert any((tmp_path / "cache-ray").rglob("*.safetensors"))
+
+
+@pytest.mark.slow
+def test_two_study_processes_on_one_store_compute_each_key_once(tmp_path: Path, isolated_folders) -> None:
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "kdlib", "study", "--dataset", "digits", "--quiet", "--results", str(results)]
+    env = {**os.environ, "KDLIB_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    processes = [
+        subprocess.Popen([*command, *SETS], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for process, (_out, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err.decode()[-2000:]
+    records = _records(results / "study.jsonl")
+    assert len(records) == len(_study(results).jobs()) >= 6  # every job stored, none twice
+    for out, _err in outputs:  # both processes finished with the whole table
+        assert "finetune" in out.decode() and "tuned" in out.decode()
