@@ -12,6 +12,11 @@ or the CUDA allocator's peak on a GPU):
     (d) the floor: one student-only training loop per grid point on cached teacher logits (training time only)
     smart: ``kdlib.tune.smart_search`` with a third of the grid's trainings, plus replays of the search over many
            sampler seeds on the grid's measured scores (no training) to show how often it lands within 0.5 points
+    (e) the study's default tuned path: ``kdlib.halving.halving_search`` (successive halving, stacked rungs)
+    replay: untimed; for each of ``--replay-seeds`` training seeds (batch order and validation split), the grid
+           trained stacked with every point scored at each rung of (e)'s schedule, so that (e)'s choice is
+           replayed exactly (survivors train as in the grid); how often it lands within 0.5 validation points of
+           the grid's best, and the test gain of both choices (the search students' test accuracy, for analysis)
 
 Then the ratios (b)/(c), (c)/(d) and (c)/(a) (on wall time, and on process CPU time, which other jobs on the same
 cores disturb less), and whether (b) and (c) gave the same validation accuracies. On a shared or busy CPU,
@@ -43,13 +48,15 @@ from kdlib.models import build_model
 from kdlib.parties import make_scenario, pretrained_party
 from kdlib.train import predict_logits, resolve_device, seed_everything
 
-VARIANTS = ("a", "b", "c", "d", "smart")
+VARIANTS = ("a", "b", "c", "d", "smart", "e", "replay")
 TITLES = {
     "a": "(a) one KD run, teacher forward every step",
     "b": "(b) grid one at a time, teacher every step",
     "c": "(c) grid stacked, teacher cached (fast)",
     "d": "(d) floor: student-only loops, cached logits",
     "smart": "smart search",
+    "e": "(e) tuned default: halving, stacked",
+    "replay": "replay of (e) over seeds (untimed)",
 }
 
 
@@ -99,6 +106,8 @@ def _setup(args: argparse.Namespace) -> dict:
         cfg=cfg,
         teacher=teacher.cpu(),
         student=student.cpu(),
+        x_test=data.x_test,
+        y_test=data.y_test,
         x=data.x_train[idx],
         y=data.y_train[idx],
         temps=temps,
@@ -168,6 +177,34 @@ def _replays(s: dict, rows: list[dict], trials: int, sampler: str, seeds: int) -
     return results
 
 
+def _halving_replays(args: argparse.Namespace, s: dict, dev: torch.device) -> list[dict]:
+    """(e)'s choice and the full grid's best for each training seed, from one stacked grid per seed whose points
+    are all scored at every rung of (e)'s schedule (``kdlib.halving.replay``)."""
+    from kdlib.halving import Rung, halving_schedule, halving_search, replay
+
+    cfg = s["cfg"]
+    before = accuracy(predict_logits(s["student"], s["x_test"], dev), s["y_test"])
+
+    def evaluate(model: torch.nn.Module) -> dict:
+        return {"test_gain": accuracy(predict_logits(model, s["x_test"], dev), s["y_test"]) - before}
+
+    out = []
+    for seed in range(args.replay_seeds):
+        tcfg = cfg.replace(distill={"seed": seed}).distill
+        n_fit = len(split_validation(len(s["x"]), cfg.val_fraction, seed)[0])
+        points = len(s["temps"]) * len(s["alphas"])
+        schedule = halving_schedule(points, tcfg.epochs * math.ceil(n_fit / tcfg.batch_size))
+        every = halving_search(
+            lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
+            val_fraction=cfg.val_fraction, device=dev, progress=False, checkpoint=None, evaluate=evaluate,
+            rungs=[Rung(r.steps, points) for r in schedule],
+        )  # fmt: skip
+        grid_best = best_point(every.rows)
+        chosen = every.rows[replay(every.scores, schedule, points)["index"]]
+        out.append({"seed": seed, "grid": grid_best, "halving": chosen})
+    return out
+
+
 def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: list) -> dict:
     """The timed work of variant (a), (b), (c) or (d) on ``s`` (after :func:`_prepare`): rows and trainings."""
     from kdlib.tune import stacked_grid_search
@@ -181,6 +218,14 @@ def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: 
             teacher_source=live,
         )  # fmt: skip
         return {"trainings": 1}
+    if args.variant == "e":
+        from kdlib.halving import halving_search
+
+        found = halving_search(
+            lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
+            val_fraction=cfg.val_fraction, device=dev, progress=False, checkpoint=None,
+        )  # fmt: skip
+        return {"rows": found.rows, "trainings": round(found.cost * len(found.rows), 1), "best": found.best}
     if args.variant == "c":
         rows = stacked_grid_search(
             lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
@@ -230,7 +275,9 @@ def run_variant(args: argparse.Namespace) -> dict:
     rss_start, resettable = _memory_kib()["VmRSS"], _reset_peak()
     started, cpu = time.perf_counter(), time.process_time()
     timed: list[tuple[float, float]] = []
-    if args.variant != "smart":
+    if args.variant == "replay":
+        out.update(trainings=0, replays=_halving_replays(args, s, dev))
+    elif args.variant != "smart":
         out.update(_train_variant(args, s, dev, timed))
     else:
         trials = args.smart_trials or max(1, out["grid"] // 3)
@@ -291,6 +338,8 @@ def _child(args: argparse.Namespace, variant: str, rows_file: Path | None) -> di
         args.sampler,
         "--smart-replays",
         str(args.smart_replays),
+        "--replay-seeds",
+        str(args.replay_seeds),
     ]
     for flag, value in (
         ("--epochs", args.epochs),
@@ -334,6 +383,31 @@ def _max_diff(first: dict | None, second: dict | None) -> float | None:
     return max(abs(p["val_acc"] - q["val_acc"]) for p, q in zip(first["rows"], second["rows"], strict=True)) * 100
 
 
+def _report_halving(results: dict[str, dict], reference: dict | None) -> None:
+    """(e)'s choice against the grid's, and the replay over seeds: hits within 0.5 points and test gains."""
+    if "e" in results:
+        e = results["e"]["best"]
+        line = f"(e) halving: T={e['temperature']:g} alpha={e['alpha']:g} val gain {e['val_gain'] * 100:.2f} points"
+        if reference:
+            best = best_point(reference["rows"])
+            line += f"; grid best {best['val_gain'] * 100:.2f} points, gap {(best['val_acc'] - e['val_acc']) * 100:.2f}"
+        print(line + f"; trainings' worth {results['e']['trainings']} of {len(results['e']['rows'])}")
+    replays = results.get("replay", {}).get("replays") or []
+    if replays:
+        gaps = [(r["grid"]["val_acc"] - r["halving"]["val_acc"]) * 100 for r in replays]
+        hits = sum(g <= 0.5 + 1e-9 for g in gaps)
+        print(
+            f"(e) replayed over {len(replays)} training seeds: within 0.5 validation points of the grid's best in "
+            f"{hits}/{len(replays)} (gaps {', '.join(f'{g:.2f}' for g in gaps)})"
+        )
+        grid_gain = statistics.mean(r["grid"]["test_gain"] for r in replays) * 100
+        halving_gain = statistics.mean(r["halving"]["test_gain"] for r in replays) * 100
+        print(
+            f"test gain of the chosen point's search student, mean over seeds: grid's choice {grid_gain:.2f} points, "
+            f"halving's choice {halving_gain:.2f} points"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="smoke", choices=("smoke", "full", "paper"))
@@ -349,7 +423,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smart-trials", type=int, default=None, help="default: a third of the grid")
     parser.add_argument("--smart-replays", type=int, default=20, help="sampler seeds replayed on the grid's scores")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant; the fastest is reported")
-    parser.add_argument("--only", default=",".join(VARIANTS), help="comma list of a,b,c,d,smart")
+    parser.add_argument("--only", default=",".join(VARIANTS), help="comma list of a,b,c,d,smart,e,replay")
+    parser.add_argument("--replay-seeds", type=int, default=10, help="training seeds replayed for (e) (default 10)")
     parser.add_argument("--no-warmup", action="store_true", help="on a GPU, time each variant cold (no warm-up pass)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--rows-from", default=None, help=argparse.SUPPRESS)
@@ -393,6 +468,8 @@ def main(argv: list[str] | None = None) -> None:
     _ratio("(b)/(c)", results.get("b"), results.get("c"))
     _ratio("(c)/(d)", results.get("c"), results.get("d"))
     _ratio("(c)/(a)", results.get("c"), results.get("a"))
+    _ratio("(b)/(e)", results.get("b"), results.get("e"))
+    _ratio("(c)/(e)", results.get("c"), results.get("e"))
     _cpu_ratios(results)
     print()
     for label, other in (("b", results.get("b")), ("d", results.get("d"))):
@@ -422,6 +499,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"in {within}/{len(replays)}, median gap {statistics.median(gaps):.2f}, worst {max(gaps):.2f}, "
                 f"trainings {max(r['trainings'] for r in replays)} of {n} at most"
             )
+    _report_halving(results, reference)
     if not math.isfinite(sum(r["wall_s"] for r in results.values())):
         raise SystemExit("a variant did not report its time")
 
