@@ -81,3 +81,16 @@ def progress_bar(*args: Any, file: IO[str] | None = None, **kwargs: Any) -> std_
     """A tqdm bar on ``file`` (default ``sys.stderr``) in the mode that suits it; tqdm's arguments otherwise."""
     stream = sys.stderr if file is None else file
     return progress_class(stream)(*args, file=stream, **kwargs)
+
+
+def auto_class() -> type[std_tqdm]:
+    """tqdm.auto's choice in a Jupyter kernel (widget bars, which :mod:`kdlib.notebook_progress` passes through
+    to ``reproduce``), else :func:`progress_class` for ``sys.stderr``."""
+    from tqdm.auto import tqdm as auto
+
+    return auto if auto.__module__ == "tqdm.notebook" else progress_class()
+
+
+tqdm = auto_class()
+"""The bar class for library code: ``from kdlib.progress import tqdm`` in place of ``from tqdm.auto import tqdm``
+gives widgets in a notebook, redrawn bars on a terminal and plain lines in a log (no ``\\x1b[A`` codes)."""

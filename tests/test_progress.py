@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -214,3 +215,12 @@ def test_one_line_per_test_file_once_all_its_tests_ran() -> None:
     progress.report(report("tests/a.py::two@a", "call", "failed"))
     progress.report(report("tests/a.py::two@a", "teardown", "passed"))
     assert reporter.lines[-1] == "tests/a.py: 1 passed, 1 failed in 6 s  [3/3 tests]"
+
+
+def test_library_bars_off_a_terminal_are_line_bars(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdlib import progress
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert progress.auto_class() is LineTqdm
+    monkeypatch.setattr(sys, "stderr", FakeTerminal())
+    assert progress.auto_class() is std_tqdm
