@@ -75,7 +75,27 @@ def _finish(fig: plt.Figure, title: str, caption: str) -> plt.Figure:
     fig.text(0.5, 0.005, "\n".join(lines), ha="center", va="bottom", fontsize=8, color="dimgray")
     bottom = min(0.35, (0.02 + 0.14 * len(lines)) / fig.get_figheight())  # 8-point lines are ~0.14 inch apart
     fig.tight_layout(rect=(0, bottom, 1, 0.97))
+    _keep_figure_legends_off_the_axes(fig, (0, bottom, 1, 0.97))
     return fig
+
+
+def _keep_figure_legends_off_the_axes(fig: plt.Figure, rect: tuple[float, float, float, float]) -> None:
+    """tight_layout ignores figure-level legends (seaborn's catplot puts one at the right), so the axes can grow
+    under them: narrow the layout until no figure legend overlaps an axes' data area."""
+    left, bottom, right, top = rect
+    for _ in range(3):  # a second pass settles the tick labels of the resized axes
+        moved = False
+        for legend in fig.legends:
+            box = legend.get_window_extent().transformed(fig.transFigure.inverted())
+            if not any(box.overlaps(ax.get_position()) for ax in fig.axes):
+                continue
+            if box.x0 > 0.5:  # a legend at the right: the axes end left of it
+                right, moved = min(right, box.x0 - 0.01), True
+            else:  # one along the top: the axes start below it
+                top, moved = min(top, box.y0 - 0.01), True
+        if not moved:
+            return
+        fig.tight_layout(rect=(left, bottom, right, top))
 
 
 def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None) -> list[Path]:

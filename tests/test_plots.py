@@ -93,3 +93,21 @@ def test_the_fl_accuracy_legend_sits_beside_the_panels_not_over_them():
     for ax in fig.axes:
         assert not legend.overlaps(ax.get_window_extent(renderer)), ax.get_title()
     plt.close(fig)
+
+
+def test_a_figure_legend_at_the_right_does_not_cover_the_panels():
+    import pandas as pd
+
+    from kdlib.plots import plot_party_accuracy
+
+    frame = pd.DataFrame(
+        [{"scenario": s, "role": role, "group": g, "accuracy": a}
+         for role in ("teacher", "student") for s in ("iid", "dirichlet:0.1", "disjoint")
+         for g, a in (("all", 35.0), ("own", 70.0), ("unseen", 0.0))]
+    )  # fmt: skip
+    fig = plot_party_accuracy(frame, "a caption")
+    (legend,) = fig.legends
+    box = legend.get_window_extent().transformed(fig.transFigure.inverted())
+    assert box.x1 <= 1.0
+    assert not any(box.overlaps(ax.get_position()) for ax in fig.axes)
+    plt.close(fig)
