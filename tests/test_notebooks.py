@@ -14,8 +14,6 @@ import pytest
 
 from kdlib.reproduce import NOTEBOOKS_DIR, study_notebooks
 
-pytestmark = pytest.mark.slow
-
 EXPECTED_FIGURES = {
     "00_tour": ["00_kd_view_T1", "00_kd_view_T4", "00_kd_view_T16"],
     "01_partitions": ["01_partitions", "01_heterogeneity"],
@@ -107,6 +105,7 @@ def test_the_run_order_names_every_notebook_once() -> None:
     assert sorted(RUN_ORDER) == sorted(EXPECTED_FIGURES)
 
 
+@pytest.mark.slow
 @pytest.mark.spread
 @pytest.mark.parametrize("name", RUN_ORDER)
 def test_notebook_executes_at_smoke_scale(name: str, isolated_outputs: dict[str, Path]) -> None:
