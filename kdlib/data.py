@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from kdlib.errors import KDConfigError
 from kdlib.paths import check_folder_path, user_folder
+from kdlib.progress import tqdm
 
 __all__ = [
     "CIFAR10_CLASSES",

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from kdlib.errors import KDConfigError
 from kdlib.losses import check_alpha, check_temperature, dml_losses, dp_select_targets, kd_loss
 from kdlib.metrics import accuracy
+from kdlib.progress import tqdm
 from kdlib.train import TrainConfig, fit, predict_logits, resolve_device
 
 LogitSource = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

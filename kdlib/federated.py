@@ -52,7 +52,6 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from torch import nn
-from tqdm.auto import tqdm
 
 from kdlib.checkpoints import load_checkpoint, save_checkpoint
 from kdlib.config import SCALES, config_key
@@ -64,6 +63,7 @@ from kdlib.metrics import accuracy
 from kdlib.models import MODEL_NAMES, build_model
 from kdlib.partition import parse_partition, partition_indices
 from kdlib.paths import cache_dir as default_cache_dir
+from kdlib.progress import tqdm
 from kdlib.results import ResultsStore, run_key
 from kdlib.train import TrainConfig, fit, predict_logits, resolve_device, seed_everything, train_supervised
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from kdlib.config import TUNING_SEARCHES, config_key
 from kdlib.distill import LogitSource, check_same_classes, frozen_logits, selection_split
@@ -33,6 +32,7 @@ from kdlib.errors import KDConfigError
 from kdlib.losses import kd_loss
 from kdlib.metrics import accuracy
 from kdlib.paths import cache_dir
+from kdlib.progress import tqdm
 from kdlib.train import TrainConfig, epoch_batches, make_optimizer, predict_logits, resolve_device, to_training_device
 from kdlib.tune import (
     CPU_CHUNK,

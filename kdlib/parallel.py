@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
-
 from kdlib.config import StudyConfig, config_key
 from kdlib.errors import KDConfigError
+from kdlib.progress import tqdm
 from kdlib.results import ResultsStore, run_key
 
 if TYPE_CHECKING:

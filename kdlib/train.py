@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from kdlib.errors import KDConfigError
+from kdlib.progress import tqdm
 
 MAX_TRAIN_SEED = 2**63
 """Training seeds (``torch.Generator.manual_seed``) are below this."""

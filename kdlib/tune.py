@@ -33,7 +33,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from kdlib.config import config_key
 from kdlib.distill import (
@@ -49,6 +48,7 @@ from kdlib.losses import check_alpha, check_temperature, kd_loss
 from kdlib.metrics import accuracy
 from kdlib.models import MLP, BasicBlock, ResNetCIFAR, ShortcutA, SmallCNN
 from kdlib.paths import results_dir
+from kdlib.progress import tqdm
 from kdlib.train import (
     TrainConfig,
     epoch_batches,
