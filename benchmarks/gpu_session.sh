@@ -55,7 +55,8 @@ if [ "$STUDY_S" -gt 0 ]; then
         timeout "$STUDY_S" python -m kdlib study --scale "$SCALE" --device "$DEVICE" --quiet \
             --set "scenarios=$1" --set "pretrain=$PRETRAIN" --set "distill=$DISTILL" $EXTRA_SET >"$2" 2>&1
     }
-    if [ "$PARALLEL" = 1 ]; then
+    if [ "$PARALLEL" = 1 ]; then  # the data cache is built once, before the processes start
+        python -c "from kdlib.study import open_study; open_study('$SCALE').dataset" >"$OUT/data.log" 2>&1
         pids=()
         IFS=',' read -ra names <<<"$SCENARIOS"
         for name in "${names[@]}"; do
