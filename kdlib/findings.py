@@ -69,7 +69,7 @@ class Estimate:
             return "n/a"
         head = f"{self.value:+.{digits}f}{unit}"
         if not self.has_interval:
-            return f"{head} (1 seed, no interval)" if self.n == 1 else head
+            return f"{head} (1 seed, no interval)" if self.n == 1 else f"{head} (unbounded: denominator may be 0)"
         return f"{head} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
 
 

@@ -252,6 +252,7 @@ def plot_curves(records: list[dict], caption: str, key: str = "test_acc") -> plt
         col="scenario",
         kind="line",
         marker="o",
+        errorbar=t_errorbar,  # a band: the 95% t-interval over seeds
         height=2.8,
         aspect=1.0,
         col_wrap=min(5, data["scenario"].nunique()),

@@ -82,11 +82,11 @@ class Interval:
         """Whether ``value`` lies in the interval (False when there is no interval)."""
         return self.has_interval and self.low <= value <= self.high
 
-    def text(self, digits: int = 2, unit: str = "") -> str:
-        """``"+1.23 ± 0.45"`` (or ``"+1.23 (1 seed)"`` without an interval)."""
+    def text(self, digits: int = 2, unit: str = "", signed: bool = True) -> str:
+        """``"+1.23 ± 0.45"`` (or ``"+1.23 (1 seed)"`` without an interval; no ``+`` unless ``signed``)."""
         if not math.isfinite(self.mean):
             return "n/a"
-        head = f"{self.mean:+.{digits}f}{unit}"
+        head = f"{self.mean:{'+' if signed else ''}.{digits}f}{unit}"
         if not self.has_interval:
             return f"{head} ({self.n} seed{'s' if self.n != 1 else ''})"
         return f"{head} ± {self.half_width:.{digits}f}{unit}"
@@ -135,11 +135,13 @@ def interval_table(
     scale: float = 100.0,
     digits: int = 2,
     order: tuple[Sequence[str] | None, Sequence[str] | None] = (None, None),
+    signed: bool = True,
 ) -> pd.DataFrame:
-    """A table of ``"mean ± half-width"`` strings (``value * scale``, e.g. accuracy points) per index and column."""
+    """A table of ``"mean ± half-width"`` strings (``value * scale``, e.g. accuracy points) per index and column;
+    ``signed``: a ``+`` before positive means (for gains, not for accuracies or shares)."""
     summary = summarise(frame, [index, columns], value, scale)
     cells = {
-        (row[index], row[columns]): Interval(row["mean"], row["half_width"], int(row["n"])).text(digits)
+        (row[index], row[columns]): Interval(row["mean"], row["half_width"], int(row["n"])).text(digits, signed=signed)
         for _, row in summary.iterrows()
     }
     rows = list(order[0] or dict.fromkeys(summary[index]))

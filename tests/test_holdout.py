@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import kdlib.distill as distill
-import kdlib.tune as tune
+import kdlib.study as study_module
 from kdlib.config import scale_config
 from kdlib.data import load_dataset
 from kdlib.distill import grid_search
@@ -112,26 +112,24 @@ class Guarded(torch.Tensor):
         return super().__torch_function__(func, types, args, kwargs or {})
 
 
+@pytest.mark.parametrize("search", ["grid", "halving"])
 def test_tuned_kd_never_reads_the_test_set_while_it_chooses(
-    tmp_path: Path, isolated_folders, monkeypatch: pytest.MonkeyPatch
+    search: str, tmp_path: Path, isolated_folders, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = scale_config(
         "smoke", dataset="digits", n_train=None, n_test=None, teacher_model="mlp", student_model="mlp",
-        scenarios=("disjoint",), methods=("tuned",), pretrain={"epochs": 1}, distill={"epochs": 1},
-        grid_temperatures=(1.0, 4.0), grid_alphas=(0.5, 0.9), val_size=150,
+        scenarios=("disjoint",), methods=("tuned",), pretrain={"epochs": 1}, distill={"epochs": 3},
+        grid_temperatures=(1.0, 4.0), grid_alphas=(0.5, 0.9), val_size=150, seeds=1, tuning_search=search,
     )  # fmt: skip
     study = Study(cfg, ResultsStore.open("study", tmp_path / "results"), device="cpu", progress=False)
     data = study.dataset_for(0)
     study._datasets[0] = replace(data, x_test=data.x_test.as_subclass(Guarded), y_test=data.y_test.as_subclass(Guarded))
-    real_search = tune.stacked_grid_search
+    real_tuned, real_standard = distill.run_tuned, distill.run_standard
     analysis_reads: list[int] = []
-    scored_on: list[int] = []
+    final: list[object] = []
 
-    def guarded_search(*args, evaluate=None, **kwargs):
-        args = list(args)
-        analysis = args[10] if len(args) > 10 else evaluate  # the test-accuracy column, for analysis only
-
-        def unarmed(model):
+    def unarmed(analysis):
+        def evaluate(model):  # the test-accuracy column of the grid: stored for analysis, never used to choose
             Guarded.armed, before = False, Guarded.reads
             try:
                 return analysis(model)
@@ -139,23 +137,35 @@ def test_tuned_kd_never_reads_the_test_set_while_it_chooses(
                 analysis_reads.append(Guarded.reads - before)
                 Guarded.armed = True
 
-        if len(args) > 10:
-            args[10] = unarmed
+        return evaluate
+
+    def guarded_tuned(make_student, student, *args, evaluate=None, **kwargs):
+        final.append(student)
+        args = list(args)
+        if len(args) > 10:  # teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, curve, evaluate
+            args[10] = unarmed(args[10])
         else:
-            kwargs["evaluate"] = unarmed
-        scored_on.append(len(kwargs["x_val"]))
-        Guarded.armed = True
+            kwargs["evaluate"] = unarmed(evaluate)
+        Guarded.armed = True  # from here until the chosen pair distils the student
         try:
-            return real_search(*args, **kwargs)
+            return real_tuned(make_student, student, *args, **kwargs)
         finally:
             Guarded.armed = False
 
-    monkeypatch.setattr(tune, "stacked_grid_search", guarded_search)
+    def standard(student, *args, **kwargs):
+        if final and student is final[0]:
+            Guarded.armed = False  # the choice is made: the final distillation may record test curves
+        return real_standard(student, *args, **kwargs)
+
+    monkeypatch.setattr(study_module, "run_tuned", guarded_tuned)
+    monkeypatch.setattr(distill, "run_standard", standard)
     record = study.run("disjoint", "tuned")
-    assert scored_on == [150]  # chosen on the held-out split
-    assert len(analysis_reads) == 4 and all(n > 0 for n in analysis_reads)  # the guard sees real reads
+    assert analysis_reads and all(n > 0 for n in analysis_reads)  # the guard sees real reads of the test set
+    assert not Guarded.armed
     assert record["config"]["selection"] == "holdout"
     assert {(r["temperature"], r["alpha"]) for r in record["grid"]} == {(1.0, 0.5), (1.0, 0.9), (4.0, 0.5), (4.0, 0.9)}
+    scored = [r["val_acc"] * 150 for r in record["grid"] if r.get("val_acc") == r.get("val_acc")]
+    assert scored and all(abs(v - round(v)) < 1e-6 for v in scored)  # shares of the 150 held-out images
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ EXPECTED_FIGURES = {
     "01_partitions": ["01_partitions", "01_heterogeneity"],
     "02_pretrained_parties": ["02_party_accuracy"],
     "03_standard_kd": ["03_standard_gain", "03_own_unseen", "03_knowledge_flips", "03_curves"],
-    "04_tuned_kd": ["04_tuning_grid", "04_tuned_vs_standard"],
+    "04_tuned_kd": ["04_tuning_grid", "04_tuned_vs_standard", "04_selection_criteria"],
     "05_mutual_learning": ["05_dml_gain"],
-    "06_data_partitioning_kd": ["06_dp_routing", "06_dp_flips"],
+    "06_data_partitioning_kd": ["06_dp_routing", "06_dp_flips", "06_dp_routing_by_transfer"],
     "07_federated": ["07_fl_accuracy", "07_fl_rounds_to_target"],
     "08_findings": ["08_gain_all_methods", "08_knowledge_flips"],
 }
