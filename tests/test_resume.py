@@ -32,6 +32,7 @@ STUDY = [
     # a lighter budget than smoke's (same code path): the test is about resuming, not about the numbers
     "--set", 'pretrain={"epochs": 4}', "--set", 'distill={"epochs": 2}',
     "--set", "grid_temperatures=1,4", "--set", "grid_alphas=0.5",
+    "--set", "seeds=1",  # one record per (scenario, method); tests/test_seeds.py resumes a multi-seed study
 ]  # fmt: skip
 
 
