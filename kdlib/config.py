@@ -230,6 +230,25 @@ def scale_config(scale: str = "smoke", **overrides: Any) -> StudyConfig:
     return StudyConfig().replace(**settings).replace(**overrides)
 
 
+def notebook_overrides(value: Any) -> dict[str, Any]:
+    """A notebook's ``overrides`` parameter as a dict of fields: a mapping, or its YAML/JSON text (papermill's
+    ``-p overrides '{n_train: 5000}'`` passes a string); anything else is a one-line ``KDConfigError``."""
+    allowed = "a mapping of config fields, e.g. {n_train: 5000} (papermill: -y 'overrides: {n_train: 5000}')"
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value) if value.strip() else {}
+        except yaml.YAMLError:
+            raise KDConfigError("overrides", value, allowed) from None
+        value = {} if value is None else value
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise KDConfigError("overrides", value, allowed)
+    return dict(value)
+
+
 def scale_departures(cfg: StudyConfig) -> list[str]:
     """The fields in which ``cfg`` departs from its named scale, as ``"distill.epochs=4 (paper: 20)"`` (the choice
     of scenarios aside), so that a figure never passes off a shortened run as the scale it is named after."""

@@ -579,8 +579,16 @@ def test_reproduce_names_the_notebook_and_the_parameter() -> None:
 
 
 @pytest.mark.slow
-def test_a_bad_papermill_parameter_is_one_line_in_the_executed_notebook(tmp_path: Path, isolated_folders) -> None:
-    """The setup cell of a real notebook, run by papermill with a bad parameter: its error output is one line."""
+@pytest.mark.parametrize(
+    ("parameters", "named"),
+    [({"seed": -3}, "seed=-3"), ({"overrides": "[1, 2]"}, "overrides=[1, 2]"), ({"overrides": "{n_train: -5}"},
+                                                                                "n_train=-5")],
+)
+def test_a_bad_papermill_parameter_is_one_line_in_the_executed_notebook(
+    tmp_path: Path, isolated_folders, parameters: dict, named: str
+) -> None:
+    """The setup cell of a real notebook, run by papermill with a bad parameter (``overrides`` given as text
+    included): its error output is one line."""
     import json
 
     import papermill as pm
@@ -589,9 +597,33 @@ def test_a_bad_papermill_parameter_is_one_line_in_the_executed_notebook(tmp_path
 
     target = tmp_path / "01.ipynb"
     with pytest.raises(pm.PapermillExecutionError) as info:
-        pm.execute_notebook(str(NOTEBOOKS_DIR / "01_partitions.ipynb"), str(target), parameters={"seed": -3},
+        pm.execute_notebook(str(NOTEBOOKS_DIR / "01_partitions.ipynb"), str(target), parameters=parameters,
                             cwd=str(NOTEBOOKS_DIR), progress_bar=False, kernel_name="python3")
-    assert failure_line("01_partitions.ipynb", info.value).startswith("01_partitions.ipynb: bad parameter: seed=-3")
+    assert failure_line("01_partitions.ipynb", info.value).startswith(f"01_partitions.ipynb: bad parameter: {named}")
     errors = [o for c in json.loads(target.read_text())["cells"] for o in c.get("outputs", [])
               if o["output_type"] == "error"]
     assert len(errors) == 1 and errors[0]["traceback"] == [f"KDConfigError: {errors[0]['evalue']}"]
+
+
+def test_notebook_overrides_takes_a_mapping_or_its_yaml_text_and_nothing_else() -> None:
+    from kdlib.config import notebook_overrides
+
+    assert notebook_overrides({"n_train": 500}) == {"n_train": 500}
+    assert notebook_overrides("{n_train: 500, distill: {epochs: 2}}") == {"n_train": 500, "distill": {"epochs": 2}}
+    assert notebook_overrides(None) == {} and notebook_overrides("") == {}
+    for bad in ("[1, 2]", "{a: [", 5, {1: 2}):
+        with pytest.raises(KDConfigError, match="overrides="):
+            notebook_overrides(bad)
+
+
+def test_every_study_notebook_normalises_overrides_before_using_them() -> None:
+    """A string ``overrides`` from papermill must reach kdlib's check, not Python's ``**`` (a TypeError)."""
+    import json
+
+    from kdlib.reproduce import NOTEBOOKS_DIR
+
+    for path in sorted(NOTEBOOKS_DIR.glob("0[1-8]_*.ipynb")):
+        code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        uses = [i for i, src in enumerate(code) if "**overrides" in src or "**{" in src and "overrides" in src]
+        normalised = [i for i, src in enumerate(code) if "overrides = notebook_overrides(overrides)" in src]
+        assert normalised and uses and normalised[0] <= uses[0], path.name
