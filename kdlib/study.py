@@ -79,6 +79,10 @@ class Study:
 
     def __post_init__(self) -> None:
         resolve_device(self.device)  # a bad device fails here, not after the data are loaded
+        from kdlib.paths import cache_dir, check_writable_folder, figures_dir
+
+        check_writable_folder("KDLIB_CACHE", cache_dir())  # every folder written to, before the first step
+        check_writable_folder("KDLIB_FIGURES", figures_dir())
         if resolve_device(self.device).type == "cpu":
             set_cpu_threads()
 

@@ -627,3 +627,15 @@ def test_every_study_notebook_normalises_overrides_before_using_them() -> None:
         uses = [i for i, src in enumerate(code) if "**overrides" in src or "**{" in src and "overrides" in src]
         normalised = [i for i, src in enumerate(code) if "overrides = notebook_overrides(overrides)" in src]
         assert normalised and uses and normalised[0] <= uses[0], path.name
+
+
+@pytest.mark.parametrize("variable", ["KDLIB_CACHE", "KDLIB_FIGURES"])
+def test_a_notebook_study_checks_its_cache_and_figures_folders_when_opened(
+    tmp_path: Path, isolated_folders, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """``open_study`` (what every notebook calls first) refuses an unusable folder before any training."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(variable, str(blocker))
+    with pytest.raises(KDConfigError, match=variable):
+        open_study("smoke", dataset="digits", results=str(tmp_path / "r"))
