@@ -101,6 +101,20 @@ def wait_for_server(url: str, proc: subprocess.Popen, log: Path, timeout: float 
     pytest.fail(f"jupyter lab did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+def served_port(runtime: Path, proc: subprocess.Popen, log: Path, timeout: float = 90) -> int:
+    """The port the server bound, from the ``jpserver-<pid>.json`` file it writes into its runtime folder."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        info = runtime / f"jpserver-{proc.pid}.json"
+        try:
+            return int(json.loads(info.read_text())["port"])
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.5)
+    pytest.fail(f"jupyter lab wrote no runtime file within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
 def start_lab(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
     """JupyterLab serving a copy of the notebook, with its own config folder and the kernel on this Python."""
     root, config, runtime = tmp_path / "lab", tmp_path / "jupyter-config", tmp_path / "jupyter-runtime"
@@ -119,7 +133,7 @@ def start_lab(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     }
     command = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--port-retries=0",
+        sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--port-retries=50",
         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
         "--expose-app-in-browser", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False",
@@ -129,8 +143,11 @@ def start_lab(tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
     log = tmp_path / "jupyter.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root)
-    base = f"http://127.0.0.1:{port}"
     try:
+        # The chosen port can be taken by another process (Ray in a parallel test worker) before the server binds
+        # it; the server then moves on to a free one and says which in its runtime file.
+        port = served_port(runtime, proc, log)
+        base = f"http://127.0.0.1:{port}"
         wait_for_server(f"{base}/api/status?token={token}", proc, log)
     except BaseException:
         stop(proc)
