@@ -278,7 +278,8 @@ def plot_tuning_heatmaps(grids: dict[str, list[dict]], caption: str, value: str 
             annot_kws={"fontsize": 7},
             cbar_kws={"label": f"{value.replace('_', ' ')} (points)"},
         )
-        best = frame.loc[frame["val_acc"].idxmax()]
+        finalists = frame[frame["rung"] == frame["rung"].max()] if "rung" in frame else frame  # halving: last rung
+        best = finalists.loc[finalists["val_acc"].idxmax()]
         i, j = list(table.index).index(best["temperature"]), list(table.columns).index(best["alpha"])
         ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, edgecolor="black", linewidth=2))
         ax.set_title(label, fontsize=10)

@@ -111,3 +111,20 @@ def test_a_figure_legend_at_the_right_does_not_cover_the_panels():
     assert box.x1 <= 1.0
     assert not any(box.overlaps(ax.get_position()) for ax in fig.axes)
     plt.close(fig)
+
+
+def test_the_tuning_heatmap_outlines_the_halving_choice_not_an_early_rung_score():
+    """With halving, a point dropped at rung 0 may score higher there than the finalist does at the end: the outline
+    marks the point chosen at the last rung."""
+    from kdlib.plots import plot_tuning_heatmaps
+
+    rows = [
+        {"temperature": 1.0, "alpha": 0.5, "val_acc": 0.90, "val_gain": 0.05, "rung": 0},
+        {"temperature": 4.0, "alpha": 0.5, "val_acc": 0.80, "val_gain": 0.02, "rung": 1},
+        {"temperature": 1.0, "alpha": 0.9, "val_acc": 0.70, "val_gain": 0.01, "rung": 0},
+        {"temperature": 4.0, "alpha": 0.9, "val_acc": 0.60, "val_gain": 0.00, "rung": 0},
+    ]
+    fig = plot_tuning_heatmaps({"disjoint": rows}, "caption")
+    outlines = [p for p in fig.axes[0].patches if isinstance(p, plt.Rectangle) and not p.get_fill()]
+    assert [(o.get_x(), o.get_y()) for o in outlines] == [(0, 1)]  # column alpha=0.5, row T=4
+    plt.close(fig)
