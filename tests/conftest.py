@@ -121,3 +121,14 @@ class FileProgressPlugin:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.progress.report(report)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module's tests (tiny models), the previous count restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,11 +21,8 @@ CFG = TrainConfig(epochs=3, batch_size=32, lr=0.05)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Tiny models: one thread is as fast and stays fast on a busy machine (conftest's ``one_torch_thread``)."""
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,8 @@ TEMPS, ALPHAS = (1.0, 4.0), (0.0, 0.5, 0.9)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast and stays fast on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """Tiny models: one thread is as fast and stays fast on a busy machine (conftest's ``one_torch_thread``)."""
 
 
 @pytest.fixture(scope="module")
