@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from kdlib.train import TrainConfig, epoch_batches, make_optimizer
-from kdlib.tune import GroupedStack, UnsupportedModel, VmapStack, stack_students
+from kdlib.stacking import GroupedStack, UnsupportedModel, VmapStack, stack_students
 
 # ------------------------------------------------------------------------------------------ batches and schedule
 

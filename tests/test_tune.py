@@ -16,8 +16,9 @@ from kdlib.data import load_dataset
 from kdlib.distill import best_point, grid_search
 from kdlib.errors import KDConfigError
 from kdlib.models import build_model
+from kdlib.stacking import GroupedStack, VmapStack, stack_students
 from kdlib.train import TrainConfig, seed_everything
-from kdlib.tune import GroupedStack, VmapStack, smart_search, stack_students, stacked_grid_search
+from kdlib.tune import smart_search, stacked_grid_search
 
 TEMPS, ALPHAS = (1.0, 4.0), (0.0, 0.5, 0.9)
 
@@ -332,7 +333,7 @@ def test_smart_search_default_storage_and_bad_arguments(problem, tmp_path, monke
 
 
 def test_exact_float32_turns_tf32_off_inside_and_restores_it_after_an_error():
-    from kdlib.tune import exact_float32
+    from kdlib.stacking import exact_float32
 
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     try:
