@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from kdlib.train import TrainConfig, epoch_batches, make_optimizer
 from kdlib.stacking import GroupedStack, UnsupportedModel, VmapStack, stack_students
+from kdlib.train import TrainConfig, epoch_batches, make_optimizer
 
 # ------------------------------------------------------------------------------------------ batches and schedule
 
