@@ -22,7 +22,7 @@ def test_sizes_data_set_and_grids_are_named_too():
     cfg = scale_config("smoke", dataset="digits", n_train=500, grid_alphas="0.5")
     assert scale_departures(cfg) == [
         "dataset=digits (smoke: cifar10)",
-        "n_train=500 (smoke: 3000)",
+        "n_train=500 (smoke: 2000)",
         "grid_alphas=0.5 (smoke: 0.25,0.5,0.9)",
     ]
 
@@ -34,6 +34,6 @@ def test_the_figure_caption_names_the_departures(tmp_path):
                        distill={"epochs": 2})  # fmt: skip
     text = caption(study)
     assert "smoke scale: 500 train / 200 test images" in text
-    assert "changed: dataset=digits (smoke: cifar10), n_train=500 (smoke: 3000), n_test=200 (smoke: 2000), " in text
+    assert "changed: dataset=digits (smoke: cifar10), n_train=500 (smoke: 2000), n_test=200 (smoke: 1000), " in text
     assert text.endswith("distill.epochs=2 (smoke: 4)")
     assert "changed" not in caption(open_study("smoke", device="cpu", results=str(tmp_path)))
