@@ -35,5 +35,5 @@ def test_the_figure_caption_names_the_departures(tmp_path):
     text = caption(study)
     assert "smoke scale: 500 train / 200 test images" in text
     assert "changed: dataset=digits (smoke: cifar10), n_train=500 (smoke: 2000), n_test=200 (smoke: 1000), " in text
-    assert text.endswith("distill.epochs=2 (smoke: 4)")
+    assert text.endswith("distill.epochs=2 (smoke: 3)")
     assert "changed" not in caption(open_study("smoke", device="cpu", results=str(tmp_path)))
