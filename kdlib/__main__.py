@@ -57,10 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs at once: 0 or 1 one by one here (default, or KDLIB_WORKERS), N or 'auto' (one per core) on Ray",
     )
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: RAY_ADDRESS, else local)")
-    p = sub.add_parser("reproduce", help="execute every notebook in order with papermill; figures to figures/")
+    p = sub.add_parser("reproduce", help="execute the notebooks with papermill; figures to runs/figures/")
     common(p)
     p.add_argument("--output", default="runs/notebooks", help="folder for the executed notebooks")
     p.add_argument("--only", default=None, help="comma-separated notebook name prefixes, e.g. 00,01")
+    p.add_argument("--workers", type=int, default=None,
+                   help="notebooks at once, each after those it reads (default: one per core, at most 4)")
+    p.add_argument("--gallery", action="store_true",
+                   help="write the figures to the committed gallery figures/ (default: runs/figures/, ignored by git)")
     return parser
 
 
@@ -124,6 +128,8 @@ def dispatch(args: argparse.Namespace) -> int:
             device=args.device,
             overrides=overrides,
             progress=not args.quiet,
+            gallery=args.gallery,
+            workers=args.workers,
         )
     from kdlib.results import ResultsStore
     from kdlib.study import Study

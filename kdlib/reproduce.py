@@ -13,6 +13,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,33 @@ def check_overrides(scale: str, overrides: dict[str, Any]) -> None:
     scale_config(scale, **{k: v for k, v in overrides.items() if k in known})
 
 
+NOTEBOOK_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "03_standard_kd": ("02_pretrained_parties",),
+    "04_tuned_kd": ("02_pretrained_parties",),
+    "05_mutual_learning": ("02_pretrained_parties",),
+    "06_data_partitioning_kd": ("02_pretrained_parties",),
+    "08_findings": ("03_standard_kd", "04_tuned_kd", "05_mutual_learning", "06_data_partitioning_kd", "07_federated"),
+}
+"""A notebook runs after those whose cached parties or stored results it reads, so that no work is done twice
+(a notebook left out of a run with ``only`` is not waited for)."""
+
+
+def default_workers() -> int:
+    """Notebooks at once: one per core (each kernel trains on one thread, see ``KDLIB_THREADS``), at most 4."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def start_order(notebooks: list[Path]) -> list[Path]:
+    """The order in which ready notebooks start: those that others wait for first, then by number."""
+    needed = {name for deps in NOTEBOOK_DEPENDENCIES.values() for name in deps}
+    return sorted(notebooks, key=lambda path: (path.stem not in needed, path.name))
+
+
+def ready(path: Path, done: set[str], selected: set[str]) -> bool:
+    """Whether every notebook that ``path`` depends on, and that this run executes, has finished."""
+    return all(dep in done or dep not in selected for dep in NOTEBOOK_DEPENDENCIES.get(path.stem, ()))
+
+
 def reproduce(
     scale: str = "smoke",
     output: str | Path = "runs/notebooks",
@@ -102,19 +131,22 @@ def reproduce(
     device: str = "auto",
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
+    *,
     gallery: bool = False,
+    workers: int | None = None,
 ) -> int:
     """Run the notebooks; return 0 when all ran, 1 at the first failure (with a message on stderr).
 
+    ``workers`` notebooks run at once (default :func:`default_workers`), each after those it depends on
+    (:data:`NOTEBOOK_DEPENDENCIES`). After a failure no new notebook starts; the running ones finish.
     ``output`` follows :func:`kdlib.paths.user_folder` (relative: inside the project; absolute: as given).
     Figures go to :func:`kdlib.paths.figures_dir`, or with ``gallery`` to :data:`GALLERY_DIR` (tracked by git).
     """
-    import papermill as pm
-
-    from kdlib.notebook_progress import ENGINE, NotebookProgress
-
     if scale not in SCALES:
         raise KDConfigError("scale", scale, f"one of {', '.join(SCALES)}")
+    workers = default_workers() if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise KDConfigError("workers", workers, "an integer >= 1 (notebooks run at once)")
     notebooks = study_notebooks(only)
     check_overrides(scale, overrides or {})
     out_dir = user_folder(output, "output", PROJECT_ROOT / "runs" / "notebooks")
@@ -122,13 +154,16 @@ def reproduce(
     notebook_keys = frozenset().union(*(declared_parameters(path) for path in study_notebooks()))
     figures = GALLERY_DIR if gallery else figures_dir()
     kernel_env = {**os.environ, "KDLIB_FIGURES": str(figures)}
-    bar = progress_bar(notebooks, desc=f"notebooks ({scale})", unit="nb", disable=not progress, mininterval=0)
-    for path in bar:
-        bar.set_postfix_str(path.stem)
-        started = time.perf_counter()
-        target = out_dir / path.name
+
+    def execute(path: Path, lane: int) -> str | None:
+        """Run one notebook on progress line ``lane``; the failure line, or None when it ran."""
+        import papermill as pm
+
+        from kdlib.notebook_progress import ENGINE, NotebookProgress
+
+        started, target = time.perf_counter(), out_dir / path.name
         try:
-            with NotebookProgress(path.stem, stream=sys.stderr, enabled=progress) as inner:
+            with NotebookProgress(path.stem, stream=sys.stderr, enabled=progress, position=lane) as inner:
                 pm.execute_notebook(
                     str(path),
                     str(target),
@@ -141,11 +176,51 @@ def reproduce(
                     kernel_env=kernel_env,
                 )
         except pm.PapermillExecutionError as error:
-            print(f"\n{failure_line(path.name, error)}\nThe executed copy is {target}.", file=sys.stderr)
-            return 1
+            return f"{failure_line(path.name, error)}\nThe executed copy is {target}."
         bar.write(f"{path.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        return None
+
+    bar = progress_bar(total=len(notebooks), desc=f"notebooks ({scale})", unit="nb", disable=not progress,
+                       mininterval=0)  # fmt: skip
+    failures = run_in_order(notebooks, execute, workers=min(workers, len(notebooks)), bar=bar)
+    bar.close()
+    if failures:
+        print("\n" + "\n".join(failures), file=sys.stderr)
+        return 1
     print(
         f"All {len(notebooks)} notebooks ran at {scale} scale; executed copies in {out_dir}, "
         f"figures in {figures}."
     )
     return 0
+
+
+def run_in_order(
+    notebooks: list[Path], execute: Callable[[Path, int], str | None], *, workers: int, bar: Any
+) -> list[str]:
+    """Run ``execute(path, lane)`` for every notebook on ``workers`` threads, each once its dependencies ran;
+    ``lane`` (1..workers) is the progress line it may draw on. Returns the failure lines (empty when all ran)."""
+    pending, selected = start_order(notebooks), {path.stem for path in notebooks}
+    done: set[str] = set()
+    failures: list[str] = []
+    running: dict[Future, tuple[Path, int]] = {}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notebook") as pool:
+        while running or (pending and not failures):
+            free = sorted(set(range(1, workers + 1)) - {lane for _, lane in running.values()})
+            startable = [path for path in pending if ready(path, done, selected)] if not failures else []
+            for path, lane in zip(startable, free, strict=False):
+                pending.remove(path)
+                running[pool.submit(execute, path, lane)] = (path, lane)
+            if not running:
+                failures.append("never ran, waiting on a notebook that did not: " + ", ".join(p.stem for p in pending))
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                path, _lane = running.pop(future)
+                failure = future.result()
+                if failure:
+                    failures.append(failure)
+                else:
+                    done.add(path.stem)
+                bar.update(1)
+            bar.set_postfix_str(", ".join(path.stem for path, _ in running.values()), refresh=False)
+    return failures
