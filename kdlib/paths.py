@@ -8,6 +8,8 @@ from pathlib import Path
 from kdlib.errors import KDConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_ENV = "KDLIB_DATA"
+ARCHIVE_ENV = "KDLIB_CIFAR10_ARCHIVE"
 
 
 def _folder(env: str, default: str) -> Path:
@@ -54,6 +56,20 @@ def figures_dir() -> Path:
 def cache_dir() -> Path:
     """Checkpoint and logit cache: ``KDLIB_CACHE`` or ``<project>/cache``."""
     return _folder("KDLIB_CACHE", "cache")
+
+
+def data_root() -> Path:
+    """Where data sets live: ``$KDLIB_DATA`` if set, else ``<project root>/data``."""
+    env = os.environ.get(DATA_ENV)
+    return check_folder_path(DATA_ENV, Path(env).expanduser().resolve()) if env else PROJECT_ROOT / "data"
+
+
+def cifar10_archive() -> Path:
+    """``$KDLIB_CIFAR10_ARCHIVE`` if set, else ``<project root>/../shared/data/cifar10-jpeg.tar.gz``."""
+    env = os.environ.get(ARCHIVE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return PROJECT_ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
 def inside(path: str | Path, root: Path, field: str) -> Path:

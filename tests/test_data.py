@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kdlib import data
+from kdlib import cifar
 from kdlib.data import (
     CIFAR10_CLASSES,
     Dataset,
@@ -352,15 +352,15 @@ def test_download_path_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     archive = tmp_path / "cifar-10-binary.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "src" / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
-    spec = dataclasses.replace(data._CIFAR["cifar10"], url=archive.as_uri(),
+    spec = dataclasses.replace(cifar.CIFAR["cifar10"], url=archive.as_uri(),
                                md5=hashlib.md5(archive.read_bytes()).hexdigest())
-    monkeypatch.setitem(data._CIFAR, "cifar10", spec)
+    monkeypatch.setitem(cifar.CIFAR, "cifar10", spec)
     ds = load_dataset("cifar10", root=tmp_path / "a", download=True, progress=False)
     assert ds.y_train.tolist() == list(range(10)) and (tmp_path / "a" / archive.name).is_file()
     (tmp_path / "b").mkdir()
     shutil.copy(archive, tmp_path / "b" / archive.name)  # a local copy is used without download=True
     assert load_dataset("cifar10", root=tmp_path / "b", progress=False).description == "CIFAR-10"
-    monkeypatch.setitem(data._CIFAR, "cifar10", dataclasses.replace(spec, md5="0" * 32))
+    monkeypatch.setitem(cifar.CIFAR, "cifar10", dataclasses.replace(spec, md5="0" * 32))
     with pytest.raises(KDConfigError, match="md5"):
         load_dataset("cifar10", root=tmp_path / "c", download=True, progress=False)
     assert list((tmp_path / "c").iterdir()) == []  # a damaged download is not kept
