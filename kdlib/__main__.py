@@ -7,8 +7,9 @@ import json
 import sys
 from typing import Any
 
-from kdlib.config import METHODS, SCALES, scale_config
+from kdlib.config import SCALES, scale_config
 from kdlib.errors import KDConfigError
+from kdlib.methods import method_names
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="one KD method on one scenario")
     common(p)
     p.add_argument("--scenario", required=True)
-    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--method", required=True, choices=method_names(), help="a registered method (kdlib.methods)")
     p.add_argument("--force", action="store_true", help="run again even if stored")
     p = sub.add_parser("study", help="every method on every scenario; prints the gain table")
     common(p)

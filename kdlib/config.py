@@ -16,8 +16,19 @@ from kdlib.models import MODEL_NAMES
 from kdlib.partition import parse_partition
 from kdlib.train import TrainConfig
 
-METHODS: tuple[str, ...] = ("finetune", "standard", "tuned", "dml", "dp")
-"""The methods of the study, all on the same transfer data and budget. ``finetune`` is the no-teacher baseline."""
+
+def method_names() -> tuple[str, ...]:
+    """The methods of the study, all on the same transfer data and budget: those of the registry
+    (``kdlib.methods``), ``finetune`` (the no-teacher baseline) first. Also readable as ``config.METHODS``."""
+    from kdlib.methods import method_names as registered  # here: the registry's run functions import the KD code
+
+    return registered()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METHODS":  # the registry as it is now: a method registered later is in it
+        return method_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 STUDY_SCENARIOS: tuple[str, ...] = ("iid", "dirichlet:1.0", "dirichlet:0.5", "dirichlet:0.1", "disjoint")
 TRANSFER_SETS: tuple[str, ...] = ("student", "union", "public")
@@ -52,7 +63,7 @@ class StudyConfig:
     seed: int = 0
     seeds: int = 1
     scenarios: tuple[str, ...] = STUDY_SCENARIOS
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = field(default_factory=method_names)
     teacher_model: str = "resnet8"
     student_model: str = "cnn-small"
     pretrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=8, batch_size=64, lr=0.05))
@@ -73,9 +84,9 @@ class StudyConfig:
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise KDConfigError("scale", self.scale, f"one of {', '.join(SCALES)}")
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown or not self.methods:
-            raise KDConfigError("methods", self.methods, f"a non-empty list from {', '.join(METHODS)}")
+        known = method_names()
+        if not self.methods or any(m not in known for m in self.methods):
+            raise KDConfigError("methods", self.methods, f"a non-empty list from {', '.join(known)}")
         if not self.scenarios:
             raise KDConfigError("scenarios", self.scenarios, "at least one partition scenario, e.g. 'iid'")
         check_temperature(self.temperature)

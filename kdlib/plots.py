@@ -21,16 +21,15 @@ import seaborn as sns
 from matplotlib.patches import Rectangle
 
 from kdlib.errors import KDConfigError
+from kdlib.methods import method_label, method_labels
 from kdlib.paths import figures_dir, user_folder
 from kdlib.stats import t_errorbar
 
-METHOD_LABELS = {
-    "finetune": "fine-tune (no teacher)",
-    "standard": "standard KD",
-    "tuned": "tuned KD",
-    "dml": "mutual learning",
-    "dp": "data-partitioning KD",
-}
+
+def __getattr__(name: str) -> object:
+    if name == "METHOD_LABELS":  # ``{method: label}`` of the registry (``kdlib.methods``) as it is now
+        return method_labels()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def study_caption(description: str, scale: str, n_train: int, n_test: int, extra: str = "") -> str:
@@ -165,7 +164,7 @@ def plot_method_gains(frame: pd.DataFrame, caption: str, metric: str = "gain", y
 
     ``frame``: one row per run (and seed) with columns scenario, method and ``metric`` (a fraction; shown x100).
     """
-    data = frame.assign(points=frame[metric] * 100, method=frame["method"].map(METHOD_LABELS))
+    data = frame.assign(points=frame[metric] * 100, method=frame["method"].map(method_label))
     fig, ax = plt.subplots(figsize=(8, 3.6))
     sns.barplot(data=data, x="scenario", y="points", hue="method", ax=ax, errorbar=t_errorbar, capsize=0.1)
     ax.axhline(0, color="black", linewidth=0.8)
@@ -184,7 +183,7 @@ def plot_knowledge_flips(frame: pd.DataFrame, caption: str) -> plt.Figure:
         value_name="share",
     )
     long["share"] *= 100
-    long["method"] = long["method"].map(METHOD_LABELS)
+    long["method"] = long["method"].map(method_label)
     grid = sns.catplot(data=long, x="scenario", y="share", hue="method", col="flip", kind="bar", height=3.2, aspect=1.4,
                        errorbar=t_errorbar, capsize=0.1)  # fmt: skip
     grid.set_axis_labels("scenario", "test images flipped (%)")
@@ -200,7 +199,7 @@ def plot_own_unseen(frame: pd.DataFrame, caption: str) -> plt.Figure:
                 rows.append(
                     {
                         "scenario": r["scenario"],
-                        "method": METHOD_LABELS.get(r["method"], r["method"]),
+                        "method": method_label(r["method"]),
                         "group": f"{group} classes",
                         "when": when,
                         "accuracy": 100 * r[f"{group}_{when}"],
@@ -235,7 +234,7 @@ def plot_curves(records: list[dict], caption: str, key: str = "test_acc") -> plt
     rows = [
         {
             "scenario": r["config"]["scenario"],
-            "method": METHOD_LABELS.get(r["config"]["method"]),
+            "method": method_label(r["config"]["method"]),
             "epoch": c["epoch"],
             "accuracy": 100 * c[key],
         }

@@ -18,21 +18,14 @@ import torch
 
 from kdlib.config import StudyConfig
 from kdlib.data import Dataset, load_dataset
-from kdlib.distill import DistillOutcome, run_dml, run_dp, run_finetune, run_standard, run_tuned
-from kdlib.errors import KDConfigError
+from kdlib.distill import DistillOutcome
+from kdlib.methods import MethodRun, get_method
 from kdlib.metrics import accuracy, distillation_metrics
 from kdlib.parties import Scenario, make_scenario, pretrained_party
 from kdlib.results import ResultsStore, run_key
 from kdlib.stats import interval_table, seeds_note
-from kdlib.train import TrainConfig, predict_logits, resolve_device, seed_everything, set_cpu_threads
+from kdlib.train import predict_logits, resolve_device, seed_everything, set_cpu_threads
 
-METHOD_FIELDS: dict[str, tuple[str, ...]] = {
-    "finetune": (),
-    "standard": ("temperature", "alpha"),
-    "tuned": ("grid_temperatures", "grid_alphas", "selection", "tuning_search"),
-    "dml": ("dml_temperature",),
-    "dp": ("temperature", "alpha", "dp_variant"),
-}
 COMMON_FIELDS = (
     "dataset",
     "n_train",
@@ -52,14 +45,12 @@ def run_config(cfg: StudyConfig, scenario: str, method: str, *, seed: int | None
     ``seed`` defaults to ``cfg.seed``; the number of seeds is not part of a run's identity. ``val_size`` is left
     out when 0 (no held-out split), so such runs keep the keys they had before the split existed.
     """
-    if method not in METHOD_FIELDS:
-        raise KDConfigError("method", method, f"one of {', '.join(METHOD_FIELDS)}")
+    entry = get_method(method)
     full = cfg.as_dict()
     if seed is not None:
         full["seed"] = cfg.replace(seed=seed).seed  # validated like the config's own seed
-    fields = COMMON_FIELDS + METHOD_FIELDS[method] + (("public_fraction",) if cfg.transfer == "public" else ())
-    if method == "tuned" and cfg.selection == "transfer":
-        fields += ("val_fraction",)
+    fields = COMMON_FIELDS + entry.fields + (("public_fraction",) if cfg.transfer == "public" else ())
+    fields += entry.key_fields(cfg)
     if cfg.val_size:
         fields += ("val_size",)
     return {"scenario": scenario, "method": method, "scale": cfg.scale, **{k: full[k] for k in fields}}
@@ -96,8 +87,7 @@ class Study:
         seed, so that an interrupted study has whole seeds done first."""
         chosen = self.cfg.methods if methods is None else tuple(methods)
         for method in chosen:
-            if method not in METHOD_FIELDS:
-                raise KDConfigError("method", method, f"one of {', '.join(METHOD_FIELDS)}")
+            get_method(method)  # an unknown method fails here, naming the registered ones
         return [(s, m, seed) for seed in self.seeds for s in self.cfg.scenarios for m in chosen]
 
     def config_for(self, seed: int | None = None) -> StudyConfig:
@@ -162,15 +152,21 @@ class Study:
         before = predict_logits(student, data.x_test, self.device)
         teacher_test = predict_logits(teacher, data.x_test, self.device)
         pristine = copy.deepcopy(student)
+
+        def test_curve(_epoch: int) -> dict:
+            return {"test_acc": accuracy(predict_logits(student, data.x_test, self.device), data.y_test)}
+
+        run = MethodRun(
+            student, teacher, pristine, x, y, data, scenario, self.config_for(seed), device=self.device,
+            progress=self.progress, on_epoch_end=test_curve,
+        )  # fmt: skip
         seed_everything(seed)
-        outcome = self._dispatch(method, student, teacher, pristine, x, y, data, scenario, self.config_for(seed))
+        outcome = self._dispatch(method, run)
         after = predict_logits(student, data.x_test, self.device)
         metrics = distillation_metrics(
             before, after, teacher_test, data.y_test, scenario.own_classes(1), data.num_classes
         ).as_dict()
         extra = dict(outcome.extra)
-        if method == "dml":
-            extra["teacher_acc_after"] = accuracy(predict_logits(teacher, data.x_test, self.device), data.y_test)
         grid = extra.pop("grid", None)
         metrics.update({k: v for k, v in extra.items() if not isinstance(v, dict)})
         metrics.update({f"routing_{k}": v for k, v in extra.get("routing", {}).items()})
@@ -186,51 +182,9 @@ class Study:
             description=data.description,
         )
 
-    def _dispatch(self, method, student, teacher, pristine, x, y, data, scenario, cfg) -> DistillOutcome:
-        dev, prog = self.device, self.progress
-        train_cfg: TrainConfig = cfg.distill
-        x_test, y_test = data.x_test, data.y_test
-
-        def test_curve(_epoch: int) -> dict:
-            return {"test_acc": accuracy(predict_logits(student, x_test, dev), y_test)}
-
-        if method == "finetune":
-            return run_finetune(student, x, y, train_cfg, dev, prog, test_curve)
-        if method == "standard":
-            return run_standard(student, teacher, x, y, cfg.temperature, cfg.alpha, train_cfg, dev, prog, test_curve)
-        if method == "tuned":
-
-            def evaluate(model):  # stored for analysis only; the choice uses the validation split
-                return {"test_acc": accuracy(predict_logits(model, x_test, dev), y_test)}
-
-            held_out = {}
-            if cfg.selection == "holdout":
-                val_idx = torch.as_tensor(scenario.validation, dtype=torch.long)
-                held_out = {"x_val": data.x_train[val_idx], "y_val": data.y_train[val_idx]}
-            return run_tuned(
-                lambda: copy.deepcopy(pristine),
-                student,
-                teacher,
-                x,
-                y,
-                cfg.grid_temperatures,
-                cfg.grid_alphas,
-                train_cfg,
-                cfg.val_fraction,
-                dev,
-                prog,
-                test_curve,
-                evaluate,
-                **held_out,
-                search=cfg.tuning_search,
-            )
-        if method == "dml":
-            return run_dml([student, teacher], x, y, train_cfg, cfg.dml_temperature, dev, prog, test_curve)
-        if method == "dp":
-            return run_dp(
-                student, [teacher], x, y, cfg.temperature, cfg.alpha, train_cfg, cfg.dp_variant, dev, prog, test_curve
-            )
-        raise KDConfigError("method", method, f"one of {', '.join(METHOD_FIELDS)}")
+    def _dispatch(self, method: str, run: MethodRun) -> DistillOutcome:
+        """The registered method's run function on one run's inputs (``kdlib.methods``)."""
+        return get_method(method).run(run)
 
     def run_all(
         self,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import kdlib.distill as distill
-import kdlib.study as study_module
+import kdlib.methods as methods_module
 from kdlib.config import scale_config
 from kdlib.data import load_dataset
 from kdlib.distill import grid_search
@@ -157,7 +157,7 @@ def test_tuned_kd_never_reads_the_test_set_while_it_chooses(
             Guarded.armed = False  # the choice is made: the final distillation may record test curves
         return real_standard(student, *args, **kwargs)
 
-    monkeypatch.setattr(study_module, "run_tuned", guarded_tuned)
+    monkeypatch.setattr(methods_module, "run_tuned", guarded_tuned)
     monkeypatch.setattr(distill, "run_standard", standard)
     record = study.run("disjoint", "tuned")
     assert analysis_reads and all(n > 0 for n in analysis_reads)  # the guard sees real reads of the test set

@@ -70,7 +70,7 @@ def test_an_interrupted_multi_seed_study_resumes_with_only_the_missing_jobs(
     def interrupted(self, method, *args):
         if len(calls) == 3:
             raise KeyboardInterrupt  # the fourth job never finishes
-        calls.append((method, args[-1].seed))
+        calls.append((method, args[-1].cfg.seed))  # args: the MethodRun
         return real(self, method, *args)
 
     monkeypatch.setattr(Study, "_dispatch", interrupted)
@@ -81,7 +81,7 @@ def test_an_interrupted_multi_seed_study_resumes_with_only_the_missing_jobs(
 
     resumed = tiny_study(tmp_path / "results", seeds=2)
     again: list[tuple[str, int]] = []
-    monkeypatch.setattr(Study, "_dispatch", lambda self, m, *a: again.append((m, a[-1].seed)) or real(self, m, *a))
+    monkeypatch.setattr(Study, "_dispatch", lambda self, m, *a: again.append((m, a[-1].cfg.seed)) or real(self, m, *a))
     table = resumed.run_all()
     assert again == [("standard", 1)]  # the one job the interruption left undone
     records = resumed.store.records()

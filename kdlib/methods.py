@@ -1,0 +1,216 @@
+"""The method registry: one entry per KD method of the study, read by the config, the CLI, the runner, the store's
+records and the plots.
+
+An entry holds the method's name (its key in configs, records and the CLI's ``--method``), its label (in figures),
+the config fields that enter its run key, and its run function. ``register(Method(...))`` adds a method everywhere
+at once; ``unregister(name)`` takes it out again. The five methods of the study are registered below.
+
+A run function takes a :class:`MethodRun` (the pre-trained parties, the transfer data, the config) and returns a
+``DistillOutcome``; it trains ``run.student`` in place. The runner measures the student before and after it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from kdlib.distill import DistillOutcome, run_dml, run_dp, run_finetune, run_standard, run_tuned
+from kdlib.errors import KDConfigError
+from kdlib.metrics import accuracy
+from kdlib.train import predict_logits
+
+if TYPE_CHECKING:
+    from kdlib.config import StudyConfig
+    from kdlib.data import Dataset
+    from kdlib.parties import Scenario
+
+__all__ = [
+    "Method",
+    "MethodRun",
+    "get_method",
+    "method_label",
+    "method_labels",
+    "method_names",
+    "register",
+    "registered",
+    "unregister",
+]
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """Everything a method's run function may use: the parties (``student`` is trained in place; ``pristine`` is
+    an untouched copy of it), the transfer data ``x, y``, the data set (its test split only for curves and stored
+    analysis), the scenario, the run's config, the device, and the per-epoch callback that records test curves."""
+
+    student: nn.Module
+    teacher: nn.Module
+    pristine: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    data: Dataset
+    scenario: Scenario
+    cfg: StudyConfig
+    device: str = "auto"
+    progress: bool = True
+    on_epoch_end: Callable[[int], dict] | None = None
+
+    def test_accuracy(self, model: nn.Module) -> float:
+        """A model's accuracy on the test split (for curves and stored analysis, never for a choice)."""
+        return accuracy(predict_logits(model, self.data.x_test, self.device), self.data.y_test)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the study.
+
+    ``fields``: the config fields that decide its runs beyond the common ones (they enter its run key);
+    ``more_fields``: fields that enter the key only under some configs (e.g. tuned KD's ``val_fraction`` when it
+    chooses on the transfer data); ``run``: trains ``run.student`` and returns the outcome.
+    """
+
+    name: str
+    label: str
+    fields: tuple[str, ...]
+    run: Callable[[MethodRun], DistillOutcome]
+    more_fields: Callable[[StudyConfig], tuple[str, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise KDConfigError("method name", self.name, "a plain name (letters, digits, '_'), e.g. 'soft_match'")
+        if not isinstance(self.label, str) or not self.label.strip():
+            raise KDConfigError("method label", self.label, "a non-empty label for figures")
+        if not callable(self.run):
+            raise KDConfigError("method run", self.run, "a function of a MethodRun returning a DistillOutcome")
+
+    def key_fields(self, cfg: StudyConfig) -> tuple[str, ...]:
+        """The fields that ``more_fields`` adds for this config (none by default)."""
+        return tuple(self.more_fields(cfg)) if self.more_fields is not None else ()
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method, *, replace: bool = False) -> Method:
+    """Add a method to the study: the config accepts it, the CLI offers it, the runner runs it, the plots label
+    it. A name already registered is refused unless ``replace``."""
+    if not isinstance(method, Method):
+        raise KDConfigError("method", method, "a kdlib.methods.Method")
+    if method.name in _REGISTRY and not replace:
+        raise KDConfigError("method", method.name, f"a name not registered yet (taken: {', '.join(_REGISTRY)})")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def unregister(name: str) -> Method:
+    """Take a method out of the registry (and so out of the config's choices, the CLI and the plots)."""
+    if name not in _REGISTRY:
+        raise KDConfigError("method", name, f"one of {', '.join(_REGISTRY)}")
+    return _REGISTRY.pop(name)
+
+
+@contextmanager
+def registered(method: Method) -> Iterator[Method]:
+    """``method`` registered for the duration of a ``with`` block (a trial method, a test), then taken out."""
+    register(method)
+    try:
+        yield method
+    finally:
+        _REGISTRY.pop(method.name, None)
+
+
+def get_method(name: str) -> Method:
+    """The registered method of this name (a one-line ``KDConfigError`` naming the choices otherwise)."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise KDConfigError("method", name, f"one of {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def method_names() -> tuple[str, ...]:
+    """The registered methods' names, in registration order (the study's default methods)."""
+    return tuple(_REGISTRY)
+
+
+def method_label(name: str) -> str:
+    """A method's label for figures (an unregistered name stands for itself)."""
+    method = _REGISTRY.get(name)
+    return method.label if method is not None else name
+
+
+def method_labels() -> dict[str, str]:
+    """``{name: label}`` of every registered method."""
+    return {name: method.label for name, method in _REGISTRY.items()}
+
+
+# ------------------------------------------------------------------------------------- the study's methods
+
+
+def _finetune(run: MethodRun) -> DistillOutcome:
+    return run_finetune(
+        run.student, run.x, run.y, cfg=run.cfg.distill, device=run.device, progress=run.progress,
+        on_epoch_end=run.on_epoch_end,
+    )  # fmt: skip
+
+
+def _standard(run: MethodRun) -> DistillOutcome:
+    cfg = run.cfg
+    return run_standard(
+        run.student, run.teacher, run.x, run.y, temperature=cfg.temperature, alpha=cfg.alpha, cfg=cfg.distill,
+        device=run.device, progress=run.progress, on_epoch_end=run.on_epoch_end,
+    )  # fmt: skip
+
+
+def _tuned(run: MethodRun) -> DistillOutcome:
+    """Tuned KD: the (T, alpha) choice is scored on the held-out split (``selection="holdout"``) or on a carve-out
+    of the transfer data; the test accuracy of each grid point is stored for analysis only."""
+    cfg, data = run.cfg, run.data
+
+    def evaluate(model: nn.Module) -> dict:  # stored for analysis only; the choice uses the validation split
+        return {"test_acc": run.test_accuracy(model)}
+
+    held_out: dict[str, Any] = {}
+    if cfg.selection == "holdout":
+        val_idx = torch.as_tensor(run.scenario.validation, dtype=torch.long)
+        held_out = {"x_val": data.x_train[val_idx], "y_val": data.y_train[val_idx]}
+    return run_tuned(
+        lambda: copy.deepcopy(run.pristine), run.student, run.teacher, run.x, run.y,
+        temperatures=cfg.grid_temperatures, alphas=cfg.grid_alphas, cfg=cfg.distill, val_fraction=cfg.val_fraction,
+        device=run.device, progress=run.progress, on_epoch_end=run.on_epoch_end, evaluate=evaluate, **held_out,
+        search=cfg.tuning_search,
+    )  # fmt: skip
+
+
+def _tuned_fields(cfg: StudyConfig) -> tuple[str, ...]:
+    return ("val_fraction",) if cfg.selection == "transfer" else ()
+
+
+def _dml(run: MethodRun) -> DistillOutcome:
+    """Mutual learning trains the teacher too: its accuracy afterwards is stored beside the student's."""
+    outcome = run_dml(
+        [run.student, run.teacher], run.x, run.y, cfg=run.cfg.distill, temperature=run.cfg.dml_temperature,
+        device=run.device, progress=run.progress, on_epoch_end=run.on_epoch_end,
+    )  # fmt: skip
+    outcome.extra["teacher_acc_after"] = run.test_accuracy(run.teacher)
+    return outcome
+
+
+def _dp(run: MethodRun) -> DistillOutcome:
+    cfg = run.cfg
+    return run_dp(
+        run.student, [run.teacher], run.x, run.y, temperature=cfg.temperature, alpha=cfg.alpha, cfg=cfg.distill,
+        variant=cfg.dp_variant, device=run.device, progress=run.progress, on_epoch_end=run.on_epoch_end,
+    )  # fmt: skip
+
+
+register(Method("finetune", "fine-tune (no teacher)", (), _finetune))
+register(Method("standard", "standard KD", ("temperature", "alpha"), _standard))
+_TUNED_FIELDS = ("grid_temperatures", "grid_alphas", "selection", "tuning_search")
+register(Method("tuned", "tuned KD", _TUNED_FIELDS, _tuned, more_fields=_tuned_fields))
+register(Method("dml", "mutual learning", ("dml_temperature",), _dml))
+register(Method("dp", "data-partitioning KD", ("temperature", "alpha", "dp_variant"), _dp))

@@ -1,0 +1,165 @@
+"""The method registry: the five methods keep their run keys, and one registry entry with one loss function adds
+a method to the CLI, the study, the store and the gain figure (a toy: soft-target matching without labels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from kdlib import plots
+from kdlib.__main__ import build_parser, main
+from kdlib.config import METHODS, StudyConfig, scale_config
+from kdlib.distill import DistillOutcome, frozen_logits
+from kdlib.errors import KDConfigError
+from kdlib.losses import distillation_term, kd_loss, soft_targets
+from kdlib.methods import Method, MethodRun, get_method, method_names, register, registered, unregister
+from kdlib.results import ResultsStore, run_key
+from kdlib.study import Study, run_config
+from kdlib.train import fit
+
+# --------------------------------------------------------------------- the five methods keep their run keys
+
+OLD_METHOD_FIELDS: dict[str, tuple[str, ...]] = {  # study.METHOD_FIELDS before the registry
+    "finetune": (),
+    "standard": ("temperature", "alpha"),
+    "tuned": ("grid_temperatures", "grid_alphas", "selection", "tuning_search"),
+    "dml": ("dml_temperature",),
+    "dp": ("temperature", "alpha", "dp_variant"),
+}
+OLD_COMMON_FIELDS = ("dataset", "n_train", "n_test", "seed", "teacher_model", "student_model", "pretrain", "distill",
+                     "transfer")  # fmt: skip
+
+
+def old_run_config(cfg: StudyConfig, scenario: str, method: str, seed: int) -> dict:
+    """``study.run_config`` as it was written before the registry (the if-chain's field lists)."""
+    full = {**cfg.as_dict(), "seed": seed}
+    fields = OLD_COMMON_FIELDS + OLD_METHOD_FIELDS[method] + (("public_fraction",) if cfg.transfer == "public" else ())
+    if method == "tuned" and cfg.selection == "transfer":
+        fields += ("val_fraction",)
+    if cfg.val_size:
+        fields += ("val_size",)
+    return {"scenario": scenario, "method": method, "scale": cfg.scale, **{k: full[k] for k in fields}}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"transfer": "public", "public_fraction": 0.3},
+        {"selection": "transfer", "val_fraction": 0.3},
+        {"val_size": 0, "selection": "transfer", "transfer": "union"},
+        {"temperature": 2.0, "alpha": 0.9, "dp_variant": "unsupervised", "tuning_search": "grid"},
+    ],
+)
+@pytest.mark.parametrize("scale", ["smoke", "full", "paper"])
+def test_the_five_methods_keep_their_run_keys(scale: str, changes: dict) -> None:
+    cfg = scale_config(scale, **changes)
+    assert METHODS == tuple(OLD_METHOD_FIELDS) == cfg.methods
+    for method in OLD_METHOD_FIELDS:
+        for seed in (cfg.seed, cfg.seed + 1):
+            new = run_config(cfg, "dirichlet:0.1", method, seed=seed)
+            old = old_run_config(cfg, "dirichlet:0.1", method, seed)
+            assert new == old
+            assert list(new) == list(old)  # same field order in the stored record too
+            assert run_key("distill", new) == run_key("distill", old)
+
+
+def test_labels_come_from_the_registry() -> None:
+    assert plots.METHOD_LABELS == {name: get_method(name).label for name in method_names()}
+    assert plots.METHOD_LABELS["dp"] == "data-partitioning KD"
+    with pytest.raises(KDConfigError, match="method"):
+        get_method("nope")
+
+
+# -------------------------------------------------------------------------------- a toy method, end to end
+
+
+def soft_match_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(t / T) || softmax(s / T))``: the teacher's soft targets only, no labels."""
+    return distillation_term(student_logits, soft_targets(teacher_logits.detach(), temperature), temperature)
+
+
+def run_soft_match(run: MethodRun) -> DistillOutcome:
+    teacher = frozen_logits(run.teacher, run.x, run.cfg.distill, run.device)
+
+    def batch_loss(xb: torch.Tensor, _yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return soft_match_loss(run.student(xb), teacher(xb, idx), run.cfg.temperature)
+
+    history = fit([run.student], run.x, run.y, batch_loss, cfg=run.cfg.distill, device=run.device,
+                  desc="soft match", progress=run.progress, on_epoch_end=run.on_epoch_end)  # fmt: skip
+    return DistillOutcome(history)
+
+
+TOY = Method("soft_match", "soft-target matching (no labels)", ("temperature",), run_soft_match)
+TINY = ["--dataset", "digits", "--set", "n_train=null", "--set", "n_test=null", "--set", "teacher_model=mlp",
+        "--set", "student_model=mlp", "--set", "pretrain={\"epochs\": 1}", "--set", "distill={\"epochs\": 1}",
+        "--set", "val_size=100", "--set", "seeds=1", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture
+def toy():
+    with registered(TOY) as method:
+        yield method
+    assert "soft_match" not in method_names()
+
+
+def test_the_toy_loss_is_kd_without_labels() -> None:
+    torch.manual_seed(0)
+    s, t = torch.randn(8, 5), torch.randn(8, 5)
+    y, other = torch.randint(0, 5, (8,)), torch.randint(0, 5, (8,))
+    assert torch.allclose(soft_match_loss(s, t, 3.0), kd_loss(s, t, y, 3.0, 1.0))
+    assert torch.allclose(kd_loss(s, t, y, 3.0, 1.0), kd_loss(s, t, other, 3.0, 1.0))  # labels play no part
+    assert soft_match_loss(t, t, 3.0).abs() < 1e-6
+
+
+def test_a_registered_method_reaches_the_cli_study_store_and_figure(
+    toy: Method, tmp_path: Path, isolated_folders, capsys: pytest.CaptureFixture
+) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["run", "--scenario", "iid", "--method", "soft_match"]).method == "soft_match"
+    results = tmp_path / "results"
+    assert main(["run", "--scenario", "iid", "--method", "soft_match", "--results", str(results), *TINY]) == 0
+    assert "gain" in capsys.readouterr().out
+
+    cfg = scale_config("smoke", dataset="digits", n_train=None, n_test=None, teacher_model="mlp", student_model="mlp",
+                       pretrain={"epochs": 1}, distill={"epochs": 1}, val_size=100, seeds=1)  # fmt: skip
+    assert "soft_match" in cfg.methods  # a registered method is one of the study's methods
+    key = run_key("distill", run_config(cfg, "iid", "soft_match"))
+    assert set(run_config(cfg, "iid", "soft_match")) >= {"temperature", "method"}
+    assert "alpha" not in run_config(cfg, "iid", "soft_match")  # only the fields its entry names
+
+    store = ResultsStore.open("study", results)
+    record = store.get(key)
+    assert record is not None and record["config"]["method"] == "soft_match"
+    assert record["curves"] and "test_acc" in record["curves"][-1]
+
+    study = Study(cfg.replace(scenarios=("iid",), methods=("finetune", "soft_match")), store, device="cpu",
+                  progress=False)  # fmt: skip
+    assert study.run("iid", "soft_match") == record  # stored: the study finds it instead of running it again
+    study.run_all()
+    frame = study.frame()
+    assert set(frame["method"]) == {"finetune", "soft_match"}
+    assert "soft_match" in study.gain_table().columns
+
+    fig = plots.plot_method_gains(frame, "caption")
+    labels = [text.get_text() for ax in fig.axes if ax.get_legend() for text in ax.get_legend().get_texts()]
+    assert "soft-target matching (no labels)" in labels
+    plt.close(fig)
+
+
+def test_an_unregistered_method_is_refused_everywhere(toy: Method) -> None:
+    with pytest.raises(KDConfigError, match="soft_match"):
+        register(Method("soft_match", "again", (), run_soft_match))  # a taken name is not silently replaced
+    unregister("soft_match")
+    try:
+        with pytest.raises(KDConfigError, match="methods"):
+            StudyConfig(methods=("soft_match",))
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["run", "--scenario", "iid", "--method", "soft_match"])
+        with pytest.raises(KDConfigError, match="method"):
+            run_config(StudyConfig(), "iid", "soft_match")
+    finally:
+        register(TOY)  # the fixture takes it out again
