@@ -1,7 +1,7 @@
 """Image-classification data sets for the study: digits, CIFAR-10/100 and any image-folder tree.
 
 Everything is loaded from local files; nothing is downloaded unless ``download=True``.  Decoded images
-are cached as ``<root>/cache/<name>.npz`` (uint8) so that later loads take a second or two.
+are cached as ``<root>/cache/<name>.npz`` (uint8) so that later loads skip the decoding.
 """
 
 from __future__ import annotations

@@ -27,7 +27,15 @@ from kdlib.losses import check_alpha, check_temperature, kd_loss
 from kdlib.metrics import accuracy
 from kdlib.progress import tqdm
 from kdlib.stacking import CPU_CHUNK, GroupedStack, Stack, UnsupportedModel, stack_students
-from kdlib.train import TrainConfig, epoch_batches, make_optimizer, predict_logits, resolve_device, to_training_device
+from kdlib.train import (
+    TrainConfig,
+    epoch_batches,
+    make_training,
+    predict_logits,
+    resolve_device,
+    steps_per_epoch,
+    to_training_device,
+)
 
 __all__ = ["BACKENDS", "grid_points", "stacked_grid_search", "use_channels_last"]
 
@@ -62,9 +70,7 @@ def _fit_stacked(
     if channels_last:
         stack.body.to(memory_format=torch.channels_last)  # type: ignore[union-attr]
     params = [p for p in stack.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg)  # SGD/Adam and weight decay are elementwise: one per member, exactly
-    steps_per_epoch = (len(x) + cfg.batch_size - 1) // cfg.batch_size
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, cfg.epochs * steps_per_epoch))
+    optimizer, scheduler = make_training(params, cfg, len(x))  # SGD/Adam, weight decay: elementwise, per member
     generator = torch.Generator().manual_seed(cfg.seed)
     x, y = to_training_device(x, y, device)
     for _epoch in range(cfg.epochs):
@@ -141,7 +147,7 @@ def stacked_grid_search(
             make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate,
             x_val=x_val, y_val=y_val,
         )  # fmt: skip
-    steps = len(chunks) * cfg.epochs * ((len(x_fit) + cfg.batch_size - 1) // cfg.batch_size)
+    steps = len(chunks) * cfg.epochs * steps_per_epoch(len(x_fit), cfg)
     with tqdm(total=steps, desc=f"grid (T, α) x{len(points)} stacked", disable=not progress, leave=False) as bar:
         for number, chunk in enumerate(chunks):
             members = [students[i] for i in chunk]

@@ -18,7 +18,8 @@ from kdlib.models import MLP, BasicBlock, ResNetCIFAR, ShortcutA, SmallCNN
 
 _PROBE_TOLERANCE = 1e-4
 CPU_CHUNK = 5
-"""Students per stack on the CPU (measured on 2 cores for the smoke student: 3-8 per stack run fastest)."""
+"""Students per stack on the CPU, where small stacks whose activations stay in cache train fastest
+(``benchmarks/grid_speed.py`` measures it)."""
 
 
 class UnsupportedModel(Exception):

@@ -93,8 +93,8 @@ _DEVICE = re.compile(r"cpu|cuda|cuda:[0-9]+|mps", re.ASCII)
 def set_cpu_threads(threads: int | None = None) -> int:
     """Set torch's CPU threads: ``threads``, else ``KDLIB_THREADS``, else 1.
 
-    One thread is the default because the study's models are small: on a shared 2-core machine, two threads per
-    process made training 5-30 times slower (measured here); set ``KDLIB_THREADS=2`` on an idle machine.
+    One thread is the default because the study's models are small: on a shared machine, more threads per process
+    make training slower, not faster (the README gives the measurements); set ``KDLIB_THREADS=2`` on an idle one.
     """
     if threads is None:
         text = os.environ.get("KDLIB_THREADS", "1").strip()
@@ -157,8 +157,8 @@ def epoch_batches(
 def cpu_channels_last(
     modules: Sequence[nn.Module], dev: torch.device, x: torch.Tensor
 ) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
-    """On the CPU, image models run in channels-last memory layout inside (oneDNN's fast path: 1.1-2.5x faster
-    per step for the study's small models, measured on this project's CPU), and back in the default layout after,
+    """On the CPU, image models run in channels-last memory layout inside (oneDNN's fast path, faster per step for
+    the study's small models), and back in the default layout after,
     so that checkpoints and other code see ordinary tensors. Yields the conversion for input batches (the
     identity elsewhere: GPUs, or inputs that are not image batches)."""
     if dev.type != "cpu" or x.ndim != 4:
@@ -180,9 +180,29 @@ def _is_channels_last(module: nn.Module) -> bool:
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``cfg``'s optimiser (SGD with momentum, or Adam; both with weight decay) over ``params``."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def steps_per_epoch(samples: int, cfg: TrainConfig) -> int:
+    """Batches in one epoch over ``samples`` samples (the last batch may be short)."""
+    return (samples + cfg.batch_size - 1) // cfg.batch_size
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """kdlib's learning-rate schedule: a cosine from the optimiser's rate to 0 over ``total_steps`` (one per batch)."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, total_steps))
+
+
+def make_training(
+    params: list[nn.Parameter], cfg: TrainConfig, samples: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimiser and schedule of ``fit`` (and of every loop that must train as it does) for ``cfg.epochs`` epochs
+    over ``samples`` samples."""
+    optimizer = make_optimizer(params, cfg)
+    return optimizer, make_schedule(optimizer, cfg.epochs * steps_per_epoch(samples, cfg))
 
 
 def fit(
@@ -209,12 +229,10 @@ def fit(
     dev = resolve_device(device)
     x, y = to_training_device(x, y, dev)
     params = [p for m in modules for p in m.to(dev).parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg)
-    steps_per_epoch = (len(x) + cfg.batch_size - 1) // cfg.batch_size
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, cfg.epochs * steps_per_epoch))
+    optimizer, scheduler = make_training(params, cfg, len(x))
     generator = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=cfg.epochs * steps_per_epoch(len(x), cfg), desc=desc, disable=not progress, leave=False)
     with cpu_channels_last(modules, dev, x) as layout:
         for epoch in range(cfg.epochs):
             for m in modules:

@@ -29,7 +29,7 @@ from kdlib.errors import KDConfigError
 from kdlib.losses import dp_select_targets
 from kdlib.metrics import accuracy
 from kdlib.models import build_model
-from kdlib.train import TrainConfig, fit, predict_logits, resolve_device, train_supervised
+from kdlib.train import TrainConfig, fit, make_training, predict_logits, resolve_device, train_supervised
 
 N_FEATURES, N_CLASSES = 8, 3
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
@@ -193,6 +193,22 @@ def test_fit_is_deterministic_given_the_seed() -> None:
     assert params_equal(runs["a"], runs["b"])
     assert not params_equal(runs["a"], runs["c"])  # the seed decides the batch order
     assert not params_equal(runs["a"], base)
+
+
+@pytest.mark.parametrize(("samples", "batch_size", "epochs"), [(10, 4, 3), (8, 4, 2), (1, 64, 1)])
+def test_make_training_anneals_a_cosine_over_every_batch_of_every_epoch(samples, batch_size, epochs) -> None:
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=0.1, optimizer="adam")
+    optimizer, schedule = make_training([nn.Parameter(torch.zeros(1))], cfg, samples)
+    total = epochs * -(-samples // batch_size)  # batches per epoch, the last one short
+    rates = []
+    for _ in range(total):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    expected = [0.05 * (1 + math.cos(math.pi * step / total)) for step in range(total)]
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert rates == pytest.approx(expected)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # annealed to zero at the end
 
 
 def test_fit_with_zero_epochs_changes_nothing_and_bad_data_raises() -> None:
