@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from kdlib.federated import START_LABELS, STARTS
+from kdlib.fl.config import START_LABELS, STARTS
 from kdlib.plots import _finish
 
 NOT_REACHED = "not reached"

@@ -219,6 +219,40 @@ def _check_kd_beats_random(digits) -> None:
     assert kd_acc > random_acc + 0.3, (random_acc, kd_acc)
 
 
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 0.0])
+def test_averaged_kd_trains_as_the_hand_written_loss_did(digits, alpha: float) -> None:
+    """``distill_averaged`` goes through ``losses.kd_loss``; the student it trains matches one trained with the loss
+    written out by hand (alpha * T^2 * KL(mean teacher probs || student probs at T) + (1 - alpha) * CE)."""
+    import torch.nn.functional as F
+
+    from kdlib.losses import averaged_soft_targets
+    from kdlib.train import fit
+
+    x, y, temperature = digits.x_train[:256], digits.y_train[:256], 3.0
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05)
+    teachers = []
+    for i in range(2):
+        seed_everything(10 + i)
+        teachers.append(build_model("mlp", digits.num_classes, digits.in_shape))
+    students = []
+    for _ in range(2):
+        seed_everything(0)
+        students.append(build_model("mlp", digits.num_classes, digits.in_shape))
+    with torch_threads(1):
+        distill_averaged(students[0], teachers, x, y, temperature, alpha, cfg, "cpu", False)
+        probs = averaged_soft_targets([predict_logits(t, x, "cpu") for t in teachers], temperature)
+
+        def by_hand(xb, yb, idx):
+            logits = students[1](xb)
+            log_student = F.log_softmax(logits / temperature, dim=-1)
+            soft = temperature**2 * F.kl_div(log_student, probs[idx], reduction="batchmean")
+            return alpha * soft + (1 - alpha) * F.cross_entropy(logits, yb)
+
+        fit([students[1]], x, y, by_hand, cfg, "cpu", "by hand", False)
+    for a, b in zip(students[0].state_dict().values(), students[1].state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-4), (a - b).abs().max()
+
+
 # ------------------------------------------------------------------------------------------ Flower simulation
 
 

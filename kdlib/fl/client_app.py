@@ -1,0 +1,50 @@
+"""The Flower client (``ClientApp``): trains the global model on its own partition and says who it is."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from kdlib.fl.task import DataSpec, client_data
+from kdlib.models import build_model
+from kdlib.train import TrainConfig, train_supervised
+
+client_app = ClientApp()
+"""The federated client: trains the global model on its own partition (``train``) and says who it is (``query``)."""
+
+
+def _partition_id(context: Context) -> int:
+    return int(context.node_config["partition-id"])
+
+
+@client_app.query()
+def _client_query(msg: Message, context: Context) -> Message:
+    return Message(RecordDict({"info": ConfigRecord({"partition-id": _partition_id(context)})}), reply_to=msg)
+
+
+@client_app.train()
+def _client_train(msg: Message, context: Context) -> Message:
+    """Local training: load the global weights, train ``local`` epochs on own data, send the weights back."""
+    client = _partition_id(context)
+    config = msg.content["config"]
+    spec = DataSpec.from_json(str(config["data-spec"]))
+    x, y, data = client_data(spec, client)
+    torch.set_num_threads(int(config["threads"]))
+    model = build_model(str(config["model"]), data.num_classes, data.in_shape)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    server_round = int(config["server-round"])
+    seed = int(config["seed"]) * 1_000_003 + server_round * 1_000 + client
+    cfg = TrainConfig(**{**json.loads(str(config["local"])), "seed": seed})
+    history = train_supervised(model, x, y, cfg, str(config["device"]), progress=False)
+    reply = RecordDict(
+        {
+            "arrays": ArrayRecord(model.cpu().state_dict()),
+            "metrics": MetricRecord({"train-loss": float(history[-1]["loss"]), "num-examples": len(x)}),
+            "info": ConfigRecord({"partition-id": client}),
+        }
+    )
+    return Message(reply, reply_to=msg)
+

@@ -1,0 +1,179 @@
+"""Flower's Simulation Engine on Ray: the runs of one call in one simulation, Ray started quietly and bounded,
+and its worker processes waited for (``/proc``) before returning."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from torch import nn
+
+from kdlib.fl.client_app import client_app
+from kdlib.fl.config import FederatedConfig
+from kdlib.fl.server_app import (
+    FLJob,
+    FLRun,
+    discover_clients,
+    make_evaluator,
+    run_fedavg,
+)
+from kdlib.progress import tqdm
+from kdlib.train import resolve_device
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Torch's intra-op threads for the duration (None: unchanged). One thread per process avoids
+    oversubscribing the CPU while Ray's workers (one CPU each) train the clients."""
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextmanager
+def quiet_flower(level: int = logging.ERROR) -> Iterator[None]:
+    """Raise the level of Flower's logger for the duration (it logs every round at INFO)."""
+    logger = logging.getLogger("flwr")
+    old = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+def simulate(
+    jobs: Sequence[FLJob],
+    cfg: FederatedConfig,
+    evaluate_data: tuple[torch.Tensor, torch.Tensor, nn.Module],
+    on_done: Callable[[FLJob, FLRun], None],
+    device: str = "auto",
+    num_cpus: int | None = None,
+    progress: bool = True,
+    verbose: bool = False,
+) -> None:
+    """Run the jobs in order in one Flower simulation (Ray backend, ``num_cpus`` worker slots, one CPU each).
+
+    ``on_done(job, run)`` is called after each job (e.g. to store it). Ray is started here (quiet, bounded:
+    ``num_cpus``, a 200 MB object store, no dashboard, no runtime environment to build) and shut down by Flower at
+    the end, also on errors; this function waits until Ray's worker processes have exited before it returns.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise ImportError('Flower\'s Simulation Engine needs Ray: pip install "flwr[simulation]"')
+    import ray
+    from flwr.simulation import run_simulation
+
+    dev = resolve_device(device)
+    cpus = max(1, num_cpus or os.cpu_count() or 1)
+    x_test, y_test, model = evaluate_data
+    evaluate = make_evaluator(model, x_test, y_test, str(dev))
+    client_resources: dict[str, float] = {"num_cpus": 1, "num_gpus": 0.0}
+    if dev.type == "cuda":  # the clients share the GPU
+        client_resources["num_gpus"] = 1.0 / cpus
+    server_app = ServerApp()
+    bar = tqdm(total=len(jobs), desc="FedAvg runs", disable=not progress)
+    errors: list[BaseException] = []
+    helpers: set[int] = set()
+
+    @server_app.main()
+    def _main(grid: Grid, _context: Context) -> None:
+        try:
+            nodes = discover_clients(grid, cfg.num_clients)
+            for job in jobs:
+                bar.set_postfix_str(f"{job.scenario} / {job.start}")
+                on_done(job, run_fedavg(grid, nodes, job, cfg, evaluate, str(dev), 1))
+                bar.update(1)
+        except BaseException as error:  # re-raised in the caller's thread below
+            errors.append(error)
+            raise
+        finally:
+            helpers.update(descendants(os.getpid()))
+
+    if ray.is_initialized():
+        raise RuntimeError("Ray is already running in this process; shut it down (ray.shutdown()) first")
+    try:
+        with quiet_flower(logging.INFO if verbose else logging.ERROR), ray_env():
+            ray.init(
+                num_cpus=cpus,
+                num_gpus=1 if dev.type == "cuda" else 0,
+                object_store_memory=200 * 1024**2,
+                include_dashboard=False,
+                logging_level="info" if verbose else "error",
+                log_to_driver=verbose,
+            )
+            backend_config = {"client_resources": client_resources}
+            run_simulation(server_app, client_app, cfg.num_clients, backend_config=backend_config)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        bar.close()
+        wait_for_exit(helpers)
+    if errors:
+        raise errors[0]
+
+
+@contextmanager
+def ray_env() -> Iterator[None]:
+    """Environment for Ray's processes: the project importable, quiet start-up; restored afterwards."""
+    root = str(Path(__file__).resolve().parents[2])  # the folder that holds kdlib/
+    path = os.environ.get("PYTHONPATH")
+    changes = {
+        "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}",
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    old = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def descendants(pid: int) -> set[int]:
+    """Process ids below ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(entry.parent.name)] = int(entry.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def wait_for_exit(pids: set[int], timeout_s: float = 30.0) -> None:
+    """Wait until the processes ``pids`` are gone (Ray's workers exit a moment after ``ray.shutdown``)."""
+    deadline = time.monotonic() + timeout_s
+    while pids and time.monotonic() < deadline:
+        pids = {p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)}
+        if pids:
+            time.sleep(0.1)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
