@@ -5,10 +5,11 @@ Four kinds of split, each described by a frozen :class:`PartitionSpec`:
 ``iid``
     A seeded shuffle cut into equal shares (sizes differ by at most one), like Flower's ``IidPartitioner``.
 ``dirichlet``
-    For each class, party shares are drawn from ``Dirichlet(alpha, ..., alpha)``; small ``alpha`` means
-    strong label skew. Draws are repeated until every party has ``min_size`` samples, and
+    For each class, party shares are drawn from ``Dirichlet(c, ..., c)`` with ``c`` the spec's ``concentration``;
+    a small concentration means strong label skew. Draws are repeated until every party has ``min_size`` samples, and
     ``self_balancing`` stops feeding parties that already hold more than an equal share. Same names and
-    meaning as Flower's ``DirichletPartitioner`` (``alpha``, ``min_partition_size``, ``self_balancing``).
+    meaning as Flower's ``DirichletPartitioner`` (its ``alpha`` is our ``concentration``; ``min_partition_size``,
+    ``self_balancing``).
 ``class_disjoint``
     Pathological label skew: each party holds a few whole classes, like Flower's ``PathologicalPartitioner``
     (``classes_per_party`` plays the part of its ``num_classes_per_partition``). Samples of a class
@@ -92,7 +93,7 @@ def _dirichlet_draw(
     shares: list[list[np.ndarray]] = [[] for _ in range(num_parties)]
     held = np.zeros(num_parties, dtype=np.int64)
     for group in groups:
-        props = rng.dirichlet(np.full(num_parties, spec.alpha))
+        props = rng.dirichlet(np.full(num_parties, spec.concentration))
         if spec.self_balancing:
             open_parties = held < total / num_parties
             if open_parties.any():
@@ -124,8 +125,9 @@ def _split_dirichlet(
     raise KDConfigError(
         "min_size",
         spec.min_size,
-        f"a size every party can reach, but {DIRICHLET_ATTEMPTS} Dirichlet(alpha={fmt_float(spec.alpha)}) draws "
-        f"never gave all {spec.num_parties} parties >= {need} samples; raise alpha or lower min_size",
+        f"a size every party can reach, but {DIRICHLET_ATTEMPTS} Dirichlet draws at concentration "
+        f"{fmt_float(spec.concentration)} never gave all {spec.num_parties} parties >= {need} samples; raise the "
+        "concentration or lower min_size",
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 from kdlib.errors import KDConfigError
 from kdlib.validation import is_int, is_real
@@ -16,12 +16,12 @@ __all__ = ["KINDS", "PartitionSpec", "fmt_float", "parse_partition"]
 KINDS: tuple[str, ...] = ("iid", "dirichlet", "class_disjoint", "quantity_skew")
 _KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "iid": (),
-    "dirichlet": ("alpha", "self_balancing"),
+    "dirichlet": ("concentration", "self_balancing"),
     "class_disjoint": ("classes_per_party", "party_classes"),
     "quantity_skew": ("sizes", "skew_power"),
 }
 _OPTIONAL_DEFAULTS: dict[str, object] = {
-    "alpha": None,
+    "concentration": None,
     "self_balancing": False,
     "classes_per_party": None,
     "party_classes": None,
@@ -36,21 +36,28 @@ def fmt_float(value: float) -> str:
     return short if float(short) == value else repr(float(value))
 
 
+def _check_concentration(value: object, name: str) -> float:
+    if not is_real(value, numpy=True) or value <= 0:
+        raise KDConfigError(name, value, "a finite number > 0 (Dirichlet concentration)")
+    return float(value)
+
+
 # ------------------------------------------------------------------------------------------------- spec
 @dataclass(frozen=True)
 class PartitionSpec:
     """How to split a data set among ``num_parties`` parties; checked on creation.
 
-    Fields that belong to another kind (e.g. ``alpha`` with ``kind="iid"``) are rejected rather than
-    silently ignored. ``min_size`` is the smallest party a ``dirichlet`` draw may produce; every kind
-    refuses to leave a party empty. ``fraction`` keeps a stratified random share of the samples (per
-    class, rounded) and leaves the rest unassigned. ``quantity_skew`` with neither ``sizes`` nor
-    ``skew_power`` uses ``skew_power=1.0``.
+    ``concentration`` is the Dirichlet concentration parameter (Flower's ``alpha``; ``alpha`` is accepted here
+    too, as its old name, and reads back as a property). Fields that belong to another kind (e.g.
+    ``concentration`` with ``kind="iid"``) are rejected rather than silently ignored. ``min_size`` is the smallest
+    party a ``dirichlet`` draw may produce; every kind refuses to leave a party empty. ``fraction`` keeps a
+    stratified random share of the samples (per class, rounded) and leaves the rest unassigned. ``quantity_skew``
+    with neither ``sizes`` nor ``skew_power`` uses ``skew_power=1.0``.
     """
 
     kind: str
     num_parties: int = 2
-    alpha: float | None = None
+    concentration: float | None = None
     classes_per_party: int | None = None
     party_classes: tuple[tuple[int, ...], ...] | None = None
     sizes: tuple[float, ...] | None = None
@@ -58,8 +65,13 @@ class PartitionSpec:
     min_size: int = 10
     fraction: float = 1.0
     self_balancing: bool = field(default=False)
+    alpha: InitVar[float | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, alpha: float | None) -> None:
+        if alpha is not None and alpha != self.concentration:  # the old name (dataclasses.replace passes both)
+            if self.concentration is not None:
+                raise KDConfigError("alpha", alpha, "unset when concentration is given (alpha is its old name)")
+            object.__setattr__(self, "concentration", _check_concentration(alpha, "alpha"))
         if self.kind not in KINDS:
             raise KDConfigError("kind", self.kind, f"one of {', '.join(KINDS)}")
         if not is_int(self.num_parties, numpy=True) or self.num_parties < 1:
@@ -82,11 +94,9 @@ class PartitionSpec:
         pass
 
     def _check_dirichlet(self) -> None:
-        if not is_real(self.alpha, numpy=True) or self.alpha <= 0:
-            raise KDConfigError("alpha", self.alpha, "a finite number > 0 (Dirichlet concentration)")
+        object.__setattr__(self, "concentration", _check_concentration(self.concentration, "concentration"))
         if not isinstance(self.self_balancing, bool):
             raise KDConfigError("self_balancing", self.self_balancing, "True or False")
-        object.__setattr__(self, "alpha", float(self.alpha))
 
     def _check_class_disjoint(self) -> None:
         if self.classes_per_party is not None and self.party_classes is not None:
@@ -137,7 +147,7 @@ class PartitionSpec:
         if self.kind == "iid":
             return "IID"
         if self.kind == "dirichlet":
-            return f"Dirichlet α={fmt_float(self.alpha)}"
+            return f"Dirichlet α={fmt_float(self.concentration)}"
         if self.kind == "quantity_skew":
             return "quantity skew"
         if self.classes_per_party is not None:
@@ -150,7 +160,7 @@ class PartitionSpec:
         if self.kind == "iid":
             return "iid"
         if self.kind == "dirichlet":
-            return f"dirichlet:{fmt_float(self.alpha)}"
+            return f"dirichlet:{fmt_float(self.concentration)}"
         if self.kind == "quantity_skew":
             if self.sizes is not None:
                 return "quantity:" + ",".join(fmt_float(s) for s in self.sizes)
@@ -162,9 +172,15 @@ class PartitionSpec:
         return "disjoint"
 
 
+# ``alpha``, the old name, reads ``concentration`` (set after the class: the dataclass takes it as an init argument)
+PartitionSpec.alpha = property(  # type: ignore[assignment,method-assign]
+    lambda self: self.concentration, doc="The old name of ``concentration``."
+)
+
+
 # ------------------------------------------------------------------------------------------------ parse
 _PARSE_HELP = (
-    "iid | dirichlet:ALPHA | disjoint | disjoint:K | disjoint:0-4|5-9 | quantity:POWER | quantity:1,2,7"
+    "iid | dirichlet:CONCENTRATION | disjoint | disjoint:K | disjoint:0-4|5-9 | quantity:POWER | quantity:1,2,7"
 )
 _ALIASES = {
     "iid": "iid",
@@ -231,9 +247,9 @@ def _parse_quantity(arg: str | None, original: str, num_parties: int) -> Partiti
 
 def _parse_dirichlet(arg: str | None, original: str, num_parties: int) -> PartitionSpec:
     if arg is None:
-        raise KDConfigError("partition", original, "dirichlet needs alpha, e.g. 'dirichlet:0.5'")
-    alpha = _parse_float(arg, original, "Dirichlet alpha")
-    return PartitionSpec("dirichlet", num_parties=num_parties, alpha=alpha)
+        raise KDConfigError("partition", original, "dirichlet needs its concentration, e.g. 'dirichlet:0.5'")
+    concentration = _parse_float(arg, original, "the Dirichlet concentration")
+    return PartitionSpec("dirichlet", num_parties=num_parties, concentration=concentration)
 
 
 def parse_partition(text: str, num_parties: int = 2) -> PartitionSpec:

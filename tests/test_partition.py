@@ -31,8 +31,8 @@ def balanced_labels(per_class: int = 500, num_classes: int = NUM_CLASSES) -> np.
 
 SPECS = {
     "iid": PartitionSpec("iid", num_parties=4),
-    "dirichlet": PartitionSpec("dirichlet", num_parties=4, alpha=0.5),
-    "dirichlet_balanced": PartitionSpec("dirichlet", num_parties=4, alpha=0.3, self_balancing=True),
+    "dirichlet": PartitionSpec("dirichlet", num_parties=4, concentration=0.5),
+    "dirichlet_balanced": PartitionSpec("dirichlet", num_parties=4, concentration=0.3, self_balancing=True),
     "disjoint_even": PartitionSpec("class_disjoint", num_parties=3),
     "disjoint_k": PartitionSpec("class_disjoint", num_parties=3, classes_per_party=3),
     "disjoint_shared": PartitionSpec("class_disjoint", num_parties=4, classes_per_party=4),
@@ -80,8 +80,8 @@ def test_other_seed_differs(name: str) -> None:
 @pytest.mark.parametrize("fraction", [0.1, 0.5])
 def test_fraction_uses_a_stratified_share(kind: str, fraction: float) -> None:
     labels = balanced_labels(400)
-    alpha = 1.0 if kind == "dirichlet" else None
-    spec = PartitionSpec(kind, num_parties=3, alpha=alpha, fraction=fraction)
+    concentration = 1.0 if kind == "dirichlet" else None
+    spec = PartitionSpec(kind, num_parties=3, concentration=concentration, fraction=fraction)
     joined = np.concatenate(partition_indices(labels, spec, seed=3))
     assert np.unique(joined).size == joined.size == round(fraction * 400) * NUM_CLASSES
     assert np.all(np.bincount(labels[joined]) == round(fraction * 400))
@@ -108,10 +108,10 @@ def mean_heterogeneity(labels: np.ndarray, spec: PartitionSpec, seeds: range) ->
     )
 
 
-def test_dirichlet_heterogeneity_grows_as_alpha_shrinks() -> None:
+def test_dirichlet_heterogeneity_grows_as_the_concentration_shrinks() -> None:
     labels = balanced_labels(300)
     het = {
-        a: mean_heterogeneity(labels, PartitionSpec("dirichlet", num_parties=4, alpha=a), range(6))
+        a: mean_heterogeneity(labels, PartitionSpec("dirichlet", num_parties=4, concentration=a), range(6))
         for a in (100.0, 1.0, 0.1)
     }
     assert het[100.0] < 0.15 < het[1.0] < het[0.1]
@@ -121,14 +121,14 @@ def test_dirichlet_heterogeneity_grows_as_alpha_shrinks() -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_dirichlet_min_size_respected(seed: int) -> None:
     labels = make_labels(seed, n=2000)
-    spec = PartitionSpec("dirichlet", num_parties=10, alpha=0.1, min_size=50)
+    spec = PartitionSpec("dirichlet", num_parties=10, concentration=0.1, min_size=50)
     assert min(p.size for p in partition_indices(labels, spec, seed=seed)) >= 50
 
 
 def test_dirichlet_self_balancing_caps_growth() -> None:
     labels = balanced_labels(200)
     free, capped = (
-        PartitionSpec("dirichlet", num_parties=5, alpha=0.2, self_balancing=b) for b in (False, True)
+        PartitionSpec("dirichlet", num_parties=5, concentration=0.2, self_balancing=b) for b in (False, True)
     )
     spread = {
         spec.self_balancing: np.mean(
@@ -142,9 +142,9 @@ def test_dirichlet_self_balancing_caps_growth() -> None:
 def test_dirichlet_impossible_min_size() -> None:
     labels = balanced_labels(20)  # 200 samples
     with pytest.raises(KDConfigError, match="lower min_size"):
-        partition_indices(labels, PartitionSpec("dirichlet", num_parties=4, alpha=1.0, min_size=60))
-    with pytest.raises(KDConfigError, match="raise alpha or lower min_size"):
-        partition_indices(labels, PartitionSpec("dirichlet", num_parties=4, alpha=0.01, min_size=45))
+        partition_indices(labels, PartitionSpec("dirichlet", num_parties=4, concentration=1.0, min_size=60))
+    with pytest.raises(KDConfigError, match="raise the concentration or lower min_size"):
+        partition_indices(labels, PartitionSpec("dirichlet", num_parties=4, concentration=0.01, min_size=45))
 
 
 # ------------------------------------------------------------------------------------------ class-disjoint
@@ -302,8 +302,8 @@ def test_party_classes_seen_min_count() -> None:
     ("text", "expected"),
     [
         ("iid", PartitionSpec("iid", num_parties=3)),
-        ("dirichlet:0.5", PartitionSpec("dirichlet", num_parties=3, alpha=0.5)),
-        (" Dirichlet:1e-1 ", PartitionSpec("dirichlet", num_parties=3, alpha=0.1)),
+        ("dirichlet:0.5", PartitionSpec("dirichlet", num_parties=3, concentration=0.5)),
+        (" Dirichlet:1e-1 ", PartitionSpec("dirichlet", num_parties=3, concentration=0.1)),
         ("disjoint", PartitionSpec("class_disjoint", num_parties=3)),
         ("disjoint:3", PartitionSpec("class_disjoint", num_parties=3, classes_per_party=3)),
         (
@@ -334,11 +334,11 @@ def test_labels() -> None:
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("dirichlet:0", "alpha"),
-        ("dirichlet:-1", "alpha"),
+        ("dirichlet:0", "concentration"),
+        ("dirichlet:-1", "concentration"),
         ("dirichlet:abc", "must be a number"),
-        ("dirichlet:nan", "alpha"),
-        ("dirichlet", "needs alpha"),
+        ("dirichlet:nan", "concentration"),
+        ("dirichlet", "needs its concentration"),
         ("unknown", "known kind"),
         ("disjoint:0-4|x", "bad item 'x'"),
         ("disjoint:4-0|5", "low-high"),
@@ -364,9 +364,11 @@ def test_parse_errors(text: str, fragment: str) -> None:
     [
         ({"kind": "random"}, "one of iid"),
         ({"kind": "iid", "num_parties": 0}, "num_parties"),
-        ({"kind": "dirichlet"}, "alpha"),
-        ({"kind": "dirichlet", "alpha": 0.0}, "alpha"),
-        ({"kind": "iid", "alpha": 0.5}, "left unset for kind='iid'"),
+        ({"kind": "dirichlet"}, "concentration"),
+        ({"kind": "dirichlet", "concentration": 0.0}, "concentration"),
+        ({"kind": "iid", "concentration": 0.5}, "left unset for kind='iid'"),
+        ({"kind": "dirichlet", "alpha": 0.0}, "alpha=0.0"),  # the old name is named as given
+        ({"kind": "dirichlet", "alpha": 0.5, "concentration": 2.0}, "unset when concentration is given"),
         ({"kind": "iid", "fraction": 0.0}, "fraction"),
         ({"kind": "iid", "min_size": -1}, "min_size"),
         ({"kind": "class_disjoint", "classes_per_party": 2, "party_classes": ((0,), (1,))}, "unset when"),
@@ -382,9 +384,18 @@ def test_spec_errors(kwargs: dict, fragment: str) -> None:
     assert fragment in str(info.value)
 
 
+def test_alpha_is_the_old_name_of_the_dirichlet_concentration() -> None:
+    old, new = PartitionSpec("dirichlet", 3, alpha=0.25), PartitionSpec("dirichlet", 3, concentration=0.25)
+    assert old == new and old.alpha == old.concentration == 0.25 and old.text == "dirichlet:0.25"
+    labels = balanced_labels(50)
+    same = zip(partition_indices(labels, old, seed=4), partition_indices(labels, new, seed=4), strict=True)
+    assert all(np.array_equal(a, b) for a, b in same)
+    assert parse_partition("dirichlet:0.25", num_parties=3) == new  # the text form is unchanged
+
+
 def test_more_parties_than_samples() -> None:
     labels = np.array([0, 1, 2])
-    for spec in (PartitionSpec("iid", num_parties=4), PartitionSpec("dirichlet", num_parties=4, alpha=1.0)):
+    for spec in (PartitionSpec("iid", num_parties=4), PartitionSpec("dirichlet", num_parties=4, concentration=1.0)):
         with pytest.raises(KDConfigError, match="at most the number of samples"):
             partition_indices(labels, spec)
     with pytest.raises(KDConfigError, match="num_parties"):
