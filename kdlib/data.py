@@ -21,6 +21,7 @@ from kdlib.image_folder import load_imagefolder
 from kdlib.paths import cifar10_archive as default_archive
 from kdlib.paths import data_root as default_root
 from kdlib.paths import user_folder
+from kdlib.validation import is_int
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -72,7 +73,7 @@ class Dataset:
 
 
 def _check_count(n: object, available: int, minimum: int, field_name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int | np.integer):
+    if not is_int(n, numpy=True):
         raise KDConfigError(field_name, n, f"an int between {minimum} and {available}, or None for all")
     if not minimum <= n <= available:
         raise KDConfigError(

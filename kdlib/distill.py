@@ -5,6 +5,7 @@ up by sample index at every step (``frozen_logits``)."""
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -178,6 +179,46 @@ def selection_split(
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 
+@dataclass
+class Selection:
+    """What a (T, alpha) search trains and scores on: ``selection_split``'s parts, a fresh student as
+    ``make_student()`` gives it and its score before any distillation, and the frozen teacher's logits on the
+    training part (``source``, computed on first use)."""
+
+    x_fit: torch.Tensor
+    y_fit: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    teacher: nn.Module
+    cfg: TrainConfig
+    device: torch.device
+    reference: nn.Module = field(repr=False)
+    val_before: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.val_before = self.score(self.reference)
+
+    def score(self, student: nn.Module) -> float:
+        """The student's accuracy on the validation part."""
+        return accuracy(predict_logits(student, self.x_val, self.device), self.y_val)
+
+    @functools.cached_property
+    def source(self) -> LogitSource:
+        """The teacher's logits on the training part (``frozen_logits``)."""
+        return frozen_logits(self.teacher, self.x_fit, self.cfg, self.device)
+
+
+def prepare_selection(
+    split: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    make_student: Callable[[], nn.Module],
+    teacher: nn.Module,
+    cfg: TrainConfig,
+    device: str | torch.device,
+) -> Selection:
+    """The :class:`Selection` of a search over ``split`` (``selection_split``'s result): every search starts here."""
+    return Selection(*split, teacher, cfg, resolve_device(device), make_student())
+
+
 def grid_search(
     make_student: Callable[[], nn.Module],
     teacher,
@@ -201,20 +242,20 @@ def grid_search(
     transfer data. The teacher's logits are computed once for the whole grid. ``evaluate(student)`` may add
     more columns per point (e.g. test accuracy for analysis; never used to choose).
     """
-    x_fit, y_fit, x_val, y_val = selection_split(x, y, val_fraction, cfg.seed, x_val, y_val)
-    source = frozen_logits(teacher, x_fit, cfg, device)
-    val_before = accuracy(predict_logits(make_student(), x_val, device), y_val)
+    chosen = prepare_selection(selection_split(x, y, val_fraction, cfg.seed, x_val, y_val), make_student, teacher,
+                               cfg, device)
     scores = []
     points = list(itertools.product(temperatures, alphas))
     for temperature, alpha in tqdm(points, desc="grid (T, α)", disable=not progress, leave=False):
         student = make_student()
-        run_standard(student, teacher, x_fit, y_fit, temperature, alpha, cfg, device, False, teacher_source=source)
-        val_acc = accuracy(predict_logits(student, x_val, device), y_val)
+        run_standard(student, teacher, chosen.x_fit, chosen.y_fit, temperature, alpha, cfg, device, False,
+                     teacher_source=chosen.source)  # fmt: skip
+        val_acc = chosen.score(student)
         row = {
             "temperature": float(temperature),
             "alpha": float(alpha),
             "val_acc": val_acc,
-            "val_gain": val_acc - val_before,
+            "val_gain": val_acc - chosen.val_before,
         }
         if evaluate is not None:
             row.update(evaluate(student))

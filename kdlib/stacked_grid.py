@@ -21,21 +21,19 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from kdlib.distill import LogitSource, check_same_classes, frozen_logits, grid_search, selection_split
+from kdlib.distill import LogitSource, check_same_classes, grid_search, prepare_selection, selection_split
 from kdlib.errors import KDConfigError
 from kdlib.losses import check_alpha, check_temperature, kd_loss
-from kdlib.metrics import accuracy
 from kdlib.progress import tqdm
 from kdlib.stacking import CPU_CHUNK, GroupedStack, Stack, UnsupportedModel, stack_students
 from kdlib.train import (
     TrainConfig,
     epoch_batches,
     make_training,
-    predict_logits,
-    resolve_device,
     steps_per_epoch,
     to_training_device,
 )
+from kdlib.validation import is_int
 
 __all__ = ["BACKENDS", "grid_points", "stacked_grid_search", "use_channels_last"]
 
@@ -118,7 +116,7 @@ def stacked_grid_search(
     """
     if backend not in BACKENDS:
         raise KDConfigError("backend", backend, f"one of {', '.join(BACKENDS)}")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+    if chunk_size is not None and (not is_int(chunk_size) or chunk_size < 1):
         raise KDConfigError("chunk_size", chunk_size, "None (automatic) or an integer >= 1")
     points = grid_points(temperatures, alphas)
     if backend == "sequential":
@@ -126,10 +124,9 @@ def stacked_grid_search(
             make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate,
             x_val=x_val, y_val=y_val,
         )  # fmt: skip
-    dev = resolve_device(device)
-    x_fit, y_fit, x_score, y_score = selection_split(x, y, val_fraction, cfg.seed, x_val, y_val)
-    source = frozen_logits(teacher, x_fit, cfg, dev)
-    val_before = accuracy(predict_logits(make_student(), x_score, dev), y_score)
+    chosen = prepare_selection(selection_split(x, y, val_fraction, cfg.seed, x_val, y_val), make_student, teacher,
+                               cfg, device)
+    dev, x_fit, y_fit, source = chosen.device, chosen.x_fit, chosen.y_fit, chosen.source
     students = [make_student().to(dev) for _ in points]
     check_same_classes(students[0], [teacher], x_fit)
     size = chunk_size or (CPU_CHUNK if dev.type == "cpu" else len(points))
@@ -156,8 +153,8 @@ def stacked_grid_search(
             first = stack = None  # free the stacked copy before the next chunk
     rows = []
     for (temperature, alpha), student in zip(points, students, strict=True):
-        val_acc = accuracy(predict_logits(student, x_score, dev), y_score)
-        row = {"temperature": temperature, "alpha": alpha, "val_acc": val_acc, "val_gain": val_acc - val_before}
+        val_acc = chosen.score(student)
+        row = {"temperature": temperature, "alpha": alpha, "val_acc": val_acc, "val_gain": val_acc - chosen.val_before}
         if evaluate is not None:
             row.update(evaluate(student))
         rows.append(row)

@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 
 from kdlib.errors import KDConfigError
+from kdlib.validation import is_int
 
 CONFIDENCE = 0.95
 
 
 def t_within(t: float, df: int) -> float:
     """``P(|T| <= t)`` for Student's t with ``df`` (an integer >= 1) degrees of freedom."""
-    if isinstance(df, bool) or not isinstance(df, int | np.integer) or df < 1:
+    if not is_int(df, numpy=True) or df < 1:
         raise KDConfigError("df", df, "an integer >= 1 (degrees of freedom)")
     theta = math.atan(abs(t) / math.sqrt(df))
     cos2, term = math.cos(theta) ** 2, 1.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import re
@@ -16,6 +15,7 @@ from torch import nn
 
 from kdlib.errors import KDConfigError
 from kdlib.progress import tqdm
+from kdlib.validation import is_int, is_real
 
 MAX_TRAIN_SEED = 2**63
 """Training seeds (``torch.Generator.manual_seed``) are below this."""
@@ -38,34 +38,25 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not _is_int(self.epochs) or self.epochs < 0:
+        if not is_int(self.epochs) or self.epochs < 0:
             raise KDConfigError("epochs", self.epochs, "an integer >= 0")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
+        if not is_int(self.batch_size) or self.batch_size < 1:
             raise KDConfigError("batch_size", self.batch_size, "an integer >= 1")
-        if not _is_number(self.lr) or not self.lr > 0:
+        if not is_real(self.lr) or not self.lr > 0:
             raise KDConfigError("lr", self.lr, "a finite learning rate > 0")
-        if not _is_number(self.momentum) or not 0 <= self.momentum < 1:
+        if not is_real(self.momentum) or not 0 <= self.momentum < 1:
             raise KDConfigError("momentum", self.momentum, "a number in [0, 1)")
-        if not _is_number(self.weight_decay) or self.weight_decay < 0:
+        if not is_real(self.weight_decay) or self.weight_decay < 0:
             raise KDConfigError("weight_decay", self.weight_decay, "a finite number >= 0")
         if not isinstance(self.optimizer, str) or self.optimizer not in ("sgd", "adam"):
             raise KDConfigError("optimizer", self.optimizer, "'sgd' or 'adam'")
         if not isinstance(self.augment, bool):
             raise KDConfigError("augment", self.augment, "true or false (a boolean, not a string or number)")
-        if not _is_int(self.seed) or not 0 <= self.seed < MAX_TRAIN_SEED:
+        if not is_int(self.seed) or not 0 <= self.seed < MAX_TRAIN_SEED:
             raise KDConfigError("seed", self.seed, "an integer >= 0 and < 2**63 (torch's seed range)")
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    """A finite int or float (not a bool, a string, NaN or an infinity)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -103,7 +94,7 @@ def set_cpu_threads(threads: int | None = None) -> int:
         value = int(text)
     else:
         value = threads
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         raise KDConfigError("threads", value, "an integer >= 1")
     torch.set_num_threads(value)
     return value

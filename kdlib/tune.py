@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from kdlib.config import config_key
-from kdlib.distill import LogitSource, frozen_logits, run_standard, selection_split
+from kdlib.distill import LogitSource, frozen_logits, prepare_selection, run_standard, selection_split
 from kdlib.errors import KDConfigError
 from kdlib.metrics import accuracy
 from kdlib.paths import results_dir
@@ -41,7 +41,8 @@ from kdlib.stacking import (  # re-exported: the stacked grid's building blocks
     VmapStack,
     stack_students,
 )
-from kdlib.train import TrainConfig, predict_logits, resolve_device
+from kdlib.train import TrainConfig, predict_logits
+from kdlib.validation import is_int
 
 __all__ = [
     "BACKENDS",
@@ -252,17 +253,17 @@ def smart_search(
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState
 
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+    if not is_int(n_trials) or n_trials < 1:
         raise KDConfigError("n_trials", n_trials, "an integer >= 1 (distinct grid points to train)")
     if sampler not in SAMPLERS:
         raise KDConfigError("sampler", sampler, f"one of {', '.join(SAMPLERS)}")
     points = _grid_points(temperatures, alphas)
     grid_order = {p: i for i, p in reversed(list(enumerate(points)))}
-    dev = resolve_device(device)
     held_out = x_val is not None
-    x_fit, y_fit, x_val, y_val = selection_split(x, y, val_fraction, cfg.seed, x_val, y_val)
-    reference = make_student()
-    val_before = accuracy(predict_logits(reference, x_val, dev), y_val)
+    chosen = prepare_selection(selection_split(x, y, val_fraction, cfg.seed, x_val, y_val), make_student, teacher,
+                               cfg, device)
+    dev, x_fit, y_fit, x_val, y_val = chosen.device, chosen.x_fit, chosen.y_fit, chosen.x_val, chosen.y_val
+    val_before = chosen.val_before
     if study_name is None:
         problem = {
             "cfg": cfg.as_dict(),
@@ -271,7 +272,7 @@ def smart_search(
             "data": _digest([x, y]),
             **({"validation": _digest([x_val, y_val])} if held_out else {}),
             "teacher": _module_digest(teacher),
-            "student": _module_digest(reference),
+            "student": _module_digest(chosen.reference),
             "sampler": sampler,
         }
         study_name = f"kd-tune-{config_key(problem)}"
