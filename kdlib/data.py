@@ -6,6 +6,7 @@ are cached as ``<root>/cache/<name>.npz`` (uint8) so that later loads skip the d
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +150,7 @@ def load_dataset(
     else:
         raise KDConfigError("dataset", name, KNOWN_NAMES)
     mean, std = (CIFAR_MEAN, CIFAR_STD) if key in CIFAR else _channel_stats(raw.x_train)
-    return _finish(full_name, raw, mean, std, n_train, n_test, seed)
+    return _finish(full_name, _subset(raw, n_train, n_test, seed), mean, std)
 
 
 def check_dataset_name(name: object) -> str:
@@ -192,18 +193,23 @@ def _to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> to
     return out
 
 
-def _finish(
-    name: str, raw: RawData, mean: tuple[float, ...], std: tuple[float, ...],
-    n_train: int | None, n_test: int | None, seed: int,
-) -> Dataset:
+def _subset(raw: RawData, n_train: int | None, n_test: int | None, seed: int) -> RawData:
+    """Seeded stratified subsets of the splits (None: all of a split)."""
     parts = {}
     for split, n in (("train", n_train), ("test", n_test)):
         x, y = getattr(raw, f"x_{split}"), getattr(raw, f"y_{split}")
         if n is not None:
             idx = stratified_subset(y, n, seed, field_name=f"n_{split}")
             x, y = x[idx], y[idx]
-        parts[f"x_{split}"] = _to_tensor(x, mean, std)
-        parts[f"y_{split}"] = torch.from_numpy(np.asarray(y, dtype=np.int64).copy())
+        parts[f"x_{split}"], parts[f"y_{split}"] = x, y
+    return dataclasses.replace(raw, **parts)
+
+
+def _finish(name: str, raw: RawData, mean: tuple[float, ...], std: tuple[float, ...]) -> Dataset:
+    parts = {}
+    for split in ("train", "test"):
+        parts[f"x_{split}"] = _to_tensor(getattr(raw, f"x_{split}"), mean, std)
+        parts[f"y_{split}"] = torch.from_numpy(np.asarray(getattr(raw, f"y_{split}"), dtype=np.int64).copy())
     return Dataset(name=name, description=raw.description, class_names=raw.class_names,
                    mean=tuple(mean), std=tuple(std), **parts)
 

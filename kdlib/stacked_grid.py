@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from kdlib.distill import LogitSource, check_same_classes, grid_search, prepare_selection, selection_split
+from kdlib.distill import Selection, check_same_classes, grid_search, prepare_selection, selection_split
 from kdlib.errors import KDConfigError
 from kdlib.losses import check_alpha, check_temperature, kd_loss
 from kdlib.progress import tqdm
@@ -52,18 +52,11 @@ def use_channels_last(stack: Stack, device: torch.device, x: torch.Tensor) -> bo
     return isinstance(stack, GroupedStack) and device.type == "cpu" and x.ndim == 4
 
 
-def _fit_stacked(
-    stack: Stack,
-    points: Sequence[tuple[float, float]],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    source: LogitSource,
-    cfg: TrainConfig,
-    device: torch.device,
-    bar: tqdm,
-) -> None:
-    """``train.fit`` for G students at once: the same seeded batches, optimiser and schedule as G one-at-a-time
-    ``run_standard`` calls, the loss summed over members (so each member gets its own loss's gradient)."""
+def _fit_stacked(stack: Stack, points: Sequence[tuple[float, float]], chosen: Selection, bar: tqdm) -> None:
+    """``train.fit`` for G students at once on ``chosen``'s training part: the same seeded batches, optimiser and
+    schedule as G one-at-a-time ``run_standard`` calls, the loss summed over members (so each member gets its own
+    loss's gradient)."""
+    x, y, source, cfg, device = chosen.x_fit, chosen.y_fit, chosen.source, chosen.cfg, chosen.device
     channels_last = use_channels_last(stack, device, x)
     if channels_last:
         stack.body.to(memory_format=torch.channels_last)  # type: ignore[union-attr]
@@ -126,7 +119,7 @@ def stacked_grid_search(
         )  # fmt: skip
     chosen = prepare_selection(selection_split(x, y, val_fraction, cfg.seed, x_val, y_val), make_student, teacher,
                                cfg, device)
-    dev, x_fit, y_fit, source = chosen.device, chosen.x_fit, chosen.y_fit, chosen.source
+    dev, x_fit = chosen.device, chosen.x_fit
     students = [make_student().to(dev) for _ in points]
     check_same_classes(students[0], [teacher], x_fit)
     size = chunk_size or (CPU_CHUNK if dev.type == "cpu" else len(points))
@@ -149,7 +142,7 @@ def stacked_grid_search(
         for number, chunk in enumerate(chunks):
             members = [students[i] for i in chunk]
             stack = first if number == 0 else stack_students(members, probe, backend)
-            _fit_stacked(stack, [points[i] for i in chunk], x_fit, y_fit, source, cfg, dev, bar)
+            _fit_stacked(stack, [points[i] for i in chunk], chosen, bar)
             first = stack = None  # free the stacked copy before the next chunk
     rows = []
     for (temperature, alpha), student in zip(points, students, strict=True):

@@ -131,6 +131,7 @@ def summarise(
 def interval_table(
     frame: pd.DataFrame,
     value: str,
+    *,
     index: str = "scenario",
     columns: str = "method",
     scale: float = 100.0,
