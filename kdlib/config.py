@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from kdlib.data import check_dataset_name
 from kdlib.errors import KDConfigError
@@ -15,6 +13,7 @@ from kdlib.losses import check_alpha, check_temperature
 from kdlib.models import MODEL_NAMES
 from kdlib.partition import parse_partition
 from kdlib.train import TrainConfig
+from kdlib.validation import is_int, is_real
 
 
 def method_names() -> tuple[str, ...]:
@@ -45,8 +44,72 @@ MAX_SEED = 2**32
 MIN_VAL_FRACTION = 0.05
 
 
+class ConfigBase:
+    """What every study config shares (a frozen dataclass subclasses it): the common checks (scale, data sizes,
+    seed), ``as_dict``, and ``replace``, which takes train configs as dicts of their fields and lists as
+    comma-separated strings. A subclass names its ``TRAIN_FIELDS``, ``LIST_FIELDS`` and ``NUMBER_LIST_FIELDS``."""
+
+    TRAIN_FIELDS: ClassVar[tuple[str, ...]] = ()
+    LIST_FIELDS: ClassVar[tuple[str, ...]] = ()
+    NUMBER_LIST_FIELDS: ClassVar[tuple[str, ...]] = ()
+    """List fields of numbers: one number is a list of one (``--set grid_alphas=0.5``)."""
+
+    def _check_common(self) -> None:
+        """The scale is known, the data sizes are None (all) or at least 20, the seed is a valid numpy seed."""
+        if self.scale not in SCALES:
+            raise KDConfigError("scale", self.scale, f"one of {', '.join(SCALES)}")
+        for name in ("n_train", "n_test"):
+            value = getattr(self, name)
+            if value is not None and (not is_int(value) or value < 20):
+                raise KDConfigError(name, value, "None (all) or an integer >= 20")
+        if not is_int(self.seed) or not 0 <= self.seed < MAX_SEED:
+            raise KDConfigError("seed", self.seed, f"an integer >= 0 and < 2**32 ({MAX_SEED})")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed (train configs may be given as dicts, lists as comma strings)."""
+        known = {f.name for f in fields(self)}
+        for key in changes:
+            if key not in known:
+                allowed = f"a field of {type(self).__name__}: {', '.join(sorted(known))}"
+                raise KDConfigError(key, changes[key], allowed)
+        for name in self.TRAIN_FIELDS:
+            if isinstance(changes.get(name), dict):
+                changes[name] = _train_config(name, getattr(self, name), changes[name])
+        for key in self.LIST_FIELDS:
+            if key in changes and isinstance(changes[key], str):
+                changes[key] = tuple(s.strip() for s in changes[key].split(",") if s.strip())
+            if key in self.NUMBER_LIST_FIELDS and type(changes.get(key)) in (int, float):
+                changes[key] = (changes[key],)
+            if key in changes:
+                if not isinstance(changes[key], list | tuple):
+                    raise KDConfigError(key, changes[key], "a list, or a comma-separated string, e.g. 'iid,disjoint'")
+                changes[key] = tuple(changes[key])
+        for key in self.NUMBER_LIST_FIELDS:
+            if key in changes:
+                try:
+                    changes[key] = tuple(float(v) for v in changes[key])
+                except (TypeError, ValueError):
+                    raise KDConfigError(key, changes[key], "a list of numbers, e.g. '1,4,16'") from None
+        return replace(self, **changes)
+
+
+def _train_config(name: str, current: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
+    """``current`` with ``changes`` (a dict of TrainConfig fields); a bad field is named ``<name>.<field>``."""
+    train_fields = {f.name for f in fields(TrainConfig)}
+    for key in changes:
+        if key not in train_fields:
+            raise KDConfigError(f"{name}.{key}", changes[key], f"one of {', '.join(sorted(train_fields))}")
+    try:
+        return TrainConfig(**{**asdict(current), **changes})
+    except KDConfigError as err:
+        raise KDConfigError(f"{name}.{err.field}", err.value, err.allowed) from None
+
+
 @dataclass(frozen=True)
-class StudyConfig:
+class StudyConfig(ConfigBase):
     """Everything that decides a study's numbers. Same config, same machine -> same numbers.
 
     Party 0 of each scenario is the teacher, party 1 the student. ``transfer`` picks the KD data: the student's
@@ -55,6 +118,10 @@ class StudyConfig:
     are held out before that too: no party, transfer set or public split holds them, and tuned KD chooses on them
     when ``selection`` is ``"holdout"``. ``seeds`` runs of each method use seed, seed + 1, ... (one stored record each).
     """
+
+    TRAIN_FIELDS: ClassVar[tuple[str, ...]] = ("pretrain", "distill")
+    LIST_FIELDS: ClassVar[tuple[str, ...]] = ("scenarios", "methods", "grid_temperatures", "grid_alphas")
+    NUMBER_LIST_FIELDS: ClassVar[tuple[str, ...]] = ("grid_temperatures", "grid_alphas")
 
     scale: str = "smoke"
     dataset: str = "cifar10"
@@ -82,8 +149,7 @@ class StudyConfig:
     dml_temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.scale not in SCALES:
-            raise KDConfigError("scale", self.scale, f"one of {', '.join(SCALES)}")
+        self._check_common()
         known = method_names()
         if not self.methods or any(m not in known for m in self.methods):
             raise KDConfigError("methods", self.methods, f"a non-empty list from {', '.join(known)}")
@@ -111,15 +177,9 @@ class StudyConfig:
             raise KDConfigError("public_fraction", self.public_fraction, "a fraction strictly between 0 and 1")
         if self.dp_variant not in ("supervised", "unsupervised"):
             raise KDConfigError("dp_variant", self.dp_variant, "'supervised' or 'unsupervised'")
-        for name in ("n_train", "n_test"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 20):
-                raise KDConfigError(name, value, "None (all) or an integer >= 20")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < MAX_SEED:
-            raise KDConfigError("seed", self.seed, f"an integer >= 0 and < 2**32 ({MAX_SEED})")
-        if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
+        if not is_int(self.seeds) or self.seeds < 1:
             raise KDConfigError("seeds", self.seeds, "an integer >= 1 (the number of seeds: seed, seed + 1, ...)")
-        if not isinstance(self.val_size, int) or isinstance(self.val_size, bool) or self.val_size < 0:
+        if not is_int(self.val_size) or self.val_size < 0:
             raise KDConfigError("val_size", self.val_size, "an integer >= 0 (held-out validation samples)")
         if self.selection not in SELECTIONS:
             raise KDConfigError("selection", self.selection, f"one of {', '.join(SELECTIONS)}")
@@ -143,11 +203,11 @@ class StudyConfig:
         """Numbers are finite ints or floats (not strings, bools or None); names are strings; lists hold strings."""
         for name in ("temperature", "alpha", "dml_temperature", "val_fraction", "public_fraction"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+            if not is_real(value, numpy=True):
                 raise KDConfigError(name, value, "a finite number (an int or a float, not a string, bool or null)")
         for name in ("grid_temperatures", "grid_alphas"):
             for value in getattr(self, name):
-                if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+                if not is_real(value, numpy=True):
                     raise KDConfigError(name, getattr(self, name), "a list of finite numbers, e.g. '1,4,16'")
         for name in ("scale", "dataset", "teacher_model", "student_model", "transfer", "dp_variant"):
             if not isinstance(getattr(self, name), str):
@@ -157,90 +217,94 @@ class StudyConfig:
             if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
                 raise KDConfigError(name, value, "a list of names, or a comma-separated string, e.g. 'iid,disjoint'")
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    def replace(self, **changes: Any) -> StudyConfig:
-        """A copy with some fields changed (train configs may be given as dicts)."""
-        known = {f.name for f in fields(self)}
-        for key in changes:
-            if key not in known:
-                raise KDConfigError(key, changes[key], f"a field of StudyConfig: {', '.join(sorted(known))}")
-        for name in ("pretrain", "distill"):
-            if isinstance(changes.get(name), dict):
-                train_fields = {f.name for f in fields(TrainConfig)}
-                for key in changes[name]:
-                    if key not in train_fields:
-                        allowed = f"one of {', '.join(sorted(train_fields))}"
-                        raise KDConfigError(f"{name}.{key}", changes[name][key], allowed)
-                try:
-                    changes[name] = TrainConfig(**{**asdict(getattr(self, name)), **changes[name]})
-                except KDConfigError as err:
-                    raise KDConfigError(f"{name}.{err.field}", err.value, err.allowed) from None
-        for key in ("scenarios", "methods", "grid_temperatures", "grid_alphas"):
-            if key in changes and isinstance(changes[key], str):
-                changes[key] = tuple(s.strip() for s in changes[key].split(",") if s.strip())
-            if key in ("grid_temperatures", "grid_alphas") and type(changes.get(key)) in (int, float):
-                changes[key] = (changes[key],)  # one number: a grid of one point (``--set grid_alphas=0.5``)
-            if key in changes:
-                if not isinstance(changes[key], list | tuple):
-                    raise KDConfigError(key, changes[key], "a list, or a comma-separated string, e.g. 'iid,disjoint'")
-                changes[key] = tuple(changes[key])
-        for key in ("grid_temperatures", "grid_alphas"):
-            if key in changes:
-                try:
-                    changes[key] = tuple(float(v) for v in changes[key])
-                except (TypeError, ValueError):
-                    raise KDConfigError(key, changes[key], "a list of numbers, e.g. '1,4,16'") from None
-        return replace(self, **changes)
-
-
-_SCALE_SETTINGS: dict[str, dict[str, Any]] = {
-    # CPU, every notebook in a minute or two: what CI runs. Three scenarios (one of each kind of skew), two seeds so
-    # that every number has an interval, small data and short training: the whole study fits the test suite.
-    "smoke": dict(
-        scenarios=("iid", "dirichlet:0.1", "disjoint"),
-        n_train=2000,
-        n_test=1000,
-        pretrain={"epochs": 6},
-        distill={"epochs": 3},
-        seeds=2,
-    ),
-    # CPU, about 2.5 hours for the whole study on one core (estimated from measured step times: resnet20 123 ms,
-    # resnet8 48 ms per batch of 64; the 5 x 5 tuned grid is half of it).
-    "full": dict(
-        n_train=20000,
-        n_test=5000,
-        teacher_model="resnet20",
-        student_model="resnet8",
-        pretrain={"epochs": 15, "lr": 0.05, "augment": True},
-        distill={"epochs": 6, "lr": 0.01},
-        grid_temperatures=(1.0, 2.0, 4.0, 8.0, 16.0),
-        grid_alphas=(0.1, 0.25, 0.5, 0.75, 0.9),
-        val_size=1000,
-        seeds=3,
-    ),
-    # GPU, the paper's sizes: all of CIFAR-10.
-    "paper": dict(
-        n_train=None,
-        n_test=None,
-        teacher_model="resnet56",
-        student_model="resnet20",
-        pretrain={"epochs": 60, "lr": 0.1, "batch_size": 128, "augment": True},
-        distill={"epochs": 20, "lr": 0.01, "batch_size": 128},
-        grid_temperatures=(1.0, 2.0, 4.0, 8.0, 16.0),
-        grid_alphas=(0.1, 0.25, 0.5, 0.75, 0.9),
-        val_size=2500,
-        seeds=3,
-    ),
+SCALE_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {
+        # CPU, every notebook in a minute or two: what CI runs. Three scenarios (one of each kind of skew), two seeds
+        # so that every number has an interval, small data and short training: the whole study fits the test suite.
+        "study": dict(
+            scenarios=("iid", "dirichlet:0.1", "disjoint"),
+            n_train=2000,
+            n_test=1000,
+            pretrain={"epochs": 6},
+            distill={"epochs": 3},
+            seeds=2,
+        ),
+        # CPU: the FederatedConfig defaults.
+        "federated": {},
+    },
+    "full": {
+        # CPU, hours for the whole study on one core (the 5 x 5 tuned grid is half of it).
+        "study": dict(
+            n_train=20000,
+            n_test=5000,
+            teacher_model="resnet20",
+            student_model="resnet8",
+            pretrain={"epochs": 15, "lr": 0.05, "augment": True},
+            distill={"epochs": 6, "lr": 0.01},
+            grid_temperatures=(1.0, 2.0, 4.0, 8.0, 16.0),
+            grid_alphas=(0.1, 0.25, 0.5, 0.75, 0.9),
+            val_size=1000,
+            seeds=3,
+        ),
+        # CPU, 20 clients.
+        "federated": dict(
+            n_train=20000,
+            n_test=5000,
+            scenarios=("iid", "dirichlet:1.0", "dirichlet:0.5", "dirichlet:0.1"),
+            num_clients=20,
+            public_fraction=0.1,
+            model="resnet8",
+            pretrain={"epochs": 15, "lr": 0.05, "augment": True},
+            local={"epochs": 2, "lr": 0.05, "augment": True},
+            rounds=40,
+            fraction_fit=0.5,
+            kd={"epochs": 20, "lr": 0.05, "augment": True},
+        ),
+    },
+    "paper": {
+        # GPU, the paper's sizes: all of CIFAR-10.
+        "study": dict(
+            n_train=None,
+            n_test=None,
+            teacher_model="resnet56",
+            student_model="resnet20",
+            pretrain={"epochs": 60, "lr": 0.1, "batch_size": 128, "augment": True},
+            distill={"epochs": 20, "lr": 0.01, "batch_size": 128},
+            grid_temperatures=(1.0, 2.0, 4.0, 8.0, 16.0),
+            grid_alphas=(0.1, 0.25, 0.5, 0.75, 0.9),
+            val_size=2500,
+            seeds=3,
+        ),
+        "federated": dict(
+            n_train=None,
+            n_test=None,
+            scenarios=("iid", "dirichlet:1.0", "dirichlet:0.5", "dirichlet:0.1"),
+            num_clients=20,
+            public_fraction=0.1,
+            model="resnet20",
+            pretrain={"epochs": 60, "lr": 0.1, "batch_size": 128, "augment": True},
+            local={"epochs": 2, "lr": 0.05, "batch_size": 64, "augment": True},
+            rounds=100,
+            fraction_fit=0.5,
+            kd={"epochs": 40, "lr": 0.05, "batch_size": 128, "augment": True},
+        ),
+    },
 }
+"""The one scale table: per scale, the fields of the distillation study (``study``) and of the federated study
+(``federated``) that depart from their configs' defaults."""
+
+
+def scale_settings(scale: str, study: str = "study") -> dict[str, Any]:
+    """The fields a scale sets for one study (``"study"`` or ``"federated"``), ``scale`` included."""
+    if scale not in SCALE_SETTINGS:
+        raise KDConfigError("scale", scale, f"one of {', '.join(SCALES)}")
+    return {**SCALE_SETTINGS[scale][study], "scale": scale}
 
 
 def scale_config(scale: str = "smoke", **overrides: Any) -> StudyConfig:
     """The study config of a named scale, with any field overridden (papermill / CLI parameters)."""
-    if scale not in _SCALE_SETTINGS:
-        raise KDConfigError("scale", scale, f"one of {', '.join(SCALES)}")
-    settings = {**_SCALE_SETTINGS[scale], "scale": scale}
+    settings = scale_settings(scale, "study")
     for key, value in overrides.items():
         if value is None and key not in NULLABLE_FIELDS:
             allowed = "a value: null is allowed only for n_train and n_test (all samples); leave the field out to keep "

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from kdlib.distill import DistillOutcome, run_dml, run_dp, run_finetune, run_standard, run_tuned
+from kdlib.distill import DistillOutcome, run_dml, run_dp, run_finetune, run_standard
 from kdlib.errors import KDConfigError
 from kdlib.metrics import accuracy
 from kdlib.train import predict_logits
+from kdlib.tuned import run_tuned
 
 if TYPE_CHECKING:
     from kdlib.config import StudyConfig

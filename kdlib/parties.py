@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,17 @@ def proportional_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
+def hold_out_public(
+    labels: np.ndarray, pool: np.ndarray, fraction: float, seed: int, *, minimum: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The public split: a stratified ``fraction`` of ``pool`` (indices into ``labels``; at least ``minimum``
+    samples), held out before the parties get the rest. Returns ``(public, rest)``, ``rest`` sorted. The study's
+    ``transfer="public"`` and the federated study's KD data both come from here."""
+    pool = np.asarray(pool)
+    public = pool[stratified_subset(labels[pool], max(minimum, round(len(pool) * fraction)), seed)]
+    return public, np.setdiff1d(pool, public)
+
+
 def make_scenario(dataset: Dataset, text: str, cfg: StudyConfig, num_parties: int = 2) -> Scenario:
     """Split ``dataset``'s training set as ``text`` says (see ``partition.parse_partition``).
 
@@ -85,9 +97,7 @@ def make_scenario(dataset: Dataset, text: str, cfg: StudyConfig, num_parties: in
         validation = proportional_subset(labels, cfg.val_size, cfg.seed)
         private = np.setdiff1d(private, validation)
     if cfg.transfer == "public":
-        chosen = stratified_subset(labels[private], round(len(private) * cfg.public_fraction), cfg.seed)
-        public = private[chosen]
-        private = np.setdiff1d(private, public)
+        public, private = hold_out_public(labels, private, cfg.public_fraction, cfg.seed)
     local = partition_indices(labels[private], spec, seed=cfg.seed, num_classes=dataset.num_classes)
     parts = tuple(np.sort(private[p]) for p in local)
     return Scenario(text, spec, parts, public, dataset.num_classes, labels, validation)
@@ -110,40 +120,58 @@ def party_config(cfg: StudyConfig, scenario: str, party: int, model_name: str) -
     }
 
 
-def pretrained_party(
-    dataset: Dataset,
-    scenario: Scenario,
-    party: int,
-    model_name: str,
-    cfg: StudyConfig,
-    device: str = "auto",
+def cached_party(
+    model: nn.Module,
+    settings: dict,
+    train: Callable[[nn.Module], dict],
+    *,
+    folder: str = "parties",
     cache_dir: str | Path | None = None,
-    progress: bool = True,
-) -> tuple[nn.Module, dict]:
-    """The party's model trained on its own partition: loaded from the cache when this config was trained
-    before, else trained (seeded) and saved. Returns ``(model, meta)``, meta with test accuracies."""
-    settings = party_config(cfg, scenario.name, party, model_name)
-    path = Path(cache_dir or default_cache_dir()) / "parties" / f"{config_key(settings)}.safetensors"
-    seed_everything(cfg.seed * 1000 + party)
-    model = build_model(model_name, dataset.num_classes, dataset.in_shape)
+    required: Sequence[str] = ("config",),
+) -> dict:
+    """The party cache of both studies: ``model`` (built and seeded by the caller) gets the weights cached for
+    ``settings`` (``<cache>/<folder>/<config_key(settings)>.safetensors``), else ``train(model)`` trains it and
+    returns its metadata, saved beside the weights with ``settings`` as ``config``. Returns the metadata; a side
+    file that lacks a ``required`` field or holds another config is refused (delete it to train again)."""
+    path = Path(cache_dir or default_cache_dir()) / folder / f"{config_key(settings)}.safetensors"
     if path.exists():
-        meta = load_checkpoint(model, path, required=PARTY_META_FIELDS)
+        meta = load_checkpoint(model, path, required=required)
         if meta["config"] != json.loads(json.dumps(settings, default=str)):
             allowed = f"the side file of this party's config, but it holds another's: delete it and {path.name}"
             raise KDConfigError("checkpoint metadata", str(path.with_suffix(".json")), allowed)
-        return model, meta
-    idx = torch.as_tensor(scenario.parts[party])
-    train_cfg = TrainConfig(**{**cfg.pretrain.as_dict(), "seed": cfg.seed * 1000 + party})
-    desc = f"pre-train party {party} ({model_name}, {scenario.name})"
-    train_supervised(model, dataset.x_train[idx], dataset.y_train[idx], train_cfg, device, desc, progress)
-    logits = predict_logits(model, dataset.x_test, device)
-    meta = {
-        "config": settings,
-        "test_acc": accuracy(logits, dataset.y_test),
-        "own_acc": group_accuracy(logits, dataset.y_test, scenario.own_classes(party)),
-        "unseen_acc": group_accuracy(logits, dataset.y_test, scenario.unseen_classes(party)),
-        "own_classes": scenario.own_classes(party),
-        "train_size": len(idx),
-    }
+        return meta
+    meta = {"config": settings, **train(model)}
     save_checkpoint(model.cpu(), path, meta)
-    return model, meta
+    return meta
+
+
+def pretrained_party(
+    dataset: Dataset, scenario: Scenario, party: int, model_name: str, cfg: StudyConfig, device: str = "auto",
+    **options: bool,
+) -> tuple[nn.Module, dict]:  # fmt: skip
+    """The party's model trained on its own partition: loaded from the cache when this config was trained
+    before, else trained (seeded) and saved. Returns ``(model, meta)``, meta with test accuracies. Keyword
+    ``progress`` (default True): show the training bar."""
+    unknown = set(options) - {"progress"}
+    if unknown:
+        raise TypeError(f"pretrained_party() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    progress = options.get("progress", True)
+    seed_everything(cfg.seed * 1000 + party)
+    model = build_model(model_name, dataset.num_classes, dataset.in_shape)
+
+    def train(model: nn.Module) -> dict:
+        idx = torch.as_tensor(scenario.parts[party])
+        train_cfg = TrainConfig(**{**cfg.pretrain.as_dict(), "seed": cfg.seed * 1000 + party})
+        desc = f"pre-train party {party} ({model_name}, {scenario.name})"
+        train_supervised(model, dataset.x_train[idx], dataset.y_train[idx], train_cfg, device, desc, progress)
+        logits = predict_logits(model, dataset.x_test, device)
+        return {
+            "test_acc": accuracy(logits, dataset.y_test),
+            "own_acc": group_accuracy(logits, dataset.y_test, scenario.own_classes(party)),
+            "unseen_acc": group_accuracy(logits, dataset.y_test, scenario.unseen_classes(party)),
+            "own_classes": scenario.own_classes(party),
+            "train_size": len(idx),
+        }
+
+    settings = party_config(cfg, scenario.name, party, model_name)
+    return model, cached_party(model, settings, train, required=PARTY_META_FIELDS)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -25,6 +26,9 @@ from kdlib.parties import Scenario, make_scenario, pretrained_party
 from kdlib.results import ResultsStore, run_key
 from kdlib.stats import interval_table, seeds_note
 from kdlib.train import predict_logits, resolve_device, seed_everything, set_cpu_threads
+
+if TYPE_CHECKING:
+    from kdlib.fl.study import FederatedStudy
 
 COMMON_FIELDS = (
     "dataset",
@@ -126,6 +130,15 @@ class Study:
         teacher = pretrained_party(data, scenario, 0, cfg.teacher_model, cfg, self.device, progress=self.progress)
         student = pretrained_party(data, scenario, 1, cfg.student_model, cfg, self.device, progress=self.progress)
         return teacher, student
+
+    def caption_details(self) -> str:
+        """What a figure's caption says of this study: the models, the seeds, and any departure from the scale."""
+        from kdlib.config import scale_departures
+
+        text = f"teacher {self.cfg.teacher_model}, student {self.cfg.student_model}; {seeds_note(self.cfg.seeds)}"
+        if changed := scale_departures(self.cfg):
+            text += "; changed: " + ", ".join(changed)
+        return text
 
     def transfer_indices(self, scenario: Scenario) -> torch.Tensor:
         if self.cfg.transfer == "student":
@@ -261,19 +274,11 @@ def open_study(
     return Study(cfg, ResultsStore.open("study", results), device=device, progress=progress)
 
 
-def caption(study: Study, extra: str = "") -> str:
-    """The caption line of a figure from this study: data set, scale, sizes, and any departure from the scale."""
-    from kdlib.config import scale_departures
+def caption(study: Study | FederatedStudy, extra: str = "") -> str:
+    """The caption line of a figure from a study, the distillation study or the federated one: data set, scale,
+    sizes, the study's own details (``study.caption_details()``) and ``extra``."""
     from kdlib.plots import study_caption
 
     data = study.dataset
-    models = f"teacher {study.cfg.teacher_model}, student {study.cfg.student_model}; {seeds_note(study.cfg.seeds)}"
-    if changed := scale_departures(study.cfg):
-        models += "; changed: " + ", ".join(changed)
-    return study_caption(
-        data.description,
-        study.cfg.scale,
-        len(data.x_train),
-        len(data.x_test),
-        f"{models}{'; ' + extra if extra else ''}",
-    )
+    details = study.caption_details() + (f"; {extra}" if extra else "")
+    return study_caption(data.description, study.cfg.scale, len(data.x_train), len(data.x_test), details)

@@ -16,6 +16,7 @@ from kdlib.errors import KDConfigError
 from kdlib.federated import (
     FederatedConfig,
     FederatedStudy,
+    KDRecipe,
     aggregate_state_dicts,
     compare_with_paper,
     distill_averaged,
@@ -194,6 +195,67 @@ def test_scale_configs_and_overrides():
 # ------------------------------------------------------------------------------------------ KD consolidation
 
 
+OLD_COMMON_FIELDS = ("scale", "dataset", "n_train", "n_test", "seed", "num_clients", "public_fraction", "model",
+                     "local", "rounds", "fraction_fit")  # fmt: skip
+OLD_START_FIELDS = {  # federated.START_FIELDS before kdlib/fl/
+    "random": (),
+    "one_client": ("pretrain",),
+    "kd_avg": ("pretrain", "kd", "temperature", "kd_alpha"),
+    "kd_dp": ("pretrain", "kd", "temperature", "kd_alpha", "dp_variant"),
+}
+
+
+@pytest.mark.parametrize("scale", ["smoke", "full", "paper"])
+def test_run_and_group_keys_are_those_of_the_old_module(scale):
+    """Stored federated runs are still found: the run config (and so the key) of each start is the one the old
+    ``kdlib/federated.py`` computed, field for field."""
+    from kdlib.config import config_key
+    from kdlib.results import run_key
+
+    cfg = federated_scale_config(scale, seed=3)
+    full = cfg.as_dict()
+    for start, fields in OLD_START_FIELDS.items():
+        old = {"scenario": "dirichlet:0.5", "start": start, **{k: full[k] for k in OLD_COMMON_FIELDS + fields}}
+        assert run_config(cfg, "dirichlet:0.5", start) == old
+        assert run_key("federated", run_config(cfg, "dirichlet:0.5", start)) == run_key("federated", old)
+    old_group = config_key({"scenario": "iid", **{k: full[k] for k in OLD_COMMON_FIELDS}})
+    assert group_key(cfg, "iid") == old_group
+
+
+def test_the_public_split_is_the_old_modules(digits):
+    """The shared hold-out (``parties.hold_out_public``) gives the federated public split the old code drew."""
+    from kdlib.data import stratified_subset
+
+    labels = digits.y_train.numpy()
+    for fraction, clients, seed in ((0.25, 10, 0), (0.1, 4, 7), (0.001, 3, 1)):
+        split = split_clients(labels, "dirichlet:0.5", clients, fraction, seed=seed, num_classes=10)
+        old_public = stratified_subset(labels, max(10, round(len(labels) * fraction)), seed)
+        assert np.array_equal(split.public, old_public)
+        assert np.array_equal(np.sort(np.concatenate(split.parts)), np.setdiff1d(np.arange(len(labels)), old_public))
+
+
+def test_client_checkpoints_keep_their_cache_path(tmp_path):
+    """A client's pre-trained model is cached where the old module put it (``federated/<key of its settings>``)
+    with its settings as ``config``, and is loaded from there the second time."""
+    from kdlib.config import config_key
+
+    cfg = FederatedConfig(dataset="digits", n_train=None, n_test=None, scenarios=("iid",), num_clients=2, model="mlp",
+                          pretrain=TrainConfig(epochs=1, batch_size=64, lr=0.05))  # fmt: skip
+    study = FederatedStudy(cfg, ResultsStore.open("fl", tmp_path), device="cpu", progress=False, cache_dir=tmp_path)
+    settings = {"dataset": "digits", "n_train": None, "n_test": None, "seed": 0, "scenario": "iid", "num_clients": 2,
+                "public_fraction": cfg.public_fraction, "client": 1, "model": "mlp",
+                "pretrain": cfg.pretrain.as_dict()}  # fmt: skip
+    path = tmp_path / "federated" / f"{config_key(settings)}.safetensors"
+    with torch_threads(1):
+        model, meta = study.client_models("iid")[1]
+        assert path.exists() and meta["config"] == settings
+        again = FederatedStudy(cfg, study.store, device="cpu", progress=False, cache_dir=tmp_path)
+        loaded, meta_again = again.client_models("iid")[1]
+    assert meta_again["test_acc"] == meta["test_acc"]
+    pairs = zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+
 def test_multi_teacher_kd_beats_a_random_start(digits):
     with torch_threads(1):  # tiny models: one thread is fastest on a busy machine
         _check_kd_beats_random(digits)
@@ -214,7 +276,8 @@ def _check_kd_beats_random(digits) -> None:
     random_acc = accuracy(predict_logits(student, digits.x_test, "cpu"), digits.y_test)
     public = torch.as_tensor(split.public)
     cfg = TrainConfig(epochs=10, batch_size=32, lr=0.05)
-    distill_averaged(student, teachers, digits.x_train[public], digits.y_train[public], 4.0, 1.0, cfg, "cpu", False)
+    data = (digits.x_train[public], digits.y_train[public])
+    distill_averaged(student, teachers, data, KDRecipe(4.0, 1.0, cfg), device="cpu", progress=False)
     kd_acc = accuracy(predict_logits(student, digits.x_test, "cpu"), digits.y_test)
     assert kd_acc > random_acc + 0.3, (random_acc, kd_acc)
 
@@ -239,7 +302,7 @@ def test_averaged_kd_trains_as_the_hand_written_loss_did(digits, alpha: float) -
         seed_everything(0)
         students.append(build_model("mlp", digits.num_classes, digits.in_shape))
     with torch_threads(1):
-        distill_averaged(students[0], teachers, x, y, temperature, alpha, cfg, "cpu", False)
+        distill_averaged(students[0], teachers, (x, y), KDRecipe(temperature, alpha, cfg), device="cpu", progress=False)
         probs = averaged_soft_targets([predict_logits(t, x, "cpu") for t in teachers], temperature)
 
         def by_hand(xb, yb, idx):

@@ -14,6 +14,7 @@ import torch
 
 import kdlib.distill as distill
 import kdlib.methods as methods_module
+import kdlib.tuned as tuned
 from kdlib.config import scale_config
 from kdlib.data import load_dataset
 from kdlib.distill import grid_search
@@ -124,7 +125,7 @@ def test_tuned_kd_never_reads_the_test_set_while_it_chooses(
     study = Study(cfg, ResultsStore.open("study", tmp_path / "results"), device="cpu", progress=False)
     data = study.dataset_for(0)
     study._datasets[0] = replace(data, x_test=data.x_test.as_subclass(Guarded), y_test=data.y_test.as_subclass(Guarded))
-    real_tuned, real_standard = distill.run_tuned, distill.run_standard
+    real_tuned, real_standard = tuned.run_tuned, distill.run_standard
     analysis_reads: list[int] = []
     final: list[object] = []
 
@@ -200,3 +201,24 @@ def test_an_explicit_validation_split_is_scored_on_and_all_transfer_data_is_trai
     assert carved[0]["val_acc"] * 40 == pytest.approx(round(carved[0]["val_acc"] * 40))  # a share of 40
     with pytest.raises(KDConfigError, match="x_val"):
         grid_search(make, teacher, x, y, (2.0,), (0.5,), cfg, x_val=x_val)
+
+
+def test_the_public_split_is_drawn_as_before_the_shared_hold_out() -> None:
+    """``make_scenario``'s public split (now ``parties.hold_out_public``, shared with the federated study) is the
+    one drawn before: a stratified fraction of what the validation split leaves, in the same order."""
+    from kdlib.data import stratified_subset
+
+    dataset = load_dataset("digits")
+    labels = dataset.y_train.numpy()
+    for seed, val_size, fraction in ((0, 150, 0.2), (3, 0, 0.35)):
+        cfg = scale_config("smoke", dataset="digits", n_train=None, n_test=None, seed=seed, val_size=val_size,
+                           selection="transfer" if val_size == 0 else "holdout", transfer="public",
+                           public_fraction=fraction)  # fmt: skip
+        scenario = make_scenario(dataset, "dirichlet:0.5", cfg)
+        private = np.arange(len(labels))
+        if val_size:
+            private = np.setdiff1d(private, proportional_subset(labels, val_size, seed))
+        old_public = private[stratified_subset(labels[private], round(len(private) * fraction), seed)]
+        assert np.array_equal(scenario.public, old_public)
+        rest = np.setdiff1d(private, old_public)
+        assert np.array_equal(np.sort(np.concatenate(scenario.parts)), rest)

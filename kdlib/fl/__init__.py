@@ -47,6 +47,7 @@ from kdlib.fl.analysis import (
 from kdlib.fl.client_app import client_app
 from kdlib.fl.config import FL_SCENARIOS, KD_STARTS, KIND, START_LABELS, STARTS, FederatedConfig, federated_scale_config
 from kdlib.fl.server_app import (
+    Federation,
     FLJob,
     FLRun,
     MeteredFedAvg,
@@ -55,10 +56,11 @@ from kdlib.fl.server_app import (
     run_fedavg,
     sample_clients,
 )
-from kdlib.fl.simulation import quiet_flower, simulate, torch_threads
-from kdlib.fl.starts import Start, distill_averaged
-from kdlib.fl.study import FederatedStudy, caption, group_key, open_federated, run_config
+from kdlib.fl.simulation import SimulationOptions, quiet_flower, simulate, torch_threads
+from kdlib.fl.starts import KDRecipe, Start, distill_averaged
+from kdlib.fl.study import FederatedStudy, group_key, open_federated, run_config
 from kdlib.fl.task import ClientSplit, DataSpec, client_data, split_clients
+from kdlib.study import caption  # one caption function for both studies
 
 __all__ = [
     "FL_SCENARIOS",
@@ -70,9 +72,12 @@ __all__ = [
     "DataSpec",
     "FLJob",
     "FLRun",
+    "Federation",
     "FederatedConfig",
     "FederatedStudy",
+    "KDRecipe",
     "MeteredFedAvg",
+    "SimulationOptions",
     "Start",
     "aggregate_state_dicts",
     "caption",

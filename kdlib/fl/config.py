@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from kdlib.config import SCALES
+from kdlib.config import ConfigBase, scale_settings
 from kdlib.errors import KDConfigError
 from kdlib.losses import check_alpha, check_temperature
 from kdlib.models import MODEL_NAMES
@@ -28,7 +28,7 @@ KD_STARTS: tuple[str, ...] = ("kd_avg", "kd_dp")
 
 
 @dataclass(frozen=True)
-class FederatedConfig:
+class FederatedConfig(ConfigBase):
     """Everything that decides the federated runs. Same config, same machine -> same numbers.
 
     ``target_accuracy`` (absolute, a fraction) sets the accuracy a run must reach. Left at None, the target of a
@@ -36,6 +36,9 @@ class FederatedConfig:
     ``rounds`` rounds: then the baseline reaches it by construction, so every reduction is measured against a
     finite number of rounds, at any scale or data set. The target is analysis, not part of a run's identity.
     """
+
+    TRAIN_FIELDS: ClassVar[tuple[str, ...]] = ("pretrain", "local", "kd")
+    LIST_FIELDS: ClassVar[tuple[str, ...]] = ("scenarios", "starts")
 
     scale: str = "smoke"
     dataset: str = "cifar10"
@@ -59,16 +62,9 @@ class FederatedConfig:
     target_relative: float = 0.95
 
     def __post_init__(self) -> None:
-        if self.scale not in SCALES:
-            raise KDConfigError("scale", self.scale, f"one of {', '.join(SCALES)}")
+        self._check_common()
         if not isinstance(self.dataset, str) or not self.dataset:
             raise KDConfigError("dataset", self.dataset, "a data set name, e.g. 'cifar10' or 'digits'")
-        for name in ("n_train", "n_test"):
-            value = getattr(self, name)
-            if value is not None and (not is_int(value) or value < 20):
-                raise KDConfigError(name, value, "None (all) or an integer >= 20")
-        if not is_int(self.seed) or self.seed < 0:
-            raise KDConfigError("seed", self.seed, "an integer >= 0")
         if not is_int(self.num_clients) or self.num_clients < 2:
             raise KDConfigError("num_clients", self.num_clients, "an integer >= 2")
         if not self.scenarios:
@@ -97,25 +93,6 @@ class FederatedConfig:
         if not is_real(self.target_relative) or not 0.0 < self.target_relative <= 1.0:
             raise KDConfigError("target_relative", self.target_relative, "a fraction in (0, 1]")
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def replace(self, **changes: Any) -> FederatedConfig:
-        """A copy with some fields changed (train configs may be given as dicts, lists as comma strings)."""
-        known = {f.name for f in fields(self)}
-        for key in changes:
-            if key not in known:
-                raise KDConfigError(key, changes[key], f"a field of FederatedConfig: {', '.join(sorted(known))}")
-        for name in ("pretrain", "local", "kd"):
-            if isinstance(changes.get(name), dict):
-                changes[name] = TrainConfig(**{**asdict(getattr(self, name)), **changes[name]})
-        for key in ("scenarios", "starts"):
-            if isinstance(changes.get(key), str):
-                changes[key] = tuple(s.strip() for s in changes[key].split(",") if s.strip())
-            if key in changes:
-                changes[key] = tuple(changes[key])
-        return replace(self, **changes)
-
     def target_rule(self) -> str:
         """The target in words, for captions and tables."""
         if self.target_accuracy is not None:
@@ -123,45 +100,10 @@ class FederatedConfig:
         return f"{100 * self.target_relative:.0f}% of the best accuracy of FedAvg from random init"
 
 
-_SCALE_SETTINGS: dict[str, dict[str, Any]] = {
-    # CPU, the notebook in about three minutes.
-    "smoke": {},
-    # CPU, about an hour.
-    "full": dict(
-        n_train=20000,
-        n_test=5000,
-        scenarios=("iid", "dirichlet:1.0", "dirichlet:0.5", "dirichlet:0.1"),
-        num_clients=20,
-        public_fraction=0.1,
-        model="resnet8",
-        pretrain={"epochs": 15, "lr": 0.05, "augment": True},
-        local={"epochs": 2, "lr": 0.05, "augment": True},
-        rounds=40,
-        fraction_fit=0.5,
-        kd={"epochs": 20, "lr": 0.05, "augment": True},
-    ),
-    # GPU, the paper's sizes: all of CIFAR-10.
-    "paper": dict(
-        n_train=None,
-        n_test=None,
-        scenarios=("iid", "dirichlet:1.0", "dirichlet:0.5", "dirichlet:0.1"),
-        num_clients=20,
-        public_fraction=0.1,
-        model="resnet20",
-        pretrain={"epochs": 60, "lr": 0.1, "batch_size": 128, "augment": True},
-        local={"epochs": 2, "lr": 0.05, "batch_size": 64, "augment": True},
-        rounds=100,
-        fraction_fit=0.5,
-        kd={"epochs": 40, "lr": 0.05, "batch_size": 128, "augment": True},
-    ),
-}
-
-
 def federated_scale_config(scale: str = "smoke", **overrides: Any) -> FederatedConfig:
-    """The federated config of a named scale, with any field overridden (papermill / CLI parameters)."""
-    if scale not in _SCALE_SETTINGS:
-        raise KDConfigError("scale", scale, f"one of {', '.join(SCALES)}")
-    settings = {**_SCALE_SETTINGS[scale], "scale": scale}
+    """The federated config of a named scale (``config.SCALE_SETTINGS``), with any field overridden (papermill /
+    CLI parameters); a None override keeps the scale's value, except where None means something."""
+    settings = scale_settings(scale, "federated")
     overrides = {k: v for k, v in overrides.items() if v is not None or k in ("n_train", "n_test", "target_accuracy")}
     return FederatedConfig().replace(**settings).replace(**overrides)
 

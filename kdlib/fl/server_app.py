@@ -130,34 +130,38 @@ def make_evaluator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: s
     return evaluate
 
 
-def run_fedavg(
-    grid: Grid,
-    nodes: dict[int, int],
-    job: FLJob,
-    cfg: FederatedConfig,
-    evaluate: Callable,
-    device: str,
-    threads: int,
-) -> FLRun:
+@dataclass(frozen=True)
+class Federation:
+    """The server's side of a simulation: the grid, the connected clients (``{partition id: node id}``), the
+    centralised evaluation, and the device and torch threads the clients train with."""
+
+    grid: Grid
+    nodes: dict[int, int]
+    evaluate: Callable
+    device: str
+    threads: int = 1
+
+
+def run_fedavg(federation: Federation, job: FLJob, cfg: FederatedConfig) -> FLRun:
     """FedAvg from ``job.initial`` for ``cfg.rounds`` rounds on the connected clients; one row per round."""
     started = time.perf_counter()
-    strategy = MeteredFedAvg(nodes, cfg.fraction_fit, cfg.seed)
+    strategy = MeteredFedAvg(federation.nodes, cfg.fraction_fit, cfg.seed)
     train_config = ConfigRecord(
         {
             "data-spec": job.spec.to_json(),
             "model": cfg.model,
             "local": json.dumps(cfg.local.as_dict()),
             "seed": cfg.seed,
-            "device": device,
-            "threads": threads,
+            "device": federation.device,
+            "threads": federation.threads,
         }
     )
     result = strategy.start(
-        grid=grid,
+        grid=federation.grid,
         initial_arrays=ArrayRecord(job.initial),
         num_rounds=cfg.rounds,
         train_config=train_config,
-        evaluate_fn=evaluate,
+        evaluate_fn=federation.evaluate,
     )
     curve = []
     for server_round, record in sorted(result.evaluate_metrics_serverapp.items()):
@@ -172,7 +176,6 @@ def run_fedavg(
             }
         )
     return FLRun(curve, time.perf_counter() - started)
-
 
 
 def model_bytes(model: nn.Module) -> int:

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 from kdlib.fl.client_app import client_app
 from kdlib.fl.config import FederatedConfig
 from kdlib.fl.server_app import (
+    Federation,
     FLJob,
     FLRun,
     discover_clients,
@@ -53,17 +55,26 @@ def quiet_flower(level: int = logging.ERROR) -> Iterator[None]:
         logger.setLevel(old)
 
 
+@dataclass(frozen=True)
+class SimulationOptions:
+    """Where and how a simulation runs: the device, Ray's worker slots (``num_cpus``; None: one per core), the
+    progress bar, and Flower's and Ray's logs (``verbose``)."""
+
+    device: str = "auto"
+    num_cpus: int | None = None
+    progress: bool = True
+    verbose: bool = False
+
+
 def simulate(
     jobs: Sequence[FLJob],
     cfg: FederatedConfig,
     evaluate_data: tuple[torch.Tensor, torch.Tensor, nn.Module],
     on_done: Callable[[FLJob, FLRun], None],
-    device: str = "auto",
-    num_cpus: int | None = None,
-    progress: bool = True,
-    verbose: bool = False,
+    options: SimulationOptions | None = None,
 ) -> None:
-    """Run the jobs in order in one Flower simulation (Ray backend, ``num_cpus`` worker slots, one CPU each).
+    """Run the jobs in order in one Flower simulation (Ray backend, ``options.num_cpus`` worker slots, one CPU
+    each), evaluating on ``evaluate_data`` = ``(x_test, y_test, model)``.
 
     ``on_done(job, run)`` is called after each job (e.g. to store it). Ray is started here (quiet, bounded:
     ``num_cpus``, a 200 MB object store, no dashboard, no runtime environment to build) and shut down by Flower at
@@ -76,25 +87,27 @@ def simulate(
     import ray
     from flwr.simulation import run_simulation
 
-    dev = resolve_device(device)
-    cpus = max(1, num_cpus or os.cpu_count() or 1)
+    options = options or SimulationOptions()
+    verbose = options.verbose
+    dev = resolve_device(options.device)
+    cpus = max(1, options.num_cpus or os.cpu_count() or 1)
     x_test, y_test, model = evaluate_data
     evaluate = make_evaluator(model, x_test, y_test, str(dev))
     client_resources: dict[str, float] = {"num_cpus": 1, "num_gpus": 0.0}
     if dev.type == "cuda":  # the clients share the GPU
         client_resources["num_gpus"] = 1.0 / cpus
     server_app = ServerApp()
-    bar = tqdm(total=len(jobs), desc="FedAvg runs", disable=not progress)
+    bar = tqdm(total=len(jobs), desc="FedAvg runs", disable=not options.progress)
     errors: list[BaseException] = []
     helpers: set[int] = set()
 
     @server_app.main()
     def _main(grid: Grid, _context: Context) -> None:
         try:
-            nodes = discover_clients(grid, cfg.num_clients)
+            federation = Federation(grid, discover_clients(grid, cfg.num_clients), evaluate, str(dev))
             for job in jobs:
                 bar.set_postfix_str(f"{job.scenario} / {job.start}")
-                on_done(job, run_fedavg(grid, nodes, job, cfg, evaluate, str(dev), 1))
+                on_done(job, run_fedavg(federation, job, cfg))
                 bar.update(1)
         except BaseException as error:  # re-raised in the caller's thread below
             errors.append(error)

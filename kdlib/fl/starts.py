@@ -13,20 +13,29 @@ from kdlib.losses import averaged_soft_targets, check_alpha, check_temperature, 
 from kdlib.train import TrainConfig, fit, predict_logits, resolve_device
 
 
+@dataclass(frozen=True)
+class KDRecipe:
+    """How a KD start is distilled: the temperature, the weight of the KD term against cross-entropy on the labels
+    (1: the labels are not used), and the training."""
+
+    temperature: float
+    alpha: float
+    train: TrainConfig
+
+
 def distill_averaged(
     student: nn.Module,
     teachers: Sequence[nn.Module],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    temperature: float,
-    alpha: float,
-    cfg: TrainConfig,
+    public: tuple[torch.Tensor, torch.Tensor],
+    recipe: KDRecipe,
+    *,
     device: str | torch.device = "auto",
     progress: bool = True,
 ) -> list[dict]:
-    """Multi-teacher KD: the student matches the mean of the teachers' softened outputs (``alpha`` weights the
-    KD term against cross-entropy on ``y``; alpha = 1 ignores the labels)."""
-    temperature, alpha = check_temperature(temperature), check_alpha(alpha)
+    """Multi-teacher KD on the ``public`` data ``(x, y)``: the student matches the mean of the teachers' softened
+    outputs (Hinton's loss, ``losses.kd_loss``, with the averaged soft targets in place of one teacher's)."""
+    x, y = public
+    temperature, alpha = check_temperature(recipe.temperature), check_alpha(recipe.alpha)
     dev = resolve_device(device)
     targets = averaged_soft_targets([predict_logits(t, x, dev) for t in teachers], temperature).to(dev)
     # Hinton's loss softens teacher logits at T: T * log(p) softens back to p (softmax(log p) = p), so the averaged
@@ -36,7 +45,7 @@ def distill_averaged(
     def batch_loss(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return kd_loss(student(xb), target_logits[idx.to(dev)], yb, temperature, alpha)
 
-    return fit([student], x, y, batch_loss, cfg, dev, "KD (averaged)", progress)
+    return fit([student], x, y, batch_loss, recipe.train, dev, "KD (averaged)", progress)
 
 
 @dataclass

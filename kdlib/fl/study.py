@@ -14,7 +14,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kdlib.checkpoints import load_checkpoint, save_checkpoint
 from kdlib.config import config_key
 from kdlib.data import Dataset
 from kdlib.distill import run_dp
@@ -29,12 +28,12 @@ from kdlib.fl.server_app import (
     FLRun,
     model_bytes,
 )
-from kdlib.fl.simulation import simulate, torch_threads
-from kdlib.fl.starts import Start, distill_averaged
+from kdlib.fl.simulation import SimulationOptions, simulate, torch_threads
+from kdlib.fl.starts import KDRecipe, Start, distill_averaged
 from kdlib.fl.task import ClientSplit, DataSpec, cached_dataset, cached_split
 from kdlib.metrics import accuracy
 from kdlib.models import build_model
-from kdlib.paths import cache_dir as default_cache_dir
+from kdlib.parties import cached_party
 from kdlib.progress import tqdm
 from kdlib.results import ResultsStore, run_key
 from kdlib.train import TrainConfig, predict_logits, seed_everything, train_supervised
@@ -124,24 +123,27 @@ class FederatedStudy:
             "model": c.model,
             "pretrain": c.pretrain.as_dict(),
         }
-        path = Path(self.cache_dir or default_cache_dir()) / "federated" / f"{config_key(settings)}.safetensors"
         seed_everything(c.seed * 1000 + client)
         model = build_model(c.model, self.dataset.num_classes, self.dataset.in_shape)
-        if path.exists():
-            return model, load_checkpoint(model, path)
-        idx = torch.as_tensor(self.split(scenario).parts[client])
-        data = self.dataset
-        train_cfg = TrainConfig(**{**c.pretrain.as_dict(), "seed": c.seed * 1000 + client})
-        started = time.perf_counter()
-        train_supervised(model, data.x_train[idx], data.y_train[idx], train_cfg, self.device, progress=False)
-        meta = {
-            "config": settings,
-            "test_acc": accuracy(predict_logits(model, data.x_test, self.device), data.y_test),
-            "train_size": len(idx),
-            "wall_s": round(time.perf_counter() - started, 3),
-        }
-        save_checkpoint(model.cpu(), path, meta)
-        return model, meta
+
+        def train(model: nn.Module) -> dict:
+            idx = torch.as_tensor(self.split(scenario).parts[client])
+            data = self.dataset
+            train_cfg = TrainConfig(**{**c.pretrain.as_dict(), "seed": c.seed * 1000 + client})
+            started = time.perf_counter()
+            train_supervised(model, data.x_train[idx], data.y_train[idx], train_cfg, self.device, progress=False)
+            return {
+                "test_acc": accuracy(predict_logits(model, data.x_test, self.device), data.y_test),
+                "train_size": len(idx),
+                "wall_s": round(time.perf_counter() - started, 3),
+            }
+
+        return model, cached_party(model, settings, train, folder="federated", cache_dir=self.cache_dir)
+
+    def caption_details(self) -> str:
+        """What a figure's caption says of this study: clients, model and budget (``kdlib.study.caption``)."""
+        c = self.cfg
+        return f"{c.num_clients} clients, {c.model}, {c.rounds} rounds x {c.local.epochs} local epoch(s)"
 
     def public_data(self, scenario: str) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(self.split(scenario).public)
@@ -169,9 +171,13 @@ class FederatedStudy:
         started = time.perf_counter()
         extra: dict = {}
         if name == "kd_avg":
-            history = distill_averaged(student, teachers, x, y, c.temperature, c.kd_alpha, c.kd, dev, self.progress)
+            recipe = KDRecipe(c.temperature, c.kd_alpha, c.kd)
+            history = distill_averaged(student, teachers, (x, y), recipe, device=dev, progress=self.progress)
         else:
-            outcome = run_dp(student, teachers, x, y, c.temperature, c.kd_alpha, c.kd, c.dp_variant, dev, self.progress)
+            outcome = run_dp(
+                student, teachers, x, y, temperature=c.temperature, alpha=c.kd_alpha, cfg=c.kd, variant=c.dp_variant,
+                device=dev, progress=self.progress,
+            )  # fmt: skip
             history, extra = outcome.history, {"routing": outcome.extra["routing"]}
         wall = time.perf_counter() - started
         acc = accuracy(predict_logits(student, data.x_test, dev), data.y_test)
@@ -212,7 +218,8 @@ class FederatedStudy:
             def on_done(job: FLJob, run: FLRun) -> None:
                 self._store(job, run, starts[(job.scenario, job.start)])
 
-            simulate(jobs, self.cfg, evaluate_data, on_done, self.device, self.num_cpus, self.progress, verbose)
+            options = SimulationOptions(self.device, self.num_cpus, self.progress, verbose)
+            simulate(jobs, self.cfg, evaluate_data, on_done, options)
 
     def _scratch_curve(self, scenario: str) -> list[float]:
         record = self.store.get(run_key(KIND, run_config(self.cfg, scenario, "random")))
@@ -356,16 +363,3 @@ def _own_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     if dropped:
         warnings.warn(f"not used by the federated study (StudyConfig fields): {', '.join(dropped)}", stacklevel=3)
     return {k: v for k, v in overrides.items() if k not in other}
-
-
-def caption(study: FederatedStudy, extra: str = "") -> str:
-    """The caption line of a figure from this study: data set, scale, sizes, clients and target."""
-    from kdlib.plots import study_caption
-
-    data, c = study.dataset, study.cfg
-    text = f"{c.num_clients} clients, {c.model}, {c.rounds} rounds x {c.local.epochs} local epoch(s)"
-    return study_caption(
-        data.description, c.scale, len(data.x_train), len(data.x_test), f"{text}{'; ' + extra if extra else ''}"
-    )
-
-

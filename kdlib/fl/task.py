@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from kdlib.data import Dataset, load_dataset, stratified_subset
+from kdlib.data import Dataset, load_dataset
+from kdlib.parties import hold_out_public
 from kdlib.partition import parse_partition, partition_indices
 
 
@@ -47,8 +48,7 @@ def split_clients(
     labels: np.ndarray, scenario: str, num_clients: int, public_fraction: float, seed: int, num_classes: int
 ) -> ClientSplit:
     """Hold out a stratified public split, then partition the rest among the clients as ``scenario`` says."""
-    public = stratified_subset(labels, max(num_classes, round(len(labels) * public_fraction)), seed)
-    private = np.setdiff1d(np.arange(len(labels)), public)
+    public, private = hold_out_public(labels, np.arange(len(labels)), public_fraction, seed, minimum=num_classes)
     spec = parse_partition(scenario, num_parties=num_clients)
     local = partition_indices(labels[private], spec, seed=seed, num_classes=num_classes)
     return ClientSplit(tuple(np.sort(private[p]) for p in local), public)
