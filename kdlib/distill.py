@@ -1,6 +1,7 @@
-"""The KD methods of the study, each a thin layer over ``train.fit``: standard, tuned, DML, data-partitioning,
-and the fine-tuning baseline. A frozen model's logits on un-augmented transfer data are computed once and looked
-up by sample index at every step (``frozen_logits``)."""
+"""The KD methods of the study, each a thin layer over ``train.fit``: standard, DML, data-partitioning, and the
+fine-tuning baseline; and what the (T, alpha) searches share (the validation split, ``grid_search``,
+``best_point``). Tuned KD, which dispatches to those searches, is :mod:`kdlib.tuned`. A frozen model's logits
+on un-augmented transfer data are computed once and looked up by sample index at every step (``frozen_logits``)."""
 
 from __future__ import annotations
 
@@ -268,53 +269,3 @@ def best_point(scores: Sequence[dict], key: str = "val_acc") -> dict:
     if not scores:
         raise KDConfigError("grid", [], "at least one scored (T, alpha) point")
     return max(scores, key=lambda row: (row[key], -scores.index(row)))
-
-
-def run_tuned(
-    make_student: Callable[[], nn.Module],
-    student,
-    teacher,
-    x,
-    y,
-    temperatures,
-    alphas,
-    cfg: TrainConfig,
-    val_fraction: float = 0.2,
-    device="auto",
-    progress=True,
-    on_epoch_end=None,
-    evaluate=None,
-    *,
-    x_val: torch.Tensor | None = None,
-    y_val: torch.Tensor | None = None,
-    search: str = "grid",
-) -> DistillOutcome:
-    """Tuned KD: pick (T, alpha) by a search of the grid scored on ``x_val, y_val`` when given (a held-out
-    split), else on a ``val_fraction`` carved from the transfer data; then distil ``student`` on all the transfer
-    data with that pair (the same budget as standard KD). ``search``: ``"grid"`` trains every point
-    (``tune.stacked_grid_search``), ``"halving"`` successive halving over stacked rungs (``halving.halving_search``,
-    which also reports ``tuning_cost``, its share of the grid's training steps)."""
-    from kdlib.halving import SEARCHES, halving_search  # local imports: both modules import this one
-    from kdlib.tune import stacked_grid_search
-
-    if search not in SEARCHES:
-        raise KDConfigError("search", search, f"one of {', '.join(SEARCHES)}")
-    extra: dict = {}
-    if search == "halving":
-        found = halving_search(
-            make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction=val_fraction, x_val=x_val,
-            y_val=y_val, device=device, progress=progress, evaluate=evaluate,
-        )  # fmt: skip
-        scores, best, extra["tuning_cost"] = found.rows, found.best, found.cost
-    else:
-        scores = stacked_grid_search(
-            make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate,
-            x_val=x_val, y_val=y_val,
-        )  # fmt: skip
-        best = best_point(scores)
-    outcome = run_standard(
-        student, teacher, x, y, best["temperature"], best["alpha"], cfg, device, progress, on_epoch_end
-    )
-    outcome.extra.update({"grid": scores, "best_temperature": best["temperature"], "best_alpha": best["alpha"]})
-    outcome.extra.update(extra)
-    return outcome

@@ -22,7 +22,6 @@ from kdlib.distill import (
     run_dp,
     run_finetune,
     run_standard,
-    run_tuned,
     split_validation,
 )
 from kdlib.errors import KDConfigError
@@ -30,6 +29,7 @@ from kdlib.losses import dp_select_targets
 from kdlib.metrics import accuracy
 from kdlib.models import build_model
 from kdlib.train import TrainConfig, fit, make_training, predict_logits, resolve_device, train_supervised
+from kdlib.tuned import run_tuned
 
 N_FEATURES, N_CLASSES = 8, 3
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")

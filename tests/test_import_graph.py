@@ -1,0 +1,117 @@
+"""kdlib's modules import each other without a cycle: every ``from kdlib... import`` and ``import kdlib...``, at the
+top of a module or inside a function, is an edge of the module graph, and the graph has no cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "kdlib"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _type_checking_only(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imported(node: ast.AST, here: str, is_package: bool, known: set[str]) -> list[str]:
+    """The kdlib modules one import statement loads (``from kdlib.fl import study`` loads ``kdlib.fl.study``)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names if alias.name.split(".")[0] == "kdlib"]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    if node.level:  # relative: from the package that holds ``here``
+        base = here.split(".") if is_package else here.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        target = ".".join([*base, *([node.module] if node.module else [])])
+    else:
+        target = node.module or ""
+    if target.split(".")[0] != "kdlib":
+        return []
+    found = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in known]
+    return found or [target]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the kdlib modules it imports anywhere in its body (imports only read by type checkers left out)."""
+    known = modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in known.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _type_checking_only(node)
+                   for child in node.body for n in ast.walk(child)}
+        edges = set()
+        for node in ast.walk(tree):
+            if id(node) not in skipped:
+                edges.update(_imported(node, name, path.name == "__init__.py", set(known)))
+        graph[name] = {target for target in edges if target in known and target != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return [*path[path.index(target):], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_the_graph_sees_top_level_and_function_local_imports() -> None:
+    graph = import_graph()
+    assert "kdlib.errors" in graph["kdlib.train"]  # a top-level import
+    assert "kdlib.train" in graph["kdlib.parallel"]  # imported inside a function only
+    assert len(graph) == len(modules()) > 20
+
+
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        ({"a": {"b"}, "b": {"c"}, "c": set()}, None),
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
+        ({"a": {"b", "d"}, "b": set(), "d": {"d2"}, "d2": {"d"}}, ["d", "d2", "d"]),
+    ],
+)
+def test_find_cycle_finds_exactly_the_cycles(graph: dict[str, set[str]], expected: list[str] | None) -> None:
+    assert find_cycle(graph) == expected
+
+
+def test_relative_and_package_imports_resolve_to_modules() -> None:
+    known = {"kdlib", "kdlib.fl", "kdlib.fl.task", "kdlib.train"}
+    relative = ast.parse("from . import task\nfrom ..train import fit").body
+    assert _imported(relative[0], "kdlib.fl.study", False, known) == ["kdlib.fl.task"]
+    assert _imported(relative[1], "kdlib.fl.study", False, known) == ["kdlib.train"]
+    star = ast.parse("from kdlib.fl import *").body[0]
+    assert _imported(star, "kdlib.federated", False, known) == ["kdlib.fl"]
+
+
+def test_kdlib_has_no_import_cycle() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
