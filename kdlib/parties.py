@@ -20,6 +20,7 @@ from kdlib.models import build_model
 from kdlib.partition import PartitionSpec, parse_partition, partition_indices
 from kdlib.paths import cache_dir as default_cache_dir
 from kdlib.train import TrainConfig, predict_logits, seed_everything, train_supervised
+from kdlib.validation import is_int
 
 PARTY_META_FIELDS = ("config", "test_acc", "own_acc", "unseen_acc", "own_classes", "train_size")
 """What a pre-trained party's checkpoint side file must hold (checked on load)."""
@@ -55,7 +56,7 @@ def proportional_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Sorted indices of ``n`` samples whose class counts follow the label distribution of ``labels``: class c
     gets ``n * share_c`` rounded by largest remainder (ties to random classes), drawn at random within it."""
     labels = np.asarray(labels)
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 0 < n <= len(labels):
+    if not is_int(n, numpy=True) or not 0 < n <= len(labels):
         raise KDConfigError("val_size", n, f"an integer between 1 and the training set's size ({len(labels)})")
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
