@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -140,6 +140,19 @@ class ResultsStore:
 
     def has(self, key: str) -> bool:
         return self.get(key) is not None
+
+    def latest(self, keys: Collection[str]) -> list[dict[str, Any]]:
+        """The latest record of each of ``keys`` that is stored, in the order the keys were first stored: a study's
+        runs, read back (both studies read theirs through here)."""
+        wanted = set(keys)
+        return list({r["key"]: r for r in self.records() if r["key"] in wanted}.values())
+
+    def latest_frame(self, kind: str, keys: Collection[str]):
+        """``frame(kind)`` cut to ``keys``, one row per key (its latest record); empty when nothing is stored."""
+        df = self.frame(kind)
+        if df.empty:
+            return df
+        return df[df["key"].isin(set(keys))].drop_duplicates("key", keep="last")
 
     @contextmanager
     def claim(self, key: str, *, wait: bool = False) -> Iterator[bool]:

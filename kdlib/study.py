@@ -228,16 +228,11 @@ class Study:
 
     def records(self, methods: tuple[str, ...] | None = None) -> list[dict]:
         """The stored run records of this config, every seed (latest per run), for curves and tuning grids."""
-        wanted = self._keys(methods)
-        latest = {r["key"]: r for r in self.store.records() if r["key"] in wanted}
-        return list(latest.values())
+        return self.store.latest(self._keys(methods))
 
     def frame(self) -> pd.DataFrame:
         """This config's stored distillation runs, one row per (scenario, method, seed) (latest record per run)."""
-        df = self.store.frame("distill")
-        if df.empty:
-            return df
-        return df[df["key"].isin(self._keys())].drop_duplicates("key", keep="last")
+        return self.store.latest_frame("distill", self._keys())
 
     def gain_table(self, metric: str = "gain") -> pd.DataFrame:
         """Scenario x method table of a metric's mean over the stored seeds, in accuracy points (x100)."""

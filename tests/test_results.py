@@ -118,6 +118,20 @@ def test_same_key_twice_keeps_both_lines_and_the_file_never_shrinks(store: Resul
 # --------------------------------------------------------------------------------------------- crashes
 
 
+def test_latest_reads_back_one_record_per_wanted_key(store: ResultsStore) -> None:
+    first = store.append("distill", CONFIG_A, {"gain": 0.1})
+    other = store.append("distill", CONFIG_B, {"gain": 0.2})
+    again = store.append("distill", CONFIG_A, {"gain": 0.3})
+    store.append("federated", {"scenario": "iid"}, {"final_acc": 0.5})
+    assert first["key"] == again["key"] != other["key"]
+    assert store.latest({first["key"], other["key"], "no-such-key"}) == [again, other]  # first-stored order
+    assert store.latest([other["key"]]) == [other]
+    frame = store.latest_frame("distill", {first["key"]})
+    assert list(frame["gain"]) == [0.3] and list(frame["key"]) == [first["key"]]
+    assert store.latest_frame("federated", {first["key"]}).empty
+    assert ResultsStore(store.path.parent / "empty.jsonl").latest_frame("distill", {first["key"]}).empty
+
+
 def test_partial_last_line_is_skipped_with_a_warning_then_cut(store: ResultsStore) -> None:
     store.append("standard", CONFIG_A, {"acc": 0.1})
     store.append("standard", CONFIG_B, {"acc": 0.2})

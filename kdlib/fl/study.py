@@ -188,9 +188,13 @@ class FederatedStudy:
 
     # ------------------------------------------------------------------------------------------- running
 
+    def jobs(self) -> list[tuple[str, str]]:
+        """Every (scenario, start) of the config, one stored record each."""
+        return [(s, n) for s in self.cfg.scenarios for n in self.cfg.starts]
+
     def pending(self, force: bool = False) -> list[tuple[str, str]]:
         """The (scenario, start) runs of the config not in the store yet (all of them with ``force``)."""
-        jobs = [(s, n) for s in self.cfg.scenarios for n in self.cfg.starts]
+        jobs = self.jobs()
         if force:
             return jobs
         stored = self.store.keys()
@@ -270,18 +274,16 @@ class FederatedStudy:
 
     def records(self) -> list[dict]:
         """The stored runs of this config (latest per run), with their per-round curves."""
-        wanted = {run_key(KIND, run_config(self.cfg, s, n)) for s in self.cfg.scenarios for n in self.cfg.starts}
-        latest = {r["key"]: r for r in self.store.records() if r["key"] in wanted}
-        return list(latest.values())
+        return self.store.latest({run_key(KIND, run_config(self.cfg, s, n)) for s, n in self.jobs()})
 
     def frame(self) -> pd.DataFrame:
         """This config's stored runs, one row each; the target columns follow this config's target rule (it is
         analysis, not part of a run's identity, so changing it re-reads the stored curves instead of rerunning)."""
         records = self.records()
-        df = self.store.frame(KIND)
+        df = self.store.latest_frame(KIND, {r["key"] for r in records})
         if df.empty:
             return df
-        df = df[df["key"].isin({r["key"] for r in records})].drop_duplicates("key", keep="last").set_index("key")
+        df = df.set_index("key")
         scratch = {
             r["config"]["scenario"]: [row["accuracy"] for row in r["curves"] if row["round"] > 0]
             for r in records
