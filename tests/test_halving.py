@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from kdlib.data import load_dataset
-from kdlib.distill import best_point, grid_search, run_tuned
+from kdlib.distill import best_point, grid_search
 from kdlib.errors import KDConfigError
 from kdlib.halving import Rung, checkpoint_path, halving_schedule, halving_search, replay
 from kdlib.models import build_model
 from kdlib.train import TrainConfig, seed_everything
+from kdlib.tuned import run_tuned
 
 TEMPS, ALPHAS = (1.0, 4.0, 16.0), (0.0, 0.5, 0.9)
 CFG = TrainConfig(epochs=3, batch_size=32, lr=0.05)
