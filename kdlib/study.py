@@ -44,7 +44,8 @@ COMMON_FIELDS = (
 
 
 def run_config(cfg: StudyConfig, scenario: str, method: str, *, seed: int | None = None) -> dict:
-    """The fields that decide one (scenario, method, seed) run: its identity in the results store.
+    """The fields that decide one (scenario, method, seed) run: its identity in the results store. The common
+    fields, then those the method's registry entry names (``kdlib.methods``).
 
     ``seed`` defaults to ``cfg.seed``; the number of seeds is not part of a run's identity. ``val_size`` is left
     out when 0 (no held-out split), so such runs keep the keys they had before the split existed.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kdlib.config import SCALES, scale_config, scale_departures
+from kdlib.config import SCALE_SETTINGS, SCALES, StudyConfig, scale_config, scale_departures
+from kdlib.errors import KDConfigError
+from kdlib.fl.config import FederatedConfig, federated_scale_config
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -37,3 +39,36 @@ def test_the_figure_caption_names_the_departures(tmp_path):
     assert "changed: dataset=digits (smoke: cifar10), n_train=500 (smoke: 2000), n_test=200 (smoke: 1000), " in text
     assert text.endswith("distill.epochs=2 (smoke: 3)")
     assert "changed" not in caption(open_study("smoke", device="cpu", results=str(tmp_path)))
+
+
+@pytest.mark.parametrize("make", [StudyConfig, FederatedConfig])
+def test_both_configs_share_the_common_checks_and_replace(make) -> None:
+    cfg = make()
+    for field, bad, words in (("seed", 2**32, "< 2**32"), ("seed", True, ">= 0"), ("n_train", 5, ">= 20"),
+                              ("scale", "huge", "smoke, full, paper")):  # fmt: skip
+        with pytest.raises(KDConfigError, match=field) as error:
+            cfg.replace(**{field: bad})
+        assert words in str(error.value)
+    with pytest.raises(KDConfigError, match=f"a field of {make.__name__}"):
+        cfg.replace(no_such_field=1)
+    train = cfg.TRAIN_FIELDS[-1]
+    with pytest.raises(KDConfigError, match=f"{train}.epochz"):
+        cfg.replace(**{train: {"epochz": 2}})
+    assert getattr(cfg.replace(**{train: {"epochs": 2}}), train).epochs == 2
+    assert cfg.replace(scenarios="iid, disjoint").scenarios == ("iid", "disjoint")
+    with pytest.raises(KDConfigError, match="scenarios"):
+        cfg.replace(scenarios=5)
+    assert cfg.as_dict()["seed"] == cfg.seed
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_one_scale_table_holds_both_studies(scale: str) -> None:
+    study, federated = scale_config(scale), federated_scale_config(scale)
+    assert study.scale == federated.scale == scale
+    for name, cfg in (("study", study), ("federated", federated)):
+        for key, value in SCALE_SETTINGS[scale][name].items():
+            got = getattr(cfg, key)
+            if isinstance(value, dict):
+                assert all(getattr(got, k) == v for k, v in value.items()), (scale, name, key)
+            else:
+                assert got == value, (scale, name, key)
