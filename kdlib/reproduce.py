@@ -213,6 +213,7 @@ def run_in_order(
             if not running:
                 failures.append("never ran, waiting on a notebook that did not: " + ", ".join(p.stem for p in pending))
                 break
+            bar.set_postfix_str(", ".join(path.stem for path, _ in running.values()))
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 path, _lane = running.pop(future)
@@ -222,5 +223,4 @@ def run_in_order(
                 else:
                     done.add(path.stem)
                 bar.update(1)
-            bar.set_postfix_str(", ".join(path.stem for path, _ in running.values()), refresh=False)
     return failures
