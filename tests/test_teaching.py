@@ -477,40 +477,13 @@ def test_entropy_solution_matches_log_c_for_uniform() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the notebooks
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every exercise notebook run with solutions=True, and ex1 run as handed out (solutions=False)."""
-    import papermill as pm
+# nbval runs every exercise notebook with its model answers as part of the test command (pyproject's testpaths and
+# addopts, notebooks/exercises/conftest.py): each cell is a test, and a check that fails stops its notebook. These
+# tests check what nbval cannot: how the notebooks are stored and wired, and the grading of executed notebooks.
+def exercise(name: str):
+    import nbformat
 
-    out = tmp_path_factory.mktemp("executed")
-    (out / "solved").mkdir()
-    (out / "handout").mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        for env in ("KDLIB_RESULTS", "KDLIB_CACHE", "KDLIB_FIGURES"):
-            mp.setenv(env, str(tmp_path_factory.mktemp(env.lower())))
-        for name in NOTEBOOKS:
-            pm.execute_notebook(
-                str(EXERCISES / f"{name}.ipynb"),
-                str(out / "solved" / f"{name}.ipynb"),
-                parameters={"solutions": True},
-                cwd=str(EXERCISES),
-                kernel_name="python3",
-                progress_bar=False,
-            )
-        outcome = "no error\nthe handout ran to the end"
-        try:
-            pm.execute_notebook(
-                str(EXERCISES / "ex1_kd_loss.ipynb"),
-                str(out / "handout" / "ex1_kd_loss.ipynb"),
-                parameters={"solutions": False},
-                cwd=str(EXERCISES),
-                kernel_name="python3",
-                progress_bar=False,
-            )
-        except pm.PapermillExecutionError as error:
-            outcome = f"{error.ename}\n{error.evalue}"
-        (out / "handout_error.txt").write_text(outcome)
-    return out
+    return nbformat.read(EXERCISES / f"{name}.ipynb", as_version=4)
 
 
 def test_exercise_notebooks_are_stored_without_outputs() -> None:
@@ -519,7 +492,7 @@ def test_exercise_notebooks_are_stored_without_outputs() -> None:
     found = sorted(p.stem for p in EXERCISES.glob("*.ipynb"))
     assert found == sorted(NOTEBOOKS)
     for name in NOTEBOOKS:
-        nb = nbformat.read(EXERCISES / f"{name}.ipynb", as_version=4)
+        nb = exercise(name)
         nbformat.validate(nb)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1 and "solutions = False" in tagged[0].source
@@ -527,28 +500,78 @@ def test_exercise_notebooks_are_stored_without_outputs() -> None:
             assert cell.cell_type != "code" or (not cell.outputs and cell.execution_count is None)
 
 
-@pytest.mark.slow
-def test_every_exercise_runs_with_solutions(executed: Path) -> None:
-    report = teaching.grade_report(executed / "solved")
-    assert list(report["status"]) == ["passed"] * len(NOTEBOOKS)
-    passed = dict(zip(report["notebook"], report["checks_passed"], strict=True))
-    assert passed == {
-        "ex1_kd_loss.ipynb": 2,
-        "ex2_temperature.ipynb": 2,
-        "ex3_partitions.ipynb": 2,
-        "ex4_tuning.ipynb": 2,
-    }
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_each_exercise_swaps_in_its_answers_before_its_two_checks(name: str) -> None:
+    code = [c.source for c in exercise(name).cells if c.cell_type == "code"]
+    switch = [i for i, source in enumerate(code) if "solutions = teaching.solutions_wanted(solutions)" in source]
+    assert switch == [1], "the cell after the parameters reads the switch, before any answer is used"
+    checks = [i for i, source in enumerate(code) if source.startswith("teaching.check_")]
+    assert len(checks) == 2
+    swaps = [i for i, source in enumerate(code) if source.startswith("# Model answer") and "if solutions:" in source]
+    for check in checks:  # the answer it checks is swapped in (under solutions) between the stub and the check
+        assert any(swap < check for swap in swaps)
+    stubs = [source for source in code if "# Your turn" in source]
+    assert all('raise NotImplementedError("Your turn' in source for source in stubs)  # the handout stops at its check
 
 
-@pytest.mark.slow
-def test_handout_stops_at_first_check_with_friendly_message(executed: Path, capsys: pytest.CaptureFixture) -> None:
-    ename, evalue = (executed / "handout_error.txt").read_text().split("\n", 1)
-    assert ename == "TeachingCheckError"
-    assert "soft_targets is not written yet: replace the `raise NotImplementedError(...)`" in evalue
-    report = teaching.grade_report(executed / "handout")
-    row = report.iloc[0]
-    assert (row["status"], row["checks_passed"], row["error"]) == ("failed", 0, "TeachingCheckError")
-    assert "not written yet" in row["message"]
-    assert teaching.main(["report", str(executed / "handout")]) == 1
-    assert "TeachingCheckError" in capsys.readouterr().out
-    assert teaching.main(["report", str(executed / "solved")]) == 0
+def test_the_test_command_runs_the_exercises_under_nbval() -> None:
+    import tomllib
+
+    options = tomllib.loads((EXERCISES.parents[1] / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "notebooks/exercises" in options["testpaths"]
+    assert "--nbval-lax" in options["addopts"].split()
+    assert (EXERCISES / "conftest.py").is_file()
+
+
+def test_solutions_are_wanted_by_the_parameter_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(teaching.SOLUTIONS_ENV, raising=False)
+    assert teaching.solutions_wanted(True) and not teaching.solutions_wanted(False)
+    monkeypatch.setenv(teaching.SOLUTIONS_ENV, "1")
+    assert teaching.solutions_wanted(False)
+    monkeypatch.setenv(teaching.SOLUTIONS_ENV, "0")
+    assert not teaching.solutions_wanted(False)
+
+
+def executed_copy(folder: Path, name: str, outputs: list[list[dict]]) -> Path:
+    """An exercise notebook as papermill would leave it, with the given outputs on its first code cells."""
+    import nbformat
+
+    nb = exercise("ex1_kd_loss")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for cell, cell_outputs in zip(code, outputs, strict=False):
+        cell.outputs = [nbformat.from_dict(o) for o in cell_outputs]
+    path = folder / f"{name}.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_grade_report_counts_checks_and_names_the_first_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The report of a class's executed notebooks, on the outputs a real check prints or raises."""
+    with pytest.raises(TeachingCheckError) as failure:
+        teaching.check_soft_targets(not_written)
+    teaching.check_soft_targets(teaching.solution("soft_targets"))
+    teaching.check_kd_loss(teaching.solution("kd_loss"))
+    ticks = capsys.readouterr().out.splitlines()
+    assert len(ticks) == 2 and all(line.startswith("✓") for line in ticks)
+
+    def stream(text: str) -> dict:
+        return {"output_type": "stream", "name": "stdout", "text": text + "\n"}
+
+    error = {"output_type": "error", "ename": "TeachingCheckError", "evalue": str(failure.value), "traceback": []}
+    checks = [[], [], [], [], [stream(ticks[0])], [], [], [stream(ticks[1])]]  # ex1's checks: code cells 4, 7
+    executed_copy(tmp_path / "class" / "alice", "ex1_kd_loss", checks)
+    executed_copy(tmp_path / "class" / "bob", "ex1_kd_loss", [[], [], [], [], [error]])
+    executed_copy(tmp_path / "class" / "carol", "ex1_kd_loss", [])
+    report = teaching.grade_report(tmp_path / "class").set_index("notebook")
+    assert report.loc["alice/ex1_kd_loss.ipynb", ["status", "checks_passed", "error"]].tolist() == ["passed", 2, ""]
+    bob = report.loc["bob/ex1_kd_loss.ipynb"]
+    assert (bob["status"], bob["checks_passed"], bob["error"]) == ("failed", 0, "TeachingCheckError")
+    assert "soft_targets is not written yet: replace the `raise NotImplementedError(...)`" in bob["message"]
+    assert report.loc["carol/ex1_kd_loss.ipynb", "status"] == "not run"
+    assert teaching.main(["report", str(tmp_path / "class" / "alice")]) == 0
+    assert teaching.main(["report", str(tmp_path / "class")]) == 1
+    printed = capsys.readouterr().out
+    assert "TeachingCheckError" in printed and "1 of 3 notebooks passed every check" in printed

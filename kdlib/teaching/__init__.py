@@ -9,8 +9,9 @@ give and matching the learner's numbers against it.
 Each exercise has one module that holds its checks and its model answers (``ex1_kd_loss``, ``ex2_temperature``,
 ``ex3_partitions``, ``ex4_tuning``), on the helpers of ``common``. The answers are registered once, in ``solutions``:
 ``solution(name)`` returns one, ``show_solution(name)`` prints its source.
-The notebooks take a papermill parameter ``solutions``; with ``solutions = True`` each exercise cell is followed
-by ``name = teaching.solution("name")``, so CI runs every notebook with right answers. ``grade_report(folder)``
+The notebooks take a papermill parameter ``solutions``; with ``solutions = True`` (or ``KDLIB_SOLUTIONS=1`` in the
+kernel's environment, see ``solutions_wanted``) each exercise cell is followed by ``name = teaching.solution("name")``,
+so the test suite runs every notebook with right answers under nbval. ``grade_report(folder)``
 (or ``python -m kdlib.teaching report FOLDER``, in ``grading``) summarises a class's notebooks executed in batch
 with papermill.
 """
@@ -24,10 +25,11 @@ from kdlib.teaching.ex3_partitions import check_dirichlet_split, check_heatmap_r
 from kdlib.teaching.ex4_tuning import TUNING_EXPLANATIONS, check_pick_best, check_tuning_explanation, compare_guess
 from kdlib.teaching.grading import grade_report
 from kdlib.teaching.grading import main as main
-from kdlib.teaching.solutions import show_solution, solution
+from kdlib.teaching.solutions import SOLUTIONS_ENV, show_solution, solution, solutions_wanted
 
 __all__ = [
     "PREDICTION_CHOICES",
+    "SOLUTIONS_ENV",
     "TUNING_EXPLANATIONS",
     "TeachingCheckError",
     "check_dirichlet_split",
@@ -42,4 +44,5 @@ __all__ = [
     "grade_report",
     "show_solution",
     "solution",
+    "solutions_wanted",
 ]
