@@ -63,28 +63,31 @@ def draw_kd_view(
     return fig
 
 
-def kd_explorer(**draw_kwargs):
-    """Sliders for T and alpha that redraw ``draw_kd_view`` live (needs a Jupyter front end)."""
+def kd_explorer(temperature: float = 4.0, alpha: float = 0.5, **draw_kwargs):
+    """Sliders for T and alpha, starting at the given values, that redraw ``draw_kd_view`` live (needs a Jupyter
+    front end)."""
     import ipywidgets as widgets
     from IPython.display import display
 
-    temperature = widgets.FloatLogSlider(
-        value=4.0, base=10, min=-1, max=1.5, step=0.02, description="T", continuous_update=False
+    t_slider = widgets.FloatLogSlider(
+        value=temperature, base=10, min=-1, max=1.5, step=0.02, description="T", continuous_update=False
     )
-    alpha = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="alpha", continuous_update=False)
+    a_slider = widgets.FloatSlider(
+        value=alpha, min=0.0, max=1.0, step=0.05, description="alpha", continuous_update=False
+    )
     out = widgets.Output()
 
     def redraw(_change=None) -> None:
         with out:
             out.clear_output(wait=True)
-            fig = draw_kd_view(temperature.value, alpha.value, **draw_kwargs)
+            fig = draw_kd_view(t_slider.value, a_slider.value, **draw_kwargs)
             display(fig)
             plt.close(fig)
 
-    temperature.observe(redraw, names="value")
-    alpha.observe(redraw, names="value")
+    t_slider.observe(redraw, names="value")
+    a_slider.observe(redraw, names="value")
     redraw()
-    box = widgets.VBox([widgets.HBox([temperature, alpha]), out])
+    box = widgets.VBox([widgets.HBox([t_slider, a_slider]), out])
     box.add_class("kd-explorer")
     return box
 

@@ -18,7 +18,7 @@ EXPECTED_FIGURES = {
     "00_tour": ["00_kd_view_T1", "00_kd_view_T4", "00_kd_view_T16"],
     "01_partitions": ["01_partitions", "01_heterogeneity"],
     "02_pretrained_parties": ["02_party_accuracy"],
-    "03_standard_kd": ["03_standard_gain", "03_own_unseen", "03_knowledge_flips", "03_curves"],
+    "03_standard_kd": ["03_standard_gain", "03_own_unseen", "03_knowledge_flips", "03_curves", "03_hetero_gain"],
     "04_tuned_kd": ["04_tuning_grid", "04_tuned_vs_standard", "04_selection_criteria"],
     "05_mutual_learning": ["05_dml_gain"],
     "06_data_partitioning_kd": ["06_dp_routing", "06_dp_flips", "06_dp_routing_by_transfer"],
@@ -57,6 +57,7 @@ def executed(name: str, folders: dict[str, Path]) -> Path:
     from filelock import FileLock
 
     from kdlib.notebook_progress import ENGINE
+    from kdlib.reproduce import declared_parameters
 
     for dependency in DEPENDS_ON.get(name, ()):
         executed(dependency, folders)
@@ -68,8 +69,10 @@ def executed(name: str, folders: dict[str, Path]) -> Path:
             return target
         partial = target.with_suffix(".running.ipynb")
         env = {**os.environ, **{f"KDLIB_{key.upper()}": str(folders[key]) for key in ("results", "cache", "figures")}}
+        source = NOTEBOOKS_DIR / f"{name}.ipynb"
+        parameters = {"scale": "smoke"} if "scale" in declared_parameters(source) else {}
         try:
-            pm.execute_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(partial), parameters={"scale": "smoke"},
+            pm.execute_notebook(str(source), str(partial), parameters=parameters,
                                 cwd=str(NOTEBOOKS_DIR), progress_bar=False, kernel_name="python3",
                                 engine_name=ENGINE, kernel_env=env)
         except Exception as error:
@@ -112,10 +115,19 @@ def test_notebook_executes_at_smoke_scale(name: str, isolated_outputs: dict[str,
     source = NOTEBOOKS_DIR / f"{name}.ipynb"
     if not source.exists():
         pytest.fail(f"{source} is missing")
-    assert nbformat.read(executed(name, isolated_outputs), as_version=4).metadata.papermill["exception"] is not True
+    nb = nbformat.read(executed(name, isolated_outputs), as_version=4)
+    assert nb.metadata.papermill["exception"] is not True
     for figure in EXPECTED_FIGURES[name]:
         png = isolated_outputs["figures"] / f"{figure}.png"
         assert png.exists() and png.stat().st_size > 5_000, f"{name} did not save {png.name}"
+    if name in LESSONS and name != "04_tuned_kd":  # the executed notebook displays the step that ran, as code
+        import kdlib.distill
+        from kdlib.lesson import source_text
+
+        shown = [o for c in nb.cells if "lesson.show_source(" in c.source for o in c.outputs]
+        plain = "".join(o.get("data", {}).get("text/plain", "") for o in shown)
+        assert source_text(getattr(kdlib.distill, LESSONS[name][-1]), "def batch_loss") in plain
+        assert all("text/html" in o.get("data", {}) for o in shown), "highlighted code in Jupyter"
 
 
 def test_reproduce_gives_a_notebook_parameter_only_to_the_notebooks_that_declare_it():
@@ -178,3 +190,119 @@ def test_a_notebook_runs_once_after_its_dependencies_and_a_failure_reaches_its_d
         this.executed("bad", folders)
     with pytest.raises(pytest.fail.Exception, match=r"bad failed \(in another test\): cell 3: ValueError: boom"):
         this.executed("after_bad", folders)
+
+
+# ------------------------------------------------------------------------------------- the method notebooks as lessons
+# Each method notebook shows its loss and its method's training step from kdlib's own source (kdlib.lesson).
+LESSONS = {
+    "03_standard_kd": ("kd_loss", "run_standard"),
+    "04_tuned_kd": ("run_tuned",),
+    "05_mutual_learning": ("dml_losses", "run_dml"),
+    "06_data_partitioning_kd": ("dp_select_targets", "run_dp"),
+}
+STUDY_SETUP = ("01_partitions", "02_pretrained_parties", *LESSONS, "08_findings")
+
+
+def cells(name: str) -> list:
+    return nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4).cells
+
+
+def nested_function_lines(outer, name: str) -> str:
+    """The source lines of the function ``name`` defined inside ``outer``, found by its syntax tree, dedented."""
+    import ast
+    import inspect
+    import textwrap
+
+    source = textwrap.dedent(inspect.getsource(outer))
+    node = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef) and n.name == name)
+    return textwrap.dedent("\n".join(source.splitlines()[node.lineno - 1 : node.end_lineno]))
+
+
+@pytest.mark.parametrize("method", ["run_finetune", "run_standard", "run_dml", "run_dp"])
+def test_a_lesson_shows_the_live_batch_loss_of_each_method(method: str) -> None:
+    import kdlib.distill
+    from kdlib.lesson import source_text
+
+    function = getattr(kdlib.distill, method)
+    shown = source_text(function, "def batch_loss")
+    assert shown == nested_function_lines(function, "batch_loss")
+    assert shown.startswith("def batch_loss(") and "return " in shown
+
+
+def test_show_source_prints_where_the_code_is_and_refuses_a_pattern_it_cannot_find(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import inspect
+
+    from kdlib.errors import KDConfigError
+    from kdlib.lesson import show_source, source_text
+    from kdlib.losses import kd_loss
+
+    show_source(kd_loss)
+    printed = capsys.readouterr().out
+    first, rest = printed.split("\n", 1)
+    line = inspect.getsourcelines(kd_loss)[1]
+    assert first == f"# kdlib.losses.kd_loss, kdlib/losses.py line {line}"
+    assert rest.rstrip("\n") == source_text(kd_loss) == inspect.getsource(kd_loss).rstrip("\n")
+    with pytest.raises(KDConfigError, match="pattern"):
+        show_source(kd_loss, "def no_such_block")
+
+
+@pytest.mark.parametrize("name", list(LESSONS))
+def test_each_method_notebook_shows_its_step_says_what_to_see_and_ends_with_what_to_try(name: str) -> None:
+    nb = cells(name)
+    shown = "\n".join(c.source for c in nb if c.cell_type == "code" and "lesson.show_source(" in c.source)
+    for obj in LESSONS[name]:
+        assert f"lesson.show_source({obj}" in shown, f"{name} does not show {obj}"
+    if name != "04_tuned_kd":  # 04 shows run_tuned whole; its step is 03's
+        assert f'lesson.show_source({LESSONS[name][-1]}, "def batch_loss")' in shown
+    for i, cell in enumerate(nb):
+        if cell.cell_type == "code" and "show_figure(" in cell.source:
+            after = nb[i + 1] if i + 1 < len(nb) else None
+            assert after is not None and after.cell_type == "markdown" and "**What to see:**" in after.source, (
+                f"{name}: say under each figure what to see (cell {i})"
+            )
+    tries = [i for i, c in enumerate(nb) if c.cell_type == "markdown" and c.source.startswith("## What to try")]
+    assert len(tries) == 1 and tries[0] >= len(nb) - 2, f"{name} should end with a 'What to try' section"
+    assert "-p " in nb[tries[0]].source or "-y " in nb[tries[0]].source
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_FIGURES))
+def test_every_declared_parameter_is_used(name: str) -> None:
+    import re
+
+    from kdlib.reproduce import declared_parameters
+
+    body = "\n".join(c.source for c in cells(name) if "parameters" not in c.metadata.get("tags", []))
+    unused = [p for p in declared_parameters(NOTEBOOKS_DIR / f"{name}.ipynb") if not re.search(rf"\b{p}\b", body)]
+    assert not unused, f"{name} declares parameters it never uses: {unused}"
+
+
+@pytest.mark.parametrize("name", STUDY_SETUP)
+def test_one_cell_holds_the_parameters_and_one_the_setup(name: str) -> None:
+    nb = cells(name)
+    assert sum("parameters" in c.metadata.get("tags", []) for c in nb) == 1
+    setup = [c for c in nb if "lesson.setup(" in c.source]
+    assert len(setup) == 1 and nb.index(setup[0]) == 2, "the setup follows the parameters cell"
+    assert not any("open_study(" in c.source for c in nb), "open variants with lesson.variant(study, ...)"
+
+
+def test_lesson_setup_opens_the_study_of_the_parameters_and_variant_changes_only_what_it_is_told(
+    isolated_folders: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    from kdlib.config import scale_config
+    from kdlib.lesson import setup, variant
+
+    study = setup("smoke", device="cpu", dataset="digits", seed=3, scenarios="iid,disjoint", transfer="union",
+                  overrides="{transfer: public, n_train: 600, n_test: 300}")  # fmt: skip
+    expected = scale_config("smoke", dataset="digits", seed=3, scenarios="iid,disjoint", transfer="public", n_train=600,
+                            n_test=300)  # fmt: skip
+    assert study.cfg == expected  # the overrides win over the transfer parameter, as papermill passes them
+    out = capsys.readouterr().out
+    assert "scenarios: iid, disjoint" in out and "seeds: 3, 4" in out and "transfer set" in out
+    plain = setup("smoke", device="cpu", dataset="digits", overrides={"n_train": 600, "n_test": 300})
+    assert plain.cfg == scale_config("smoke", dataset="digits", n_train=600, n_test=300)
+    assert "transfer set" not in capsys.readouterr().out  # no transfer parameter: not announced
+    other = variant(study, student_model="vit-tiny", seeds=1)
+    assert other.cfg == expected.replace(student_model="vit-tiny", seeds=1)
+    assert other.store is study.store and other.device == study.device and study.cfg == expected
