@@ -155,6 +155,42 @@ def test_hf_round_trip(tmp_path: Path) -> None:
         save_hf_model(build_model("cnn", 10, (3, 32, 32)), tmp_path / "cnn")
 
 
+@pytest.mark.parametrize("in_shape", [(3, 32, 32), (1, 8, 8), (3, 24, 16)], ids=["cifar", "digits", "wide"])
+def test_vit_tiny_cuts_images_into_a_small_grid_of_patches(in_shape: tuple[int, int, int]) -> None:
+    model = build_model("vit-tiny", 10, in_shape)
+    config = model.config
+    _, h, w = in_shape
+    grid = (h // config.patch_size, w // config.patch_size)
+    assert h % config.patch_size == 0 and w % config.patch_size == 0 and min(grid) >= 4
+    embeddings = model.hf.vit.embeddings.patch_embeddings
+    assert embeddings.num_patches == grid[0] * grid[1]
+    assert config.num_hidden_layers <= 4 and config.hidden_size <= 128  # tiny: it trains on the CPU
+
+
+def test_a_vit_student_distils_from_a_cnn_teacher() -> None:
+    """The heterogeneous pair of notebook 03: kdlib's KD step needs nothing but both models' logits."""
+    from kdlib.distill import run_finetune, run_standard
+    from kdlib.train import TrainConfig
+
+    torch.manual_seed(0)
+    x, y = torch.randn(48, 3, 32, 32), torch.randint(0, 10, (48,))
+    teacher = build_model("cnn-small", 10, (3, 32, 32))
+    student = build_model("vit-tiny", 10, (3, 32, 32))
+    frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=0.05)
+    outcome = run_standard(student, teacher, x, y, 4.0, 0.5, cfg, "cpu", progress=False)
+    assert len(outcome.history) == 1 and np.isfinite(outcome.history[0]["loss"])
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in frozen.items()), "the teacher stays frozen"
+    changed = [k for k, v in student.state_dict().items() if not torch.equal(v, before[k])]
+    assert any("attention" in k for k in changed) and any("classifier" in k for k in changed)
+    # and the same ViT fine-tunes from the same start to other weights: the teacher's logits made the difference
+    baseline = build_model("vit-tiny", 10, (3, 32, 32))
+    baseline.load_state_dict(before)
+    run_finetune(baseline, x, y, cfg, "cpu", progress=False)
+    assert not torch.equal(baseline.hf.classifier.weight, student.hf.classifier.weight)
+
+
 def read_cifar_test_jpegs(per_class: int | None = 100) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``per_class`` test images of each class (all if None), normalised, from the JPEG archive."""
     from PIL import Image
