@@ -256,6 +256,38 @@ def test_client_checkpoints_keep_their_cache_path(tmp_path):
     assert all(torch.equal(a, b) for a, b in pairs)
 
 
+def test_a_run_claimed_by_another_process_is_left_to_it_then_run_here_once(tmp_path, monkeypatch):
+    """Federated runs are made under the store's claim on their key, like the distillation study's: a claimed run
+    is left to its claimant; once the claim ends without a record, the next ``run_all`` makes it; nothing twice."""
+    import kdlib.fl.study as fl_study
+    from kdlib.fl import FLRun
+
+    simulated: list[list[tuple[str, str]]] = []
+
+    def fake_simulate(jobs, cfg, evaluate_data, on_done, options=None):  # a made-up curve per job, no Ray
+        simulated.append([(job.scenario, job.start) for job in jobs])
+        for job in jobs:
+            curve = [{"round": r, "accuracy": 0.1 * (r + 1), "loss": 1.0, "bytes_down": 10, "bytes_up": 10,
+                      "train_loss": 1.0} for r in range(cfg.rounds + 1)]  # fmt: skip
+            on_done(job, FLRun(curve, 0.0))
+
+    monkeypatch.setattr(fl_study, "simulate", fake_simulate)
+    cfg = FederatedConfig(dataset="digits", n_train=None, n_test=None, scenarios=("iid", "dirichlet:0.5"),
+                          starts=("random",), num_clients=2, model="mlp", rounds=2)  # fmt: skip
+    study = FederatedStudy(cfg, ResultsStore.open("fl", tmp_path), device="cpu", progress=False, cache_dir=tmp_path)
+    taken = ("dirichlet:0.5", "random")
+    with study.store.claim(study.key(*taken)) as mine:  # as if another process were computing it
+        assert mine
+        left = study.run_claimed(study.pending(), wait=False)
+    assert left == [taken] and simulated == [[("iid", "random")]]
+    assert {(r["config"]["scenario"], r["config"]["start"]) for r in study.store.records()} == {("iid", "random")}
+    study.run_all()  # the claimant ended without storing it: run here, once
+    assert simulated[-1] == [taken]
+    assert sorted(r["key"] for r in study.store.records()) == sorted(study.key(*job) for job in study.jobs())
+    study.run_all()
+    assert len(simulated) == 2 and len(study.store.records()) == 2  # all stored: nothing run again
+
+
 def test_multi_teacher_kd_beats_a_random_start(digits):
     with torch_threads(1):  # tiny models: one thread is fastest on a busy machine
         _check_kd_beats_random(digits)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -192,23 +193,44 @@ class FederatedStudy:
         """Every (scenario, start) of the config, one stored record each."""
         return [(s, n) for s in self.cfg.scenarios for n in self.cfg.starts]
 
+    def key(self, scenario: str, start: str) -> str:
+        """The results-store key of one (scenario, start) run."""
+        return run_key(KIND, run_config(self.cfg, scenario, start))
+
     def pending(self, force: bool = False) -> list[tuple[str, str]]:
         """The (scenario, start) runs of the config not in the store yet (all of them with ``force``)."""
         jobs = self.jobs()
         if force:
             return jobs
         stored = self.store.keys()
-        return [(s, n) for s, n in jobs if run_key(KIND, run_config(self.cfg, s, n)) not in stored]
+        return [(s, n) for s, n in jobs if self.key(s, n) not in stored]
 
     def run_all(self, force: bool = False, verbose: bool = False) -> pd.DataFrame:
         """Run every missing (scenario, start) (all with ``force``) in one Flower simulation; return the summary.
 
-        Random starts run first in each scenario: a relative target needs their curve.
+        Like the distillation study's runs, each is made under the store's claim on its key
+        (``ResultsStore.claim``): a run that another process is computing is left to it, then waited for at the
+        end (and run here if that process ended without storing it), so each is computed and stored once. Random
+        starts run first in each scenario: a relative target needs their curve.
         """
         todo = self.pending(force)
         with torch_threads(self.threads):
-            self._run(todo, verbose)
+            if force:
+                self._run(todo, verbose)
+            else:
+                others = self.run_claimed(todo, verbose=verbose, wait=False)
+                self.run_claimed(others, verbose=verbose, wait=True)
         return self.summary()
+
+    def run_claimed(
+        self, jobs: list[tuple[str, str]], *, verbose: bool = False, wait: bool = False
+    ) -> list[tuple[str, str]]:
+        """Run, in one simulation, the jobs whose claim this process gets (with ``wait``: once other claimants
+        are done); return the jobs it did not run (stored already, or being computed by another process)."""
+        with ExitStack() as claims:  # claims taken in job order, so that waiting processes cannot deadlock
+            mine = [job for job in jobs if claims.enter_context(self.store.claim(self.key(*job), wait=wait))]
+            self._run(mine, verbose)
+        return [job for job in jobs if job not in mine]
 
     def _run(self, todo: list[tuple[str, str]], verbose: bool) -> None:
         if todo:
@@ -226,7 +248,7 @@ class FederatedStudy:
             simulate(jobs, self.cfg, evaluate_data, on_done, options)
 
     def _scratch_curve(self, scenario: str) -> list[float]:
-        record = self.store.get(run_key(KIND, run_config(self.cfg, scenario, "random")))
+        record = self.store.get(self.key(scenario, "random"))
         if record is None:
             return []
         return [row["accuracy"] for row in record["curves"] if row["round"] > 0]
@@ -274,7 +296,7 @@ class FederatedStudy:
 
     def records(self) -> list[dict]:
         """The stored runs of this config (latest per run), with their per-round curves."""
-        return self.store.latest({run_key(KIND, run_config(self.cfg, s, n)) for s, n in self.jobs()})
+        return self.store.latest({self.key(s, n) for s, n in self.jobs()})
 
     def frame(self) -> pd.DataFrame:
         """This config's stored runs, one row each; the target columns follow this config's target rule (it is
