@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdlib.reproduce import NOTEBOOKS_DIR, study_notebooks
+from kdlib.reproduce import NOTEBOOK_DEPENDENCIES, NOTEBOOKS_DIR, study_notebooks
 
 EXPECTED_FIGURES = {
     "00_tour": ["00_kd_view_T1", "00_kd_view_T4", "00_kd_view_T16"],
@@ -27,14 +27,8 @@ EXPECTED_FIGURES = {
 }
 
 
-# A notebook runs after those whose cached parties or stored results it reads, so that no work is done twice.
-DEPENDS_ON = {
-    "03_standard_kd": ("02_pretrained_parties",),
-    "04_tuned_kd": ("02_pretrained_parties",),
-    "05_mutual_learning": ("02_pretrained_parties",),
-    "06_data_partitioning_kd": ("02_pretrained_parties",),
-    "08_findings": ("03_standard_kd", "04_tuned_kd", "05_mutual_learning", "06_data_partitioning_kd", "07_federated"),
-}
+# A notebook runs after those it reads (kdlib.reproduce.NOTEBOOK_DEPENDENCIES, which reproduce uses too).
+DEPENDS_ON = NOTEBOOK_DEPENDENCIES
 
 
 @pytest.fixture(scope="session")
