@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Self
 
@@ -12,6 +10,7 @@ from kdlib.errors import KDConfigError
 from kdlib.losses import check_alpha, check_temperature
 from kdlib.models import MODEL_NAMES
 from kdlib.partition import parse_partition
+from kdlib.results import config_key as config_key  # re-exported: a run's identity is the store's business
 from kdlib.train import TrainConfig
 from kdlib.validation import is_int, is_real
 
@@ -346,9 +345,3 @@ def scale_departures(cfg: StudyConfig) -> list[str]:
             was = ",".join(str(v) for v in base[key]) if isinstance(base[key], tuple) else base[key]
             out.append(f"{key}={shown} ({cfg.scale}: {was})")
     return out
-
-
-def config_key(payload: dict[str, Any]) -> str:
-    """A stable short hash of a JSON-able dict: the identity of a run, a checkpoint or a cache entry."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 from kdlib.checkpoints import load_checkpoint, save_checkpoint
-from kdlib.config import StudyConfig, config_key
+from kdlib.config import StudyConfig
 from kdlib.data import Dataset, stratified_subset
 from kdlib.errors import KDConfigError
 from kdlib.metrics import accuracy, group_accuracy
 from kdlib.models import build_model
 from kdlib.partition import PartitionSpec, parse_partition, partition_indices
 from kdlib.paths import cache_dir as default_cache_dir
+from kdlib.results import config_key
 from kdlib.train import TrainConfig, predict_logits, seed_everything, train_supervised
 from kdlib.validation import is_int
 

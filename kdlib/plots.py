@@ -8,6 +8,7 @@ import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import matplotlib
 
@@ -36,6 +37,23 @@ def study_caption(description: str, scale: str, n_train: int, n_test: int, extra
     """One line naming the data, its size and the scale, for the bottom of every figure."""
     text = f"{description}, {scale} scale: {n_train:,} train / {n_test:,} test images"
     return f"{text}; {extra}" if extra else text
+
+
+class CaptionedStudy(Protocol):
+    """What ``caption`` reads of a study (the distillation study and the federated one both are)."""
+
+    cfg: Any
+    dataset: Any
+
+    def caption_details(self) -> str: ...
+
+
+def caption(study: CaptionedStudy, extra: str = "") -> str:
+    """The caption line of a figure from a study, the distillation study or the federated one: data set, scale,
+    sizes, the study's own details (``study.caption_details()``) and ``extra``."""
+    data = study.dataset
+    details = study.caption_details() + (f"; {extra}" if extra else "")
+    return study_caption(data.description, study.cfg.scale, len(data.x_train), len(data.x_test), details)
 
 
 def caption_lines(caption: str, fig_width_in: float) -> list[str]:

@@ -16,6 +16,7 @@ give ``nan`` for either in the numeric parts of a record (``metrics``, and the r
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -32,7 +33,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from kdlib.config import config_key
 from kdlib.errors import KDConfigError
 from kdlib.paths import PROJECT_ROOT, results_dir, user_folder
 
@@ -224,6 +224,12 @@ class ResultsStore:
             row.update({k: v for k, v in r["metrics"].items() if not isinstance(v, dict | list)})
             rows.append(row)
         return pd.DataFrame(rows)
+
+
+def config_key(payload: dict[str, Any]) -> str:
+    """A stable short hash of a JSON-able dict: the identity of a run, a checkpoint or a cache entry."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def run_key(kind: str, config: dict[str, Any]) -> str:

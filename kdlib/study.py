@@ -12,7 +12,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -26,9 +25,6 @@ from kdlib.parties import Scenario, make_scenario, pretrained_party
 from kdlib.results import ResultsStore, run_key
 from kdlib.stats import interval_table, seeds_note
 from kdlib.train import predict_logits, resolve_device, seed_everything, set_cpu_threads
-
-if TYPE_CHECKING:
-    from kdlib.fl.study import FederatedStudy
 
 COMMON_FIELDS = (
     "dataset",
@@ -94,6 +90,11 @@ class Study:
         for method in chosen:
             get_method(method)  # an unknown method fails here, naming the registered ones
         return [(s, m, seed) for seed in self.seeds for s in self.cfg.scenarios for m in chosen]
+
+    def job_key(self, job: tuple[str, str, int]) -> str:
+        """The results-store key of one (scenario, method, seed) job."""
+        scenario, method, seed = job
+        return run_key("distill", run_config(self.cfg, scenario, method, seed=seed))
 
     def config_for(self, seed: int | None = None) -> StudyConfig:
         """The config of one seed's runs (``cfg`` with ``seed`` set; ``None``: ``cfg.seed``)."""
@@ -221,11 +222,7 @@ class Study:
         return self.gain_table()
 
     def _keys(self, methods: tuple[str, ...] | None = None) -> set[str]:
-        return {
-            run_key("distill", run_config(self.cfg, s, m, seed=seed))
-            for s, m, seed in self.jobs()
-            if m in (methods or self.cfg.methods)
-        }
+        return {self.job_key(job) for job in self.jobs() if job[1] in (methods or self.cfg.methods)}
 
     def records(self, methods: tuple[str, ...] | None = None) -> list[dict]:
         """The stored run records of this config, every seed (latest per run), for curves and tuning grids."""
@@ -270,11 +267,9 @@ def open_study(
     return Study(cfg, ResultsStore.open("study", results), device=device, progress=progress)
 
 
-def caption(study: Study | FederatedStudy, extra: str = "") -> str:
-    """The caption line of a figure from a study, the distillation study or the federated one: data set, scale,
-    sizes, the study's own details (``study.caption_details()``) and ``extra``."""
-    from kdlib.plots import study_caption
+def caption(study: Study, extra: str = "") -> str:
+    """The caption line of a figure from this study (``kdlib.plots.caption``, the one caption function of both
+    studies: data set, scale, sizes, the study's ``caption_details()`` and ``extra``)."""
+    from kdlib.plots import caption as figure_caption  # here: matplotlib only for figures
 
-    data = study.dataset
-    details = study.caption_details() + (f"; {extra}" if extra else "")
-    return study_caption(data.description, study.cfg.scale, len(data.x_train), len(data.x_test), details)
+    return figure_caption(study, extra)

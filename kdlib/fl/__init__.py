@@ -60,7 +60,7 @@ from kdlib.fl.simulation import SimulationOptions, quiet_flower, simulate, torch
 from kdlib.fl.starts import KDRecipe, Start, distill_averaged
 from kdlib.fl.study import FederatedStudy, group_key, open_federated, run_config
 from kdlib.fl.task import ClientSplit, DataSpec, client_data, split_clients
-from kdlib.study import caption  # one caption function for both studies
+from kdlib.plots import caption  # one caption function for both studies
 
 __all__ = [
     "FL_SCENARIOS",

@@ -15,7 +15,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kdlib.config import config_key
 from kdlib.data import Dataset
 from kdlib.distill import run_dp
 from kdlib.errors import KDConfigError
@@ -36,7 +35,7 @@ from kdlib.metrics import accuracy
 from kdlib.models import build_model
 from kdlib.parties import cached_party
 from kdlib.progress import tqdm
-from kdlib.results import ResultsStore, run_key
+from kdlib.results import ResultsStore, config_key, run_key
 from kdlib.train import TrainConfig, predict_logits, seed_everything, train_supervised
 
 COMMON_FIELDS = (
@@ -142,7 +141,7 @@ class FederatedStudy:
         return model, cached_party(model, settings, train, folder="federated", cache_dir=self.cache_dir)
 
     def caption_details(self) -> str:
-        """What a figure's caption says of this study: clients, model and budget (``kdlib.study.caption``)."""
+        """What a figure's caption says of this study: clients, model and budget (``kdlib.plots.caption``)."""
         c = self.cfg
         return f"{c.num_clients} clients, {c.model}, {c.rounds} rounds x {c.local.epochs} local epoch(s)"
 
