@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdlib.config import StudyConfig, config_key
+from kdlib.config import StudyConfig
 from kdlib.errors import KDConfigError
 from kdlib.progress import tqdm
-from kdlib.results import ResultsStore, run_key
+from kdlib.results import ResultsStore, config_key
 
 if TYPE_CHECKING:
     from kdlib.study import Study
@@ -64,10 +64,7 @@ def resolve_address(address: str | None) -> str | None:
 
 
 def _job_key(study: Study, job: Job) -> str:
-    from kdlib.study import run_config
-
-    scenario, method, seed = job
-    return run_key("distill", run_config(study.cfg, scenario, method, seed=seed))
+    return study.job_key(job)
 
 
 def run_claimed(study: Study, job: Job, force: bool = False, *, wait: bool = True) -> dict | None:
@@ -132,6 +129,7 @@ def _label(job: Job) -> str:
 class _StudySpec:
     """What a worker needs to rebuild the study (sent to Ray workers instead of the live object)."""
 
+    study_class: type
     cfg: StudyConfig
     store: str
     device: str
@@ -144,14 +142,15 @@ _WORKER_STUDIES: dict[tuple[str, str, str], Study] = {}
 
 
 def _worker_study(spec: _StudySpec) -> Study:
-    from kdlib.study import Study
     from kdlib.train import set_cpu_threads
 
     key = (config_key(spec.cfg.as_dict()), spec.store, spec.device)
     if key not in _WORKER_STUDIES:
         set_cpu_threads(spec.threads)
         store = ResultsStore(Path(spec.store))
-        _WORKER_STUDIES[key] = Study(spec.cfg, store, device=spec.device, progress=False, data_root=spec.data_root)
+        _WORKER_STUDIES[key] = spec.study_class(
+            spec.cfg, store, device=spec.device, progress=False, data_root=spec.data_root
+        )
     return _WORKER_STUDIES[key]
 
 
@@ -182,12 +181,12 @@ def _ray_session(workers: int | None, address: str | None) -> Iterator[dict[str,
     """Ray started (locally, ``workers`` CPUs) or joined (``address``) for the duration, then shut down."""
     import ray
 
-    from kdlib.federated import _ray_env
+    from kdlib.fl.simulation import ray_env
 
     if ray.is_initialized():
         raise RuntimeError("Ray is already running in this process; shut it down (ray.shutdown()) first")
     quiet = {"include_dashboard": False, "logging_level": "error", "log_to_driver": False}
-    with _ray_env():
+    with ray_env():
         if address is None:
             ray.init(address="local", num_cpus=workers, object_store_memory=200 * 1024**2, **quiet)
         else:
@@ -211,7 +210,7 @@ def _run_on_ray(study: Study, jobs: list[Job], workers: int | None, address: str
     if not todo:
         bar.close()
         return
-    spec = _StudySpec(study.cfg, str(study.store.path.resolve()), str(study.device), study.data_root)
+    spec = _StudySpec(type(study), study.cfg, str(study.store.path.resolve()), str(study.device), study.data_root)
     try:
         with _ray_session(workers, address) as resources:
             slots = workers or max(1, int(resources.get("CPU", 1)))
