@@ -617,16 +617,29 @@ def test_notebook_overrides_takes_a_mapping_or_its_yaml_text_and_nothing_else() 
 
 
 def test_every_study_notebook_normalises_overrides_before_using_them() -> None:
-    """A string ``overrides`` from papermill must reach kdlib's check, not Python's ``**`` (a TypeError)."""
+    """A string ``overrides`` from papermill must reach kdlib's check, not Python's ``**`` (a TypeError): a notebook
+    hands it to ``lesson.setup`` (which normalises it) or calls ``notebook_overrides`` before any other use."""
     import json
 
     from kdlib.reproduce import NOTEBOOKS_DIR
 
     for path in sorted(NOTEBOOKS_DIR.glob("0[1-8]_*.ipynb")):
         code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
-        uses = [i for i, src in enumerate(code) if "**overrides" in src or "**{" in src and "overrides" in src]
-        normalised = [i for i, src in enumerate(code) if "overrides = notebook_overrides(overrides)" in src]
-        assert normalised and uses and normalised[0] <= uses[0], path.name
+        code = [src for src in code if not src.lstrip().startswith("# Parameters")]
+        uses = [i for i, src in enumerate(code) if "overrides" in src]
+        via_setup = ["lesson.setup(" in src and "overrides=overrides" in src for src in code]
+        normalised = [i for i, src in enumerate(code) if "notebook_overrides(overrides)" in src or via_setup[i]]
+        assert uses and normalised and normalised[0] == uses[0], path.name
+
+
+def test_a_notebooks_setup_takes_overrides_as_papermill_text_and_refuses_bad_text(tmp_path: Path) -> None:
+    from kdlib import lesson
+
+    text = "{n_train: 500, n_test: 200}"  # as papermill's -p passes it
+    study = lesson.setup("smoke", dataset="digits", results=str(tmp_path / "r"), overrides=text)
+    assert (study.cfg.n_train, study.cfg.n_test) == (500, 200)
+    with pytest.raises(KDConfigError, match="overrides"):
+        lesson.setup("smoke", dataset="digits", results=str(tmp_path / "r"), overrides="[1, 2]")
 
 
 @pytest.mark.parametrize("variable", ["KDLIB_CACHE", "KDLIB_FIGURES"])
