@@ -32,6 +32,7 @@ mkdir -p "$OUT" "$WORK/results" "$WORK/cache"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 export KDLIB_CIFAR10_ARCHIVE=$SHARED/data/cifar10-jpeg.tar.gz KDLIB_PRETRAINED=$SHARED/pretrained
 export KDLIB_RESULTS=$WORK/results KDLIB_CACHE=$WORK/cache
+export KDLIB_WORKERS=${KDLIB_WORKERS:-1}  # each study process runs its jobs one by one (PARALLEL=1 runs processes side by side)
 
 {
     date -u

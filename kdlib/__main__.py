@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         default=None,
-        help="runs at once: 0 or 1 one by one here (default, or KDLIB_WORKERS), N or 'auto' (one per core) on Ray",
+        help="runs at once: 'auto' one per core on Ray (default, or KDLIB_WORKERS), N on Ray, 0 or 1 one by one here",
     )
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: RAY_ADDRESS, else local)")
     p = sub.add_parser("reproduce", help="execute the notebooks with papermill; figures to runs/figures/")
@@ -159,7 +160,8 @@ def dispatch(args: argparse.Namespace) -> int:
         record = study.run(args.scenario, args.method, force=args.force)
         print(json.dumps({k: v for k, v in record["metrics"].items()}, indent=1))
         return 0
-    table = study.run_all(force=args.force, workers=args.workers, ray_address=args.ray_address)
+    workers = args.workers if args.workers is not None else os.environ.get("KDLIB_WORKERS", "auto")
+    table = study.run_all(force=args.force, workers=workers, ray_address=args.ray_address)
     print(f"\nGain in accuracy points (after - before), {study.dataset.description}, scale {cfg.scale}:")
     print(table.to_string())
     return 0

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# `kdlib study` runs on Ray, one worker per core, unless KDLIB_WORKERS says otherwise: the tests' study processes
+# run one by one (tests/test_parallel.py sets its own), so that two xdist workers never start two Ray clusters.
+os.environ["KDLIB_WORKERS"] = "1"
 
 
 @pytest.fixture
