@@ -62,7 +62,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Longest first, so that no worker starts a long test when the other is nearly done: the spread tests, then
     # whole files that hold a slow test, then the rest. The sort is stable: a file's tests keep their order.
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: 0 if item.get_closest_marker("spread") else 1 if item.path in slow_files else 2)
+    # Tests marked `last` wait for others' results (notebook 08): they go after everything else.
+    items.sort(key=lambda item: 3 if item.get_closest_marker("last") else 0 if item.get_closest_marker("spread")
+               else 1 if item.path in slow_files else 2)  # fmt: skip
 
 
 class FileProgress:

@@ -92,10 +92,12 @@ def test_notebook_is_stored_without_outputs_and_has_parameters(name: str) -> Non
     assert any("parameters" in c.metadata.get("tags", []) for c in code), "papermill needs a 'parameters' cell"
 
 
-# The longest first (02 trains the parties the others reuse; 07 is independent), then the cheap independent ones,
-# so that a worker rarely waits on another's notebook.
-RUN_ORDER = ["02_pretrained_parties", "07_federated", "00_tour", "01_partitions", "03_standard_kd", "04_tuned_kd",
-             "05_mutual_learning", "06_data_partitioning_kd", "08_findings"]  # fmt: skip
+# The order in which the two xdist workers take the notebooks: 02 (it trains the parties 03-06 reuse) and 07
+# (independent, long) at once, then the method notebooks, two at a time, then the short ones. 08 reads every other
+# notebook's results: it is marked `last` and runs after every other test, so that no worker sits waiting for it.
+RUN_ORDER = ["02_pretrained_parties", "07_federated", "03_standard_kd", "04_tuned_kd", "06_data_partitioning_kd",
+             "05_mutual_learning", "00_tour", "01_partitions", "08_findings"]  # fmt: skip
+LAST = {"08_findings"}
 
 
 def test_the_run_order_names_every_notebook_once() -> None:
@@ -104,7 +106,7 @@ def test_the_run_order_names_every_notebook_once() -> None:
 
 @pytest.mark.slow
 @pytest.mark.spread
-@pytest.mark.parametrize("name", RUN_ORDER)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.last) if n in LAST else n for n in RUN_ORDER])
 def test_notebook_executes_at_smoke_scale(name: str, isolated_outputs: dict[str, Path]) -> None:
     source = NOTEBOOKS_DIR / f"{name}.ipynb"
     if not source.exists():
