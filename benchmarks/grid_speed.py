@@ -102,6 +102,10 @@ def _setup(args: argparse.Namespace) -> dict:
         student, _ = pretrained_party(data, scenario, 1, cfg.student_model, cfg, args.device, progress=False)
     idx = torch.as_tensor(scenario.parts[1], dtype=torch.long)  # the study's default transfer set: the student's data
     temps, alphas = grid_values(args.grid)
+    held_out: dict = {"x_val": None, "y_val": None}
+    if _selection(args, cfg) == "holdout":  # the study's default: scored on the held-out split, trained on all of x
+        val_idx = torch.as_tensor(scenario.validation, dtype=torch.long)
+        held_out = {"x_val": data.x_train[val_idx], "y_val": data.y_train[val_idx]}
     return dict(
         cfg=cfg,
         teacher=teacher.cpu(),
@@ -112,7 +116,17 @@ def _setup(args: argparse.Namespace) -> dict:
         y=data.y_train[idx],
         temps=temps,
         alphas=alphas,
+        **held_out,
     )
+
+
+def _selection(args: argparse.Namespace, cfg) -> str:
+    return args.selection or cfg.selection
+
+
+def _held_out(s: dict) -> dict:
+    """The keyword arguments that make a search score on the held-out split (none: carve from the transfer data)."""
+    return {"x_val": s["x_val"], "y_val": s["y_val"]} if s.get("x_val") is not None else {}
 
 
 def _live_source(teacher: torch.nn.Module, device: torch.device):
@@ -172,6 +186,7 @@ def _replays(s: dict, rows: list[dict], trials: int, sampler: str, seeds: int) -
             False,
             sampler,
             seed=seed,
+            **_held_out(s),
         )
         results.append({"seed": seed, "val_gain": found.val_gain, "trainings": calls[0]})
     return results
@@ -191,16 +206,17 @@ def _halving_replays(args: argparse.Namespace, s: dict, dev: torch.device) -> li
     out = []
     for seed in range(args.replay_seeds):
         tcfg = cfg.replace(distill={"seed": seed}).distill
-        n_fit = len(split_validation(len(s["x"]), cfg.val_fraction, seed)[0])
+        n_fit = len(s["x"]) if _held_out(s) else len(split_validation(len(s["x"]), cfg.val_fraction, seed)[0])
         points = len(s["temps"]) * len(s["alphas"])
         schedule = halving_schedule(points, tcfg.epochs * math.ceil(n_fit / tcfg.batch_size))
         every = halving_search(
             lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
             val_fraction=cfg.val_fraction, device=dev, progress=False, checkpoint=None, evaluate=evaluate,
-            rungs=[Rung(r.steps, points) for r in schedule],
+            rungs=[Rung(r.steps, points) for r in schedule], **_held_out(s),
         )  # fmt: skip
         grid_best = best_point(every.rows)
-        chosen = every.rows[replay(every.scores, schedule, points)["index"]]
+        shape = (len(s["temps"]), len(s["alphas"]))
+        chosen = every.rows[replay(every.scores, schedule, points, shape)["index"]]
         out.append({"seed": seed, "grid": grid_best, "halving": chosen})
     return out
 
@@ -223,13 +239,13 @@ def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: 
 
         found = halving_search(
             lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
-            val_fraction=cfg.val_fraction, device=dev, progress=False, checkpoint=None,
+            val_fraction=cfg.val_fraction, device=dev, progress=False, checkpoint=None, **_held_out(s),
         )  # fmt: skip
         return {"rows": found.rows, "trainings": round(found.cost * len(found.rows), 1), "best": found.best}
     if args.variant == "c":
         rows = stacked_grid_search(
             lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
-            cfg.val_fraction, dev, False, backend=args.backend, chunk_size=args.chunk_size,
+            cfg.val_fraction, dev, False, backend=args.backend, chunk_size=args.chunk_size, **_held_out(s),
         )  # fmt: skip
         return {"rows": rows, "trainings": len(rows)}
     source = _live_source(s["teacher"], dev) if args.variant == "b" else s["cached"]
@@ -240,9 +256,12 @@ def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: 
 def _prepare(s: dict, dev: torch.device, variant: str) -> dict:
     """The validation split, the student's accuracy before KD and, for (d), the cached teacher logits: untimed."""
     cfg = s["cfg"]
-    train_idx, val_idx = split_validation(len(s["x"]), cfg.val_fraction, cfg.distill.seed)
-    out = {**s, "x_fit": s["x"][train_idx], "y_fit": s["y"][train_idx], "x_val": s["x"][val_idx]}
-    out["y_val"] = s["y"][val_idx]
+    if _held_out(s):
+        out = {**s, "x_fit": s["x"], "y_fit": s["y"]}
+    else:
+        train_idx, val_idx = split_validation(len(s["x"]), cfg.val_fraction, cfg.distill.seed)
+        out = {**s, "x_fit": s["x"][train_idx], "y_fit": s["y"][train_idx], "x_val": s["x"][val_idx]}
+        out["y_val"] = s["y"][val_idx]
     out["val_before"] = accuracy(predict_logits(s["student"], out["x_val"], dev), out["y_val"])
     if variant == "d":
         out["cached"] = frozen_logits(s["teacher"], out["x_fit"], cfg.distill, dev)
@@ -297,6 +316,7 @@ def run_variant(args: argparse.Namespace) -> dict:
                 dev,
                 False,
                 args.sampler,
+                **_held_out(s),
             )
         out.update(trainings=found.trainings, epochs=found.epochs, best=found.best)
     if dev.type == "cuda":
@@ -340,6 +360,8 @@ def _child(args: argparse.Namespace, variant: str, rows_file: Path | None) -> di
         str(args.smart_replays),
         "--replay-seeds",
         str(args.replay_seeds),
+        "--selection",
+        _selection(args, scale_config(args.scale)),
     ]
     for flag, value in (
         ("--epochs", args.epochs),
@@ -416,6 +438,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per variant (default: torch's)")
     parser.add_argument("--scenario", default="iid", help="partition scenario of the pre-trained pair (default iid)")
+    parser.add_argument(
+        "--selection",
+        choices=("holdout", "transfer"),
+        default=None,
+        help="score on the scale's held-out split (holdout) or on a split carved from the transfer data (transfer); "
+        "default: the scale's selection, as the study does",
+    )
     parser.add_argument("--random-init", action="store_true", help="untrained teacher/student (timing only)")
     parser.add_argument("--backend", default="auto", help="stacking backend of (c): auto, grouped, vmap")
     parser.add_argument("--chunk-size", type=int, default=None, help="students per stack in (c) (default: all)")
@@ -440,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"scale={args.scale} grid={args.grid} teacher={cfg.teacher_model} student={cfg.student_model} "
         f"epochs={epochs} batch={cfg.distill.batch_size} device={resolve_device(args.device)} "
-        f"threads={torch.get_num_threads()} scenario={args.scenario}"
+        f"threads={torch.get_num_threads()} scenario={args.scenario} selection={_selection(args, cfg)}"
         f"{' (random init)' if args.random_init else ' (pre-trained pair)'}",
         flush=True,
     )

@@ -1,8 +1,15 @@
 """Successive halving over stacked rungs: tuned KD's (T, alpha) for a fraction of the full grid's training.
 
 Every grid point starts, the students trained together as stacks (``tune.stack_students``) for the first rung's
-share of the distillation budget. Each is then scored on the validation split; the best ``1/eta`` go on,
-restacked, to the next rung, and so on up to the full budget, where the best survivor is chosen. A point that
+share of the distillation budget. Each is then scored on the validation split; the best go on, restacked, to the
+next rung, and so on up to the full budget, where the best survivor is chosen. The default schedule
+(``halving_schedule`` without ``eta``) stops at an eighth and a quarter of the budget, keeps a third of the grid
+after the first stop and two points after the second, and trains those two to the end, where final validation
+accuracy picks one. The early stops rank by validation loss, not accuracy: a few steps into training the
+accuracies of the points differ by a handful of images, while the loss moves continuously; and each point's loss
+is averaged with the mean of its live neighbours on the (T, alpha) grid (``smoothed_losses``), since the grid's
+optimum is a region and a single point's early score is noisy. ``halving_schedule(..., eta=3)`` gives classic
+successive halving (keep a third at each of geometric stops, rank by accuracy). A point that
 goes on continues exactly where it stopped: the same weights and optimiser state, the same learning rate schedule
 (the cosine over the *full* budget) and the same seeded batches. So a survivor ends with its full-grid score (to
 float rounding), and only which points survive differs from the grid.
@@ -53,31 +60,54 @@ from kdlib.tune import (
     _use_channels_last,
 )
 
-__all__ = ["ETA", "SEARCHES", "HalvingResult", "Rung", "halving_schedule", "halving_search", "checkpoint_path"]
+__all__ = [
+    "ETA",
+    "FINAL_KEEP",
+    "SEARCHES",
+    "HalvingResult",
+    "Rung",
+    "checkpoint_path",
+    "halving_schedule",
+    "halving_search",
+    "replay",
+    "smoothed_losses",
+]
 
 SEARCHES: tuple[str, ...] = TUNING_SEARCHES
 """How tuned KD searches its (T, alpha) grid: successive halving (the study's default) or the full grid."""
 ETA = 3
-"""Keep the best third at each rung."""
-_FORMAT = 1
+"""Keep the best third at each rung (classic halving), or after the first stop (the default schedule)."""
+FINAL_KEEP = 2
+"""Points the default schedule trains to the full budget (the last rung picks one by final accuracy)."""
+RANK_KEYS: tuple[str, ...] = ("accuracy", "loss")
+_FORMAT = 2
 
 
 @dataclass(frozen=True)
 class Rung:
-    """Train every live point up to ``steps`` (counted from the start of distillation), then keep the best ``keep``."""
+    """Train every live point up to ``steps`` (counted from the start of distillation), then keep the best ``keep``,
+    ranked by ``by``: ``"accuracy"`` (validation accuracy, then loss) or ``"loss"`` (validation loss smoothed over
+    the live grid neighbours, ``smoothed_losses``). The last rung always picks by accuracy, then loss."""
 
     steps: int
     keep: int
+    by: str = "accuracy"
 
 
-def halving_schedule(points: int, total_steps: int, eta: int = ETA) -> list[Rung]:
-    """The rungs for ``points`` candidates and a budget of ``total_steps``: ``K`` halvings, ``eta**K <= points``,
-    at ``total_steps * eta**(k - K)`` steps for ``k = 0..K``; after each rung but the last the best
-    ``ceil(live / eta)`` go on, and the last rung keeps the best one."""
-    if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
-        raise KDConfigError("eta", eta, "an integer >= 2 (keep the best 1/eta at each rung)")
+def halving_schedule(points: int, total_steps: int, eta: int | None = None) -> list[Rung]:
+    """The rungs for ``points`` candidates and a budget of ``total_steps``.
+
+    ``eta=None`` (the default tuned path): stops at ``total_steps / 8`` (keep ``ceil(points / ETA)``) and
+    ``total_steps / 4`` (keep ``FINAL_KEEP``), both ranked by smoothed validation loss, then the survivors train to
+    the end. An integer ``eta``: classic successive halving, ``K`` halvings, ``eta**K <= points``, at
+    ``total_steps * eta**(k - K)`` steps for ``k = 0..K``; after each rung but the last the best ``ceil(live / eta)``
+    go on (by accuracy), and the last rung keeps the best one."""
+    if eta is not None and (isinstance(eta, bool) or not isinstance(eta, int) or eta < 2):
+        raise KDConfigError("eta", eta, "None (the default schedule) or an integer >= 2 (keep the best 1/eta)")
     if points < 1:
         raise KDConfigError("points", points, "at least one (T, alpha) point")
+    if eta is None:
+        return _default_schedule(points, total_steps)
     halvings = 0
     while eta ** (halvings + 1) <= points:
         halvings += 1
@@ -93,6 +123,20 @@ def halving_schedule(points: int, total_steps: int, eta: int = ETA) -> list[Rung
         rungs.append(Rung(steps, 1 if k == halvings else math.ceil(live / eta)))
         live = rungs[-1].keep
     return rungs
+
+
+def _default_schedule(points: int, total_steps: int) -> list[Rung]:
+    """Two early stops ranked by smoothed loss (an eighth, a quarter of the budget), ``FINAL_KEEP`` to the end."""
+    if points <= FINAL_KEEP or total_steps < 2:
+        return [Rung(total_steps, 1)]
+    stops = [(round(total_steps / 8), max(FINAL_KEEP, math.ceil(points / ETA))), (round(total_steps / 4), FINAL_KEEP)]
+    rungs: list[Rung] = []
+    for steps, keep in stops:
+        steps = max(steps, rungs[-1].steps + 1 if rungs else 1)
+        if steps >= total_steps or (rungs and keep >= rungs[-1].keep):
+            continue
+        rungs.append(Rung(steps, keep, "loss"))
+    return [*rungs, Rung(total_steps, 1)]
 
 
 @dataclass
@@ -262,7 +306,7 @@ def halving_search(
     device: str | torch.device = "auto",
     progress: bool = True,
     evaluate: Callable[[nn.Module], dict] | None = None,
-    eta: int = ETA,
+    eta: int | None = None,
     rungs: Sequence[Rung] | None = None,
     backend: str = "auto",
     chunk_size: int | None = None,
@@ -273,12 +317,14 @@ def halving_search(
 
     The split is ``distill.grid_search``'s (``val_fraction`` of ``x``, seeded by ``cfg.seed``) unless ``x_val`` and
     ``y_val`` are given, in which case all of ``x`` trains. ``rungs`` overrides ``halving_schedule(points, steps,
-    eta)``. ``evaluate(student)`` adds columns to a point's row when it is dropped or chosen (analysis only).
+    eta)`` (``eta=None``: the default schedule; an integer: classic halving). ``evaluate(student)`` adds columns
+    to a point's row when it is dropped or chosen (analysis only).
     ``checkpoint``: True (a file under the cache folder named by a digest of the whole problem), a path, or None;
     the file is removed when the search completes. ``on_rung(rung, scores)`` is called after each rung's
     checkpoint is written, with that rung's scores (it may raise, to stop the search there).
     """
     points = _grid_points(temperatures, alphas)
+    shape = (len(temperatures), len(alphas))
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise KDConfigError("chunk_size", chunk_size, "None (automatic) or an integer >= 1")
     if backend not in ("auto", "grouped", "vmap", "sequential"):
@@ -294,7 +340,7 @@ def halving_search(
         (x_fit, y_fit, x_val, y_val),
         cfg=cfg.as_dict(),
         points=points,
-        rungs=[(r.steps, r.keep) for r in schedule],
+        rungs=[(r.steps, r.keep, r.by) for r in schedule],
     )
     path = _resolve_checkpoint(checkpoint, key)
     saved = _read_checkpoint(path, key) if path is not None else None
@@ -332,7 +378,9 @@ def halving_search(
             spent += (rung.steps - start) * len(live)
             scored = _score_rung(problem, live, number, rung, total, val_before)
             scores.append(scored)
-            live = _next_rung(live, scored, rung.keep, rows, evaluate, final=number == len(schedule) - 1)
+            final = number == len(schedule) - 1
+            order = _ranking(scored, "accuracy" if final else rung.by, shape)
+            live = _next_rung(live, scored, order[: 0 if final else rung.keep], rows, evaluate)
             if path is not None and number < len(schedule) - 1:
                 _write_checkpoint(path, _payload(key, number, spent, live, rows, scores, stream))
             if on_rung is not None:
@@ -363,6 +411,8 @@ def _check_rungs(schedule: Sequence[Rung], total: int) -> None:
         raise KDConfigError("rungs", steps, f"increasing step budgets ending at the full budget ({total} steps)")
     if any(r.keep < 1 for r in schedule):
         raise KDConfigError("rungs", [r.keep for r in schedule], "keep >= 1 at every rung")
+    if any(r.by not in RANK_KEYS for r in schedule):
+        raise KDConfigError("rungs", [r.by for r in schedule], f"rank keys among {', '.join(RANK_KEYS)}")
 
 
 def _work(schedule: Sequence[Rung], points: int) -> int:
@@ -410,23 +460,45 @@ def _score_rung(
     return scored
 
 
-def _ranking(scored: dict[int, dict]) -> list[int]:
-    """Best first: higher validation accuracy, then lower validation loss, then earlier grid point. The loss is
-    compared to 5 decimals, so that float rounding (which differs between stacks of different members) does not
-    decide between points that train identically (e.g. alpha = 0 at any T)."""
+def smoothed_losses(losses: dict[int, float], shape: tuple[int, int]) -> dict[int, float]:
+    """Each point's validation loss averaged with the mean loss of its scored neighbours on the grid (the up to 8
+    points one step away in T and/or alpha; grid index ``i`` is row ``i // len(alphas)``, column
+    ``i % len(alphas)``). Points without a scored neighbour keep their own loss."""
+    rows, cols = shape
+    smoothed = {}
+    for index, loss in losses.items():
+        r, c = divmod(index, cols)
+        around = [
+            losses[a * cols + b]
+            for a in range(max(0, r - 1), min(rows, r + 2))
+            for b in range(max(0, c - 1), min(cols, c + 2))
+            if (a, b) != (r, c) and a * cols + b in losses
+        ]
+        smoothed[index] = (loss + sum(around) / len(around)) / 2 if around else loss
+    return smoothed
+
+
+def _ranking(scored: dict[int, dict], by: str = "accuracy", shape: tuple[int, int] | None = None) -> list[int]:
+    """Best first. ``"accuracy"``: higher validation accuracy, then lower validation loss, then earlier grid point.
+    ``"loss"``: lower ``smoothed_losses`` (over the grid of ``shape``; unsmoothed without one), then lower own
+    loss, then earlier point. Losses are compared to 5 decimals, so that float rounding (which differs between
+    stacks of different members) does not decide between points that train identically (e.g. alpha = 0 at any T)."""
+    if by == "loss":
+        own = {i: row["val_loss"] for i, row in scored.items()}
+        smooth = smoothed_losses(own, shape) if shape is not None else own
+        return sorted(scored, key=lambda i: (round(smooth[i], 5), round(own[i], 5), i))
     return sorted(scored, key=lambda i: (-scored[i]["val_acc"], round(scored[i]["val_loss"], 5), i))
 
 
 def _next_rung(
     live: list[_Candidate],
     scored: dict[int, dict],
-    keep: int,
+    kept_order: list[int],
     rows: dict[int, dict],
     evaluate: Callable[[nn.Module], dict] | None,
-    final: bool,
 ) -> list[_Candidate]:
-    """Drop all but the best ``keep`` (on the last rung every candidate gets its final row); return those kept."""
-    kept = set(_ranking(scored)[:keep]) if not final else set()
+    """Keep the candidates in ``kept_order``; the others get their final row (on the last rung: all of them)."""
+    kept = set(kept_order)
     survivors = []
     for candidate in live:
         if candidate.index in kept:
@@ -473,12 +545,15 @@ def _payload(
     }
 
 
-def replay(scores: Sequence[dict], schedule: Sequence[Rung], points: int) -> dict:
+def replay(
+    scores: Sequence[dict], schedule: Sequence[Rung], points: int, shape: tuple[int, int] | None = None
+) -> dict:
     """The point successive halving with ``schedule`` would choose, from per-step scores of every grid point.
 
     ``scores``: rows ``{"index", "steps", "val_acc", "val_loss", ...}`` of every point at (at least) every rung's
     step budget, e.g. from ``halving_search`` with rungs that keep all. Survivors train exactly as in the full grid,
-    so this is the halving search's choice without training again (used by the benchmark over many seeds)."""
+    so this is the halving search's choice without training again (used by the benchmark over many seeds).
+    ``shape``: the grid's (temperatures, alphas), for rungs ranked by loss (None: each point's own loss, unsmoothed)."""
     by_step: dict[int, dict[int, dict]] = {}
     for row in scores:
         by_step.setdefault(int(row["steps"]), {})[int(row["index"])] = row
@@ -487,5 +562,6 @@ def replay(scores: Sequence[dict], schedule: Sequence[Rung], points: int) -> dic
         if rung.steps not in by_step:
             raise KDConfigError("scores", sorted(by_step), f"scores at step {rung.steps} (rung {number})")
         scored = {i: by_step[rung.steps][i] for i in live}
-        live = _ranking(scored)[: rung.keep]
+        final = number == len(schedule) - 1
+        live = _ranking(scored, "accuracy" if final else rung.by, shape)[: rung.keep]
     return copy.deepcopy(by_step[schedule[-1].steps][live[0]])

@@ -12,7 +12,16 @@ import torch
 from kdlib.data import load_dataset
 from kdlib.distill import best_point, grid_search
 from kdlib.errors import KDConfigError
-from kdlib.halving import Rung, checkpoint_path, halving_schedule, halving_search, replay
+from kdlib.halving import (
+    ETA,
+    FINAL_KEEP,
+    Rung,
+    checkpoint_path,
+    halving_schedule,
+    halving_search,
+    replay,
+    smoothed_losses,
+)
 from kdlib.models import build_model
 from kdlib.train import TrainConfig, seed_everything
 from kdlib.tuned import run_tuned
@@ -49,14 +58,63 @@ def _total(n: int, cfg: TrainConfig = CFG, fraction: float = 0.2) -> int:
     return cfg.epochs * math.ceil((n - round(n * fraction)) / cfg.batch_size)
 
 
-def test_schedule_keeps_a_third_and_ends_at_the_full_budget() -> None:
-    assert halving_schedule(25, 81) == [Rung(9, 9), Rung(27, 3), Rung(81, 1)]
-    assert halving_schedule(9, 90) == [Rung(10, 3), Rung(30, 1), Rung(90, 1)]
-    assert halving_schedule(27, 270) == [Rung(10, 9), Rung(30, 3), Rung(90, 1), Rung(270, 1)]
-    assert halving_schedule(2, 10) == [Rung(10, 1)]  # fewer points than eta: the full grid
-    assert halving_schedule(25, 4) == [Rung(1, 9), Rung(4, 1)]  # a rung no longer than the one before is skipped
-    assert halving_schedule(25, 0) == [Rung(0, 1)]
+def test_classic_schedule_keeps_a_third_and_ends_at_the_full_budget() -> None:
+    assert halving_schedule(25, 81, eta=3) == [Rung(9, 9), Rung(27, 3), Rung(81, 1)]
+    assert halving_schedule(9, 90, eta=3) == [Rung(10, 3), Rung(30, 1), Rung(90, 1)]
+    assert halving_schedule(27, 270, eta=3) == [Rung(10, 9), Rung(30, 3), Rung(90, 1), Rung(270, 1)]
+    assert halving_schedule(2, 10, eta=3) == [Rung(10, 1)]  # fewer points than eta: the full grid
+    assert halving_schedule(25, 4, eta=3) == [Rung(1, 9), Rung(4, 1)]  # a rung no longer than the one before: skipped
+    assert halving_schedule(25, 0, eta=3) == [Rung(0, 1)]
     assert halving_schedule(25, 81, eta=2) == [Rung(5, 13), Rung(10, 7), Rung(20, 4), Rung(40, 2), Rung(81, 1)]
+
+
+def test_default_schedule_stops_at_an_eighth_and_a_quarter_and_trains_two_to_the_end() -> None:
+    """Rung sizes from the budget: a third of the grid after total/8 steps, FINAL_KEEP after total/4, by loss."""
+    for points, total in ((25, 42), (25, 33), (9, 42), (49, 160)):
+        rungs = halving_schedule(points, total)
+        first, second, last = rungs
+        assert first == Rung(round(total / 8), math.ceil(points / ETA), "loss")
+        assert second == Rung(round(total / 4), FINAL_KEEP, "loss")
+        assert last == Rung(total, 1)  # ranked by accuracy (the default key), like the full grid's choice
+    spent = 25 * 5 + 9 * (10 - 5) + FINAL_KEEP * (42 - 10)
+    assert spent / (25 * 42) < 0.25  # under a quarter of the grid's student-steps
+    assert halving_schedule(2, 40) == [Rung(40, 1)]  # nothing to halve: the full grid
+    assert halving_schedule(25, 1) == [Rung(1, 1)]
+    # stops at least a step apart
+    assert halving_schedule(25, 6) == [Rung(1, 9, "loss"), Rung(2, 2, "loss"), Rung(6, 1)]
+    assert halving_schedule(4, 40) == [Rung(5, 2, "loss"), Rung(40, 1)]  # a stop that would keep as many is left out
+
+
+def test_smoothed_losses_average_each_point_with_its_live_grid_neighbours() -> None:
+    losses = {0: 1.0, 1: 2.0, 3: 4.0, 4: 0.0}  # a 2 x 3 grid (T-major), points 2 and 5 dropped
+    smooth = smoothed_losses(losses, (2, 3))
+    assert smooth[0] == pytest.approx((1.0 + (2.0 + 4.0 + 0.0) / 3) / 2)
+    assert smooth[1] == pytest.approx((2.0 + (1.0 + 4.0 + 0.0) / 3) / 2)
+    assert smooth[4] == pytest.approx((0.0 + (1.0 + 2.0 + 4.0) / 3) / 2)
+    assert smoothed_losses({7: 3.0}, (3, 3)) == {7: 3.0}  # no live neighbour: its own loss
+
+
+def _synthetic_scores(early_loss: dict[int, float], final_acc: dict[int, float], steps: tuple[int, ...]) -> list:
+    rows = []
+    for index in range(9):
+        for step in steps[:-1]:
+            rows.append({"index": index, "steps": step, "val_acc": 0.5, "val_loss": early_loss[index]})
+        rows.append({"index": index, "steps": steps[-1], "val_acc": final_acc[index], "val_loss": 1.0})
+    return rows
+
+
+def test_a_noisy_early_loss_does_not_drop_the_best_point_that_its_neighbours_vouch_for() -> None:
+    """A 3 x 3 grid whose best region is the top-right corner (points 1, 2, 5). At the early stop, noise makes
+    the best point (2) look worse on its own than two points elsewhere (3, 6); ranked by its own loss it is dropped,
+    ranked by the loss averaged with its neighbours it survives, and the final accuracy picks it."""
+    early = {0: 0.9, 1: 0.5, 2: 0.75, 3: 0.7, 4: 0.8, 5: 0.5, 6: 0.7, 7: 0.95, 8: 0.9}
+    final = {i: 0.40 for i in range(9)} | {1: 0.44, 2: 0.46, 5: 0.43, 3: 0.45, 6: 0.44}
+    schedule = [Rung(2, 3, "loss"), Rung(8, 1)]
+    scores = _synthetic_scores(early, final, (2, 8))
+    assert replay(scores, schedule, 9)["index"] != 2  # unsmoothed: 1, 5 and 3 or 6 go on, 2 is dropped
+    assert replay(scores, schedule, 9, shape=(3, 3))["index"] == 2
+    accuracy_first = [Rung(2, 3), Rung(8, 1)]  # equal early accuracies: the tie goes by own loss, and 2 is dropped
+    assert replay(scores, accuracy_first, 9)["index"] != 2
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -91,9 +149,9 @@ def test_halving_keeps_the_best_third_and_survivors_end_with_their_grid_score(pr
     ref = grid_search(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, 0.2, "cpu", False)
     result = halving_search(
         lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
-        checkpoint=None,
+        checkpoint=None, eta=3,
     )  # fmt: skip
-    rungs = halving_schedule(9, _total(len(x)))
+    rungs = halving_schedule(9, _total(len(x)), eta=3)
     assert result.rungs == rungs and len(rungs) == 3
     reached = [row["rung"] for row in result.rows]
     assert sorted(reached) == [0] * 6 + [1] * 2 + [2]  # 9 -> 3 -> 1
@@ -112,7 +170,7 @@ def test_halving_keeps_the_best_third_and_survivors_end_with_their_grid_score(pr
 def test_replay_of_scores_gives_the_search_choice(problem) -> None:
     x, y, teacher, student = problem
     total = _total(len(x))
-    schedule = [Rung(4, 4), Rung(12, 2), Rung(total, 1)]
+    schedule = [Rung(4, 4, "loss"), Rung(12, 2), Rung(total, 1)]  # one stop by smoothed loss, one by accuracy
     everything = halving_search(
         lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
         checkpoint=None, rungs=[Rung(r.steps, 9) for r in schedule],
@@ -121,7 +179,10 @@ def test_replay_of_scores_gives_the_search_choice(problem) -> None:
         lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
         checkpoint=None, rungs=schedule,
     )  # fmt: skip
-    chosen = replay(everything.scores, schedule, 9)
+    chosen = replay(everything.scores, schedule, 9, shape=(len(TEMPS), len(ALPHAS)))
+    early = smoothed_losses({s["index"]: s["val_loss"] for s in everything.scores if s["steps"] == 4}, (3, 3))
+    survivors = {s["index"] for s in search.scores if s["steps"] == 12}
+    assert survivors == set(sorted(early, key=lambda i: (round(early[i], 5), i))[:4])  # the search smoothed too
     assert (chosen["temperature"], chosen["alpha"]) == (search.best["temperature"], search.best["alpha"])
     assert chosen["val_acc"] == pytest.approx(search.best["val_acc"], abs=1e-9)
     with pytest.raises(KDConfigError, match="scores"):
