@@ -33,13 +33,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlib.config import TUNING_SEARCHES, config_key
 from kdlib.distill import LogitSource, check_same_classes, frozen_logits, selection_split
 from kdlib.errors import KDConfigError
 from kdlib.losses import kd_loss
 from kdlib.metrics import accuracy
 from kdlib.paths import cache_dir
 from kdlib.progress import tqdm
+from kdlib.results import config_key
 from kdlib.resumable_training import (
     AnyStack,
     BatchStream,
@@ -73,8 +73,10 @@ __all__ = [
     "smoothed_losses",
 ]
 
-SEARCHES: tuple[str, ...] = TUNING_SEARCHES
-"""How tuned KD searches its (T, alpha) grid: successive halving (the study's default) or the full grid."""
+SEARCHES: tuple[str, ...] = ("halving", "grid")
+"""How tuned KD searches its (T, alpha) grid: successive halving (the study's default) or the full grid (the
+config's ``tuning_search`` takes the same names, ``config.TUNING_SEARCHES``; kdlib.config is not imported here,
+since the config imports the method registry, which imports tuned KD and this module)."""
 ETA = 3
 """Keep the best third at each rung (classic halving), or after the first stop (the default schedule)."""
 FINAL_KEEP = 2

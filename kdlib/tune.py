@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlib.config import config_key
 from kdlib.distill import LogitSource, frozen_logits, prepare_selection, run_standard, selection_split
 from kdlib.errors import KDConfigError
 from kdlib.metrics import accuracy
 from kdlib.paths import results_dir
 from kdlib.progress import tqdm
+from kdlib.results import config_key
 from kdlib.stacked_grid import (  # re-exported: the stacked grid lived here first
     BACKENDS,
     stacked_grid_search,

@@ -133,3 +133,10 @@ def test_relative_and_package_imports_resolve_to_modules() -> None:
 def test_kdlib_has_no_import_cycle() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_searches_halving_knows_are_the_configs() -> None:
+    from kdlib.config import TUNING_SEARCHES
+    from kdlib.halving import SEARCHES
+
+    assert SEARCHES == TUNING_SEARCHES
