@@ -12,11 +12,17 @@ or the CUDA allocator's peak on a GPU):
     (d) the floor: one student-only training loop per grid point on cached teacher logits (training time only)
     smart: ``kdlib.tune.smart_search`` with a third of the grid's trainings, plus replays of the search over many
            sampler seeds on the grid's measured scores (no training) to show how often it lands within 0.5 points
-    (e) the study's default tuned path: ``kdlib.halving.halving_search`` (successive halving, stacked rungs)
+    (e) the study's default tuned path: ``kdlib.halving.halving_search`` (successive halving, stacked rungs, the
+        default schedule: stops at an eighth and a quarter of the budget ranked by grid-smoothed validation loss,
+        two points trained to the end and picked by final validation accuracy)
     replay: untimed; for each of ``--replay-seeds`` training seeds (batch order and validation split), the grid
            trained stacked with every point scored at each rung of (e)'s schedule, so that (e)'s choice is
            replayed exactly (survivors train as in the grid); how often it lands within 0.5 validation points of
            the grid's best, and the test gain of both choices (the search students' test accuracy, for analysis)
+
+Every variant scores on the split the scale's study uses (``--selection``, default the scale's ``selection``:
+``holdout`` scores on the held-out ``val_size`` images and trains on all the transfer data; ``transfer`` carves
+``val_fraction`` of the transfer data off for scoring).
 
 Then the ratios (b)/(c), (c)/(d) and (c)/(a) (on wall time, and on process CPU time, which other jobs on the same
 cores disturb less), and whether (b) and (c) gave the same validation accuracies. On a shared or busy CPU,
@@ -389,7 +395,7 @@ def _ratio(name: str, top: dict | None, bottom: dict | None) -> None:
 
 def _cpu_ratios(results: dict[str, dict]) -> None:
     """The same ratios on process CPU time: steadier than wall time when other jobs share the cores."""
-    pairs = (("b", "c"), ("c", "d"), ("c", "a"))
+    pairs = (("b", "c"), ("c", "d"), ("c", "a"), ("b", "e"))
     parts = [
         f"({p})/({q}) {results[p]['cpu_s'] / results[q]['cpu_s']:.1f}"
         for p, q in pairs
