@@ -5,10 +5,11 @@ share of the distillation budget. Each is then scored on the validation split; t
 next rung, and so on up to the full budget, where the best survivor is chosen. The default schedule
 (``halving_schedule`` without ``eta``) stops at an eighth and a quarter of the budget, keeps a third of the grid
 after the first stop and two points after the second, and trains those two to the end, where final validation
-accuracy picks one. The early stops rank by validation loss, not accuracy: a few steps into training the
-accuracies of the points differ by a handful of images, while the loss moves continuously; and each point's loss
-is averaged with the mean of its live neighbours on the (T, alpha) grid (``smoothed_losses``), since the grid's
-optimum is a region and a single point's early score is noisy. ``halving_schedule(..., eta=3)`` gives classic
+accuracy picks one. At each early stop a third of the places (rounded up) go to the best by validation accuracy
+and the rest to the best by validation loss, averaged with the mean of the point's live neighbours on the
+(T, alpha) grid (``smoothed_losses``). Accuracy finds the optimum where (T, alpha) matters a lot; where the points
+differ by a handful of images a few steps in, the loss, which moves continuously and is pooled over a region of
+the grid, ranks the final accuracies better. ``halving_schedule(..., eta=3)`` gives classic
 successive halving (keep a third at each of geometric stops, rank by accuracy). A point that
 goes on continues exactly where it stopped: the same weights and optimiser state, the same learning rate schedule
 (the cosine over the *full* budget) and the same seeded batches. So a survivor ends with its full-grid score (to
@@ -81,15 +82,16 @@ ETA = 3
 """Keep the best third at each rung (classic halving), or after the first stop (the default schedule)."""
 FINAL_KEEP = 2
 """Points the default schedule trains to the full budget (the last rung picks one by final accuracy)."""
-RANK_KEYS: tuple[str, ...] = ("accuracy", "loss")
+RANK_KEYS: tuple[str, ...] = ("accuracy", "loss", "both")
 _FORMAT = 2
 
 
 @dataclass(frozen=True)
 class Rung:
     """Train every live point up to ``steps`` (counted from the start of distillation), then keep the best ``keep``,
-    ranked by ``by``: ``"accuracy"`` (validation accuracy, then loss) or ``"loss"`` (validation loss smoothed over
-    the live grid neighbours, ``smoothed_losses``). The last rung always picks by accuracy, then loss."""
+    ranked by ``by``: ``"accuracy"`` (validation accuracy, then loss), ``"loss"`` (validation loss smoothed over
+    the live grid neighbours, ``smoothed_losses``) or ``"both"`` (a third of ``keep``, rounded up, by accuracy, the
+    rest by smoothed loss). The last rung always picks by accuracy, then loss."""
 
     steps: int
     keep: int
@@ -100,10 +102,10 @@ def halving_schedule(points: int, total_steps: int, eta: int | None = None) -> l
     """The rungs for ``points`` candidates and a budget of ``total_steps``.
 
     ``eta=None`` (the default tuned path): stops at ``total_steps / 8`` (keep ``ceil(points / ETA)``) and
-    ``total_steps / 4`` (keep ``FINAL_KEEP``), both ranked by smoothed validation loss, then the survivors train to
-    the end. An integer ``eta``: classic successive halving, ``K`` halvings, ``eta**K <= points``, at
-    ``total_steps * eta**(k - K)`` steps for ``k = 0..K``; after each rung but the last the best ``ceil(live / eta)``
-    go on (by accuracy), and the last rung keeps the best one."""
+    ``total_steps / 4`` (keep ``FINAL_KEEP``), both ranked ``"both"`` (a third by accuracy, the rest by smoothed
+    validation loss), then the survivors train to the end. An integer ``eta``: classic successive halving, ``K``
+    halvings, ``eta**K <= points``, at ``total_steps * eta**(k - K)`` steps for ``k = 0..K``; after each rung but
+    the last the best ``ceil(live / eta)`` go on (by accuracy), and the last rung keeps the best one."""
     if eta is not None and (isinstance(eta, bool) or not isinstance(eta, int) or eta < 2):
         raise KDConfigError("eta", eta, "None (the default schedule) or an integer >= 2 (keep the best 1/eta)")
     if points < 1:
@@ -137,7 +139,7 @@ def _default_schedule(points: int, total_steps: int) -> list[Rung]:
         steps = max(steps, rungs[-1].steps + 1 if rungs else 1)
         if steps >= total_steps or (rungs and keep >= rungs[-1].keep):
             continue
-        rungs.append(Rung(steps, keep, "loss"))
+        rungs.append(Rung(steps, keep, "both"))
     return [*rungs, Rung(total_steps, 1)]
 
 
@@ -381,8 +383,7 @@ def halving_search(
             scored = _score_rung(problem, live, number, rung, total, val_before)
             scores.append(scored)
             final = number == len(schedule) - 1
-            order = _ranking(scored, "accuracy" if final else rung.by, shape)
-            live = _next_rung(live, scored, order[: 0 if final else rung.keep], rows, evaluate)
+            live = _next_rung(live, scored, _kept(scored, rung, final, shape), rows, evaluate)
             if path is not None and number < len(schedule) - 1:
                 _write_checkpoint(path, _payload(key, number, spent, live, rows, scores, stream))
             if on_rung is not None:
@@ -485,11 +486,26 @@ def _ranking(scored: dict[int, dict], by: str = "accuracy", shape: tuple[int, in
     ``"loss"``: lower ``smoothed_losses`` (over the grid of ``shape``; unsmoothed without one), then lower own
     loss, then earlier point. Losses are compared to 5 decimals, so that float rounding (which differs between
     stacks of different members) does not decide between points that train identically (e.g. alpha = 0 at any T)."""
+    if by == "both":
+        raise KDConfigError("by", by, "a single key here (``_kept`` splits 'both')")
     if by == "loss":
         own = {i: row["val_loss"] for i, row in scored.items()}
         smooth = smoothed_losses(own, shape) if shape is not None else own
         return sorted(scored, key=lambda i: (round(smooth[i], 5), round(own[i], 5), i))
     return sorted(scored, key=lambda i: (-scored[i]["val_acc"], round(scored[i]["val_loss"], 5), i))
+
+
+def _kept(scored: dict[int, dict], rung: Rung, final: bool, shape: tuple[int, int] | None) -> list[int]:
+    """The points that go on after ``rung`` (none after the last). ``"both"``: the best ``ceil(keep / 3)`` by
+    accuracy, then the best by smoothed loss among the others up to ``keep`` (accuracy finds the region where
+    (T, alpha) matters a lot; the loss ranks better where the points differ by a few images)."""
+    if final:
+        return []
+    if rung.by != "both":
+        return _ranking(scored, rung.by, shape)[: rung.keep]
+    kept = _ranking(scored, "accuracy")[: math.ceil(rung.keep / 3)]
+    kept += [i for i in _ranking(scored, "loss", shape) if i not in kept]
+    return kept[: rung.keep]
 
 
 def _next_rung(
@@ -565,5 +581,5 @@ def replay(
             raise KDConfigError("scores", sorted(by_step), f"scores at step {rung.steps} (rung {number})")
         scored = {i: by_step[rung.steps][i] for i in live}
         final = number == len(schedule) - 1
-        live = _ranking(scored, "accuracy" if final else rung.by, shape)[: rung.keep]
+        live = _ranking(scored, "accuracy")[:1] if final else _kept(scored, rung, False, shape)
     return copy.deepcopy(by_step[schedule[-1].steps][live[0]])

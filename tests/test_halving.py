@@ -73,16 +73,16 @@ def test_default_schedule_stops_at_an_eighth_and_a_quarter_and_trains_two_to_the
     for points, total in ((25, 42), (25, 33), (9, 42), (49, 160)):
         rungs = halving_schedule(points, total)
         first, second, last = rungs
-        assert first == Rung(round(total / 8), math.ceil(points / ETA), "loss")
-        assert second == Rung(round(total / 4), FINAL_KEEP, "loss")
+        assert first == Rung(round(total / 8), math.ceil(points / ETA), "both")
+        assert second == Rung(round(total / 4), FINAL_KEEP, "both")
         assert last == Rung(total, 1)  # ranked by accuracy (the default key), like the full grid's choice
     spent = 25 * 5 + 9 * (10 - 5) + FINAL_KEEP * (42 - 10)
     assert spent / (25 * 42) < 0.25  # under a quarter of the grid's student-steps
     assert halving_schedule(2, 40) == [Rung(40, 1)]  # nothing to halve: the full grid
     assert halving_schedule(25, 1) == [Rung(1, 1)]
     # stops at least a step apart
-    assert halving_schedule(25, 6) == [Rung(1, 9, "loss"), Rung(2, 2, "loss"), Rung(6, 1)]
-    assert halving_schedule(4, 40) == [Rung(5, 2, "loss"), Rung(40, 1)]  # a stop that would keep as many is left out
+    assert halving_schedule(25, 6) == [Rung(1, 9, "both"), Rung(2, 2, "both"), Rung(6, 1)]
+    assert halving_schedule(4, 40) == [Rung(5, 2, "both"), Rung(40, 1)]  # a stop that would keep as many is left out
 
 
 def test_smoothed_losses_average_each_point_with_its_live_grid_neighbours() -> None:
@@ -115,6 +115,20 @@ def test_a_noisy_early_loss_does_not_drop_the_best_point_that_its_neighbours_vou
     assert replay(scores, schedule, 9, shape=(3, 3))["index"] == 2
     accuracy_first = [Rung(2, 3), Rung(8, 1)]  # equal early accuracies: the tie goes by own loss, and 2 is dropped
     assert replay(scores, accuracy_first, 9)["index"] != 2
+    assert replay(scores, [Rung(2, 3, "both"), Rung(8, 1)], 9, shape=(3, 3))["index"] == 2  # 1 by accuracy, 2 by loss
+
+
+def test_both_keeps_the_most_accurate_point_even_when_its_loss_is_worst() -> None:
+    """Where (T, alpha) matters a lot, the most accurate point early may have the highest loss (e.g. a confident
+    student): ``"both"`` keeps it through its accuracy place, ``"loss"`` alone would drop it."""
+    early = {i: 0.5 + 0.01 * i for i in range(9)}  # point 8 has the worst loss, alone and with its neighbours
+    final = {i: 0.40 for i in range(9)} | {8: 0.60}
+    scores = _synthetic_scores(early, final, (2, 8))
+    for row in scores:
+        if row["index"] == 8 and row["steps"] == 2:
+            row["val_acc"] = 0.7  # and by far the best accuracy early
+    assert replay(scores, [Rung(2, 3, "loss"), Rung(8, 1)], 9, shape=(3, 3))["index"] != 8
+    assert replay(scores, [Rung(2, 3, "both"), Rung(8, 1)], 9, shape=(3, 3))["index"] == 8
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -257,6 +271,11 @@ def test_bad_halving_input_names_the_field(problem) -> None:
         halving_search(
             lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
             rungs=[Rung(5, 3), Rung(7, 1)], checkpoint=None,
+        )  # fmt: skip
+    with pytest.raises(KDConfigError, match="rungs"):
+        halving_search(
+            lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
+            rungs=[Rung(5, 3, "median"), Rung(_total(len(x)), 1)], checkpoint=None,
         )  # fmt: skip
     with pytest.raises(KDConfigError, match="x_val"):
         halving_search(
