@@ -48,11 +48,11 @@ import torch
 
 from kdlib.config import scale_config
 from kdlib.data import load_dataset
-from kdlib.distill import best_point, frozen_logits, run_standard, split_validation
+from kdlib.distill import Teaching, best_point, frozen_logits, run_standard, split_validation
 from kdlib.metrics import accuracy
 from kdlib.models import build_model
 from kdlib.parties import make_scenario, pretrained_party
-from kdlib.train import predict_logits, resolve_device, seed_everything
+from kdlib.train import RunOptions, predict_logits, resolve_device, seed_everything
 
 VARIANTS = ("a", "b", "c", "d", "smart", "e", "replay")
 TITLES = {
@@ -152,7 +152,7 @@ def _one_at_a_time(s: dict, dev: torch.device, source, x_fit, y_fit, x_val, y_va
         for a in s["alphas"]:
             student = copy.deepcopy(s["student"])
             started, cpu = time.perf_counter(), time.process_time()
-            run_standard(student, s["teacher"], x_fit, y_fit, t, a, cfg, dev, False, teacher_source=source)
+            run_standard(student, x_fit, y_fit, Teaching(s["teacher"], t, a, source), cfg, RunOptions(dev, False))
             timed.append((time.perf_counter() - started, time.process_time() - cpu))
             acc = accuracy(predict_logits(student, x_val, dev), y_val)
             rows.append({"temperature": t, "alpha": a, "val_acc": acc, "val_gain": acc - val_before})
@@ -236,9 +236,9 @@ def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: 
     if args.variant == "a":
         live = _live_source(s["teacher"], dev)
         run_standard(
-            copy.deepcopy(s["student"]), s["teacher"], x_fit, y_fit, cfg.temperature, cfg.alpha, tcfg, dev, False,
-            teacher_source=live,
-        )  # fmt: skip
+            copy.deepcopy(s["student"]), x_fit, y_fit, Teaching(s["teacher"], cfg.temperature, cfg.alpha, live), tcfg,
+            RunOptions(dev, False),
+        )
         return {"trainings": 1}
     if args.variant == "e":
         from kdlib.halving import halving_search

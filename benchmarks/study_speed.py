@@ -85,7 +85,7 @@ def run_study(args: argparse.Namespace, workers: str) -> dict:
 def step_seconds(model_name: str, in_shape: tuple[int, int, int], batch: int, augment: bool, steps: int = 8) -> float:
     """Seconds per training step of one model (median of ``steps`` after two warm-up steps), through ``train.fit``."""
     from kdlib.models import build_model
-    from kdlib.train import TrainConfig, fit
+    from kdlib.train import RunOptions, TrainConfig, fit
 
     model = build_model(model_name, 10, in_shape)
     x = torch.randn((steps + 2) * batch, *in_shape)
@@ -99,7 +99,7 @@ def step_seconds(model_name: str, in_shape: tuple[int, int, int], batch: int, au
         last[0] = now
         return torch.nn.functional.cross_entropy(model(xb), yb)
 
-    fit([model], x, y, loss, TrainConfig(epochs=1, batch_size=batch, augment=augment), "cpu", progress=False)
+    fit([model], x, y, loss, TrainConfig(epochs=1, batch_size=batch, augment=augment), RunOptions("cpu", False))
     return sorted(times[2:])[len(times[2:]) // 2]
 
 

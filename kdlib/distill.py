@@ -9,7 +9,7 @@ import copy
 import functools
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from kdlib.errors import KDConfigError
 from kdlib.losses import check_alpha, check_temperature, dml_losses, dp_select_targets, kd_loss
 from kdlib.metrics import accuracy
 from kdlib.progress import tqdm
-from kdlib.train import TrainConfig, fit, predict_logits, resolve_device
+from kdlib.train import DEFAULT_RUN, RunOptions, TrainConfig, fit, predict_logits, resolve_device
 
 LogitSource = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``source(x_batch, sample_indices) -> logits`` of a frozen model for one batch."""
@@ -65,38 +65,55 @@ class DistillOutcome:
     extra: dict = field(default_factory=dict)
 
 
-def run_finetune(student, x, y, cfg: TrainConfig, device="auto", progress=True, on_epoch_end=None) -> DistillOutcome:
+@dataclass(frozen=True)
+class Teaching:
+    """What standard KD learns from: a frozen ``teacher``, the temperature and weight alpha of ``losses.kd_loss``,
+    and optionally the teacher's logits on the transfer data computed beforehand (``source``, e.g. once per grid)."""
+
+    teacher: nn.Module
+    temperature: float
+    alpha: float
+    source: LogitSource | None = None
+
+
+@dataclass(frozen=True)
+class PartitionTeaching:
+    """What data-partitioning KD learns from: several frozen ``teachers``, the temperature and weight alpha of
+    ``losses.kd_loss``, and the routing ``variant`` of ``losses.dp_select_targets``."""
+
+    teachers: Sequence[nn.Module]
+    temperature: float
+    alpha: float
+    variant: str = "supervised"
+
+
+def run_finetune(student, x, y, cfg: TrainConfig, options: RunOptions = DEFAULT_RUN) -> DistillOutcome:
     """Baseline: the student keeps training on the transfer data with labels only (alpha = 0)."""
 
     def batch_loss(xb, yb, _idx):
         return nn.functional.cross_entropy(student(xb), yb)
 
-    return DistillOutcome(fit([student], x, y, batch_loss, cfg, device, "finetune", progress, on_epoch_end))
+    return DistillOutcome(fit([student], x, y, batch_loss, cfg, labelled(options, "finetune")))
+
+
+def labelled(options: RunOptions, desc: str) -> RunOptions:
+    """``options`` with the progress bar labelled ``desc`` unless it already has a label."""
+    return replace(options, desc=options.desc or desc)
 
 
 def run_standard(
-    student,
-    teacher,
-    x,
-    y,
-    temperature: float,
-    alpha: float,
-    cfg: TrainConfig,
-    device="auto",
-    progress=True,
-    on_epoch_end=None,
-    teacher_source: LogitSource | None = None,
+    student, x, y, teaching: Teaching, cfg: TrainConfig, options: RunOptions = DEFAULT_RUN
 ) -> DistillOutcome:
     """Hinton KD from one frozen teacher at temperature T with weight alpha (see ``losses.kd_loss``)."""
-    temperature, alpha = check_temperature(temperature), check_alpha(alpha)
-    check_same_classes(student, [teacher], x)
-    source = teacher_source or frozen_logits(teacher, x, cfg, device)
+    temperature, alpha = check_temperature(teaching.temperature), check_alpha(teaching.alpha)
+    check_same_classes(student, [teaching.teacher], x)
+    source = teaching.source or frozen_logits(teaching.teacher, x, cfg, options.device)
 
     def batch_loss(xb, yb, idx):
         return kd_loss(student(xb), source(xb, idx), yb, temperature, alpha)
 
     desc = f"KD T={temperature:g} α={alpha:g}"
-    return DistillOutcome(fit([student], x, y, batch_loss, cfg, device, desc, progress, on_epoch_end))
+    return DistillOutcome(fit([student], x, y, batch_loss, cfg, labelled(options, desc)))
 
 
 def run_dml(
@@ -105,9 +122,7 @@ def run_dml(
     y,
     cfg: TrainConfig,
     temperature: float = 1.0,
-    device="auto",
-    progress=True,
-    on_epoch_end=None,
+    options: RunOptions = DEFAULT_RUN,
 ) -> DistillOutcome:
     """Deep mutual learning: every peer is trained at once, each on CE plus KL towards the others."""
     check_same_classes(peers[0], peers[1:], x)
@@ -115,36 +130,27 @@ def run_dml(
     def batch_loss(xb, yb, _idx):
         return torch.stack(dml_losses([p(xb) for p in peers], yb, temperature)).sum()
 
-    return DistillOutcome(fit(list(peers), x, y, batch_loss, cfg, device, "DML", progress, on_epoch_end))
+    return DistillOutcome(fit(list(peers), x, y, batch_loss, cfg, labelled(options, "DML")))
 
 
 def run_dp(
-    student,
-    teachers: Sequence[nn.Module],
-    x,
-    y,
-    temperature: float,
-    alpha: float,
-    cfg: TrainConfig,
-    variant: str = "supervised",
-    device="auto",
-    progress=True,
-    on_epoch_end=None,
+    student, x, y, teaching: PartitionTeaching, cfg: TrainConfig, options: RunOptions = DEFAULT_RUN
 ) -> DistillOutcome:
     """Data-partitioning KD: per sample, distil from the most confident teacher where it beats a frozen copy of
     the initial student, else from that frozen copy. ``extra["routing"]`` gives the share of samples per source."""
-    temperature, alpha = check_temperature(temperature), check_alpha(alpha)
+    temperature, alpha = check_temperature(teaching.temperature), check_alpha(teaching.alpha)
+    teachers, device = teaching.teachers, options.device
     check_same_classes(student, teachers, x)
     initial = frozen_logits(copy.deepcopy(student), x, cfg, device)
     sources = [frozen_logits(t, x, cfg, device) for t in teachers]
     counts = torch.zeros(len(teachers) + 1, dtype=torch.long)
 
     def batch_loss(xb, yb, idx):
-        target, chosen = dp_select_targets([s(xb, idx) for s in sources], initial(xb, idx), yb, variant)
+        target, chosen = dp_select_targets([s(xb, idx) for s in sources], initial(xb, idx), yb, teaching.variant)
         counts.add_(torch.bincount(chosen.cpu(), minlength=len(counts)))
         return kd_loss(student(xb), target, yb, temperature, alpha)
 
-    history = fit([student], x, y, batch_loss, cfg, device, "DP-KD", progress, on_epoch_end)
+    history = fit([student], x, y, batch_loss, cfg, labelled(options, "DP-KD"))
     shares = (counts.float() / counts.sum().clamp(min=1)).tolist()
     routing = {"initial_student": shares[0], **{f"teacher_{i}": s for i, s in enumerate(shares[1:])}}
     return DistillOutcome(history, {"routing": routing})
@@ -249,8 +255,8 @@ def grid_search(
     points = list(itertools.product(temperatures, alphas))
     for temperature, alpha in tqdm(points, desc="grid (T, α)", disable=not progress, leave=False):
         student = make_student()
-        run_standard(student, teacher, chosen.x_fit, chosen.y_fit, temperature, alpha, cfg, device, False,
-                     teacher_source=chosen.source)  # fmt: skip
+        teaching = Teaching(teacher, temperature, alpha, chosen.source)
+        run_standard(student, chosen.x_fit, chosen.y_fit, teaching, cfg, RunOptions(device, progress=False))
         val_acc = chosen.score(student)
         row = {
             "temperature": float(temperature),

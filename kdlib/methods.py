@@ -20,10 +20,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from kdlib.distill import DistillOutcome, run_dml, run_dp, run_finetune, run_standard
+from kdlib.distill import (
+    DistillOutcome,
+    PartitionTeaching,
+    Teaching,
+    run_dml,
+    run_dp,
+    run_finetune,
+    run_standard,
+)
 from kdlib.errors import KDConfigError
 from kdlib.metrics import accuracy
-from kdlib.train import predict_logits
+from kdlib.train import RunOptions, predict_logits
 from kdlib.tuned import run_tuned
 
 if TYPE_CHECKING:
@@ -154,17 +162,16 @@ def method_labels() -> dict[str, str]:
 
 def _finetune(run: MethodRun) -> DistillOutcome:
     return run_finetune(
-        run.student, run.x, run.y, cfg=run.cfg.distill, device=run.device, progress=run.progress,
-        on_epoch_end=run.on_epoch_end,
-    )  # fmt: skip
+        run.student, run.x, run.y, run.cfg.distill, RunOptions(run.device, run.progress, run.on_epoch_end)
+    )
 
 
 def _standard(run: MethodRun) -> DistillOutcome:
     cfg = run.cfg
     return run_standard(
-        run.student, run.teacher, run.x, run.y, temperature=cfg.temperature, alpha=cfg.alpha, cfg=cfg.distill,
-        device=run.device, progress=run.progress, on_epoch_end=run.on_epoch_end,
-    )  # fmt: skip
+        run.student, run.x, run.y, Teaching(run.teacher, cfg.temperature, cfg.alpha), cfg.distill,
+        RunOptions(run.device, run.progress, run.on_epoch_end),
+    )
 
 
 def _tuned(run: MethodRun) -> DistillOutcome:
@@ -194,9 +201,9 @@ def _tuned_fields(cfg: StudyConfig) -> tuple[str, ...]:
 def _dml(run: MethodRun) -> DistillOutcome:
     """Mutual learning trains the teacher too: its accuracy afterwards is stored beside the student's."""
     outcome = run_dml(
-        [run.student, run.teacher], run.x, run.y, cfg=run.cfg.distill, temperature=run.cfg.dml_temperature,
-        device=run.device, progress=run.progress, on_epoch_end=run.on_epoch_end,
-    )  # fmt: skip
+        [run.student, run.teacher], run.x, run.y, run.cfg.distill, run.cfg.dml_temperature,
+        RunOptions(run.device, run.progress, run.on_epoch_end),
+    )
     outcome.extra["teacher_acc_after"] = run.test_accuracy(run.teacher)
     return outcome
 
@@ -204,9 +211,9 @@ def _dml(run: MethodRun) -> DistillOutcome:
 def _dp(run: MethodRun) -> DistillOutcome:
     cfg = run.cfg
     return run_dp(
-        run.student, [run.teacher], run.x, run.y, temperature=cfg.temperature, alpha=cfg.alpha, cfg=cfg.distill,
-        variant=cfg.dp_variant, device=run.device, progress=run.progress, on_epoch_end=run.on_epoch_end,
-    )  # fmt: skip
+        run.student, run.x, run.y, PartitionTeaching([run.teacher], cfg.temperature, cfg.alpha, cfg.dp_variant),
+        cfg.distill, RunOptions(run.device, run.progress, run.on_epoch_end),
+    )
 
 
 register(Method("finetune", "fine-tune (no teacher)", (), _finetune))

@@ -20,7 +20,7 @@ from kdlib.models import build_model
 from kdlib.partition import PartitionSpec, parse_partition, partition_indices
 from kdlib.paths import cache_dir as default_cache_dir
 from kdlib.results import config_key
-from kdlib.train import TrainConfig, predict_logits, seed_everything, train_supervised
+from kdlib.train import RunOptions, TrainConfig, predict_logits, seed_everything, train_supervised
 from kdlib.validation import is_int
 
 PARTY_META_FIELDS = ("config", "test_acc", "own_acc", "unseen_acc", "own_classes", "train_size")
@@ -165,7 +165,8 @@ def pretrained_party(
         idx = torch.as_tensor(scenario.parts[party])
         train_cfg = TrainConfig(**{**cfg.pretrain.as_dict(), "seed": cfg.seed * 1000 + party})
         desc = f"pre-train party {party} ({model_name}, {scenario.name})"
-        train_supervised(model, dataset.x_train[idx], dataset.y_train[idx], train_cfg, device, desc, progress)
+        run = RunOptions(device, progress, desc=desc)
+        train_supervised(model, dataset.x_train[idx], dataset.y_train[idx], train_cfg, run)
         logits = predict_logits(model, dataset.x_test, device)
         return {
             "test_acc": accuracy(logits, dataset.y_test),

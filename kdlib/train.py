@@ -7,7 +7,7 @@ import random
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -22,6 +22,25 @@ MAX_TRAIN_SEED = 2**63
 
 BatchLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``batch_loss(x_batch, y_batch, sample_indices) -> scalar loss`` for one batch on the training device."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a training run is carried out, beside its data and hyper-parameters: the device, whether to show a
+    progress bar (labelled ``desc``, else the function's own label), and a per-epoch hook whose dict is added to
+    that epoch's record (e.g. a test accuracy)."""
+
+    device: str | torch.device = "auto"
+    progress: bool = True
+    on_epoch_end: Callable[[int], dict] | None = None
+    desc: str | None = None
+
+
+DEFAULT_RUN = RunOptions()
+"""Run on the default device with a progress bar."""
+
+QUIET = RunOptions(progress=False)
+"""Run on the default device without a progress bar."""
 
 
 @dataclass(frozen=True)
@@ -202,28 +221,27 @@ def fit(
     y: torch.Tensor,
     batch_loss: BatchLoss,
     cfg: TrainConfig,
-    device: str | torch.device = "auto",
-    desc: str = "train",
-    progress: bool = True,
-    on_epoch_end: Callable[[int], dict] | None = None,
+    options: RunOptions = DEFAULT_RUN,
 ) -> list[dict]:
     """Train ``modules`` (all their parameters, one optimiser, cosine learning rate) on ``(x, y)``.
 
-    Batches are drawn in a seeded order; ``batch_loss`` sees each batch on ``device`` with the indices of its
-    samples (to look up cached teacher logits). Returns one record per epoch: mean loss and whatever
-    ``on_epoch_end(epoch)`` adds (e.g. a test accuracy). The modules stay on ``device``.
+    Batches are drawn in a seeded order; ``batch_loss`` sees each batch on ``options.device`` with the indices of
+    its samples (to look up cached teacher logits). Returns one record per epoch: mean loss and whatever
+    ``options.on_epoch_end(epoch)`` adds (e.g. a test accuracy). The modules stay on the device.
     """
+    on_epoch_end = options.on_epoch_end
     if len(x) != len(y):
         raise KDConfigError("x/y", (len(x), len(y)), "as many labels as samples")
     if len(x) == 0:
         raise KDConfigError("training data", 0, "at least one sample")
-    dev = resolve_device(device)
+    dev = resolve_device(options.device)
     x, y = to_training_device(x, y, dev)
     params = [p for m in modules for p in m.to(dev).parameters() if p.requires_grad]
     optimizer, scheduler = make_training(params, cfg, len(x))
     generator = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
-    bar = tqdm(total=cfg.epochs * steps_per_epoch(len(x), cfg), desc=desc, disable=not progress, leave=False)
+    total_steps = cfg.epochs * steps_per_epoch(len(x), cfg)
+    bar = tqdm(total=total_steps, desc=options.desc or "train", disable=not options.progress, leave=False)
     with cpu_channels_last(modules, dev, x) as layout:
         for epoch in range(cfg.epochs):
             for m in modules:
@@ -264,13 +282,12 @@ def train_supervised(
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: TrainConfig,
-    device: str | torch.device = "auto",
-    desc: str = "pre-train",
-    progress: bool = True,
+    options: RunOptions = DEFAULT_RUN,
 ) -> list[dict]:
-    """Plain cross-entropy training (pre-training a party, or the fine-tuning baseline)."""
+    """Plain cross-entropy training (pre-training a party, or the fine-tuning baseline); the bar reads
+    ``options.desc`` or "pre-train"."""
 
     def batch_loss(xb: torch.Tensor, yb: torch.Tensor, _idx: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(model(xb), yb)
 
-    return fit([model], x, y, batch_loss, cfg, device=device, desc=desc, progress=progress)
+    return fit([model], x, y, batch_loss, cfg, replace(options, desc=options.desc or "pre-train"))

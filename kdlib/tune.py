@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlib.distill import LogitSource, frozen_logits, prepare_selection, run_standard, selection_split
+from kdlib.distill import LogitSource, Teaching, frozen_logits, prepare_selection, run_standard, selection_split
 from kdlib.errors import KDConfigError
 from kdlib.metrics import accuracy
 from kdlib.paths import results_dir
@@ -41,7 +41,7 @@ from kdlib.stacking import (  # re-exported: the stacked grid's building blocks
     VmapStack,
     stack_students,
 )
-from kdlib.train import TrainConfig, predict_logits
+from kdlib.train import RunOptions, TrainConfig, predict_logits
 from kdlib.validation import is_int
 
 __all__ = [
@@ -172,7 +172,8 @@ def distill_point(
     ``on_epoch_end(student, epoch)`` is called after each epoch (reporting to a pruner; it may raise to stop)."""
     student = make_student()
     hook = None if on_epoch_end is None else (lambda epoch: on_epoch_end(student, epoch) or {})
-    run_standard(student, teacher, x_fit, y_fit, temperature, alpha, cfg, device, False, hook, teacher_source=source)
+    teaching = Teaching(teacher, temperature, alpha, source)
+    run_standard(student, x_fit, y_fit, teaching, cfg, RunOptions(device, progress=False, on_epoch_end=hook))
     return accuracy(predict_logits(student, x_val, device), y_val)
 
 

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from kdlib import distill
-from kdlib.distill import DistillOutcome, best_point
+from kdlib.distill import DistillOutcome, Teaching, best_point
 from kdlib.errors import KDConfigError
 from kdlib.halving import SEARCHES, halving_search
 from kdlib.stacked_grid import stacked_grid_search
-from kdlib.train import TrainConfig
+from kdlib.train import RunOptions, TrainConfig
 
 __all__ = ["run_tuned"]
 
@@ -61,7 +61,8 @@ def run_tuned(
         )  # fmt: skip
         best = best_point(scores)
     outcome = distill.run_standard(  # looked up at call time, so that tests can watch the final distillation
-        student, teacher, x, y, best["temperature"], best["alpha"], cfg, device, progress, on_epoch_end
+        student, x, y, Teaching(teacher, best["temperature"], best["alpha"]), cfg,
+        RunOptions(device, progress, on_epoch_end),
     )
     outcome.extra.update({"grid": scores, "best_temperature": best["temperature"], "best_alpha": best["alpha"]})
     outcome.extra.update(extra)

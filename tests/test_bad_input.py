@@ -22,7 +22,7 @@ from kdlib.__main__ import main
 from kdlib.checkpoints import load_checkpoint, save_checkpoint
 from kdlib.config import StudyConfig, scale_config
 from kdlib.data import load_dataset
-from kdlib.distill import run_standard
+from kdlib.distill import Teaching, run_standard
 from kdlib.errors import KDConfigError
 from kdlib.losses import kd_loss
 from kdlib.models import build_model, load_pretrained_resnet
@@ -30,7 +30,7 @@ from kdlib.partition import PartitionSpec, parse_partition, partition_indices
 from kdlib.plots import save_figure
 from kdlib.results import ResultsStore
 from kdlib.study import open_study
-from kdlib.train import TrainConfig
+from kdlib.train import RunOptions, TrainConfig
 
 
 class CLIFailed(Exception):
@@ -221,8 +221,8 @@ CASES = [
          KDConfigError, ("classes_per_party=12", "at most num_classes=10")),
     # teacher and student with different class counts
     Case("run_standard 10 vs 3 classes", lambda t: run_standard(
-        mlp(3), mlp(10), torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), 4.0, 0.5,
-        TrainConfig(epochs=1), "cpu", False), KDConfigError,
+        mlp(3), torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), Teaching(mlp(10), 4.0, 0.5),
+        TrainConfig(epochs=1), RunOptions("cpu", False)), KDConfigError,
         ("teacher[0].num_classes=10", "student's number of classes (3)")),
     Case("kd_loss 10 vs 3 logits", lambda t: kd_loss(torch.zeros(2, 3), torch.zeros(2, 10),
                                                      torch.zeros(2, dtype=torch.long), 4.0, 0.5),

@@ -35,7 +35,7 @@ from kdlib.federated import (
 from kdlib.metrics import accuracy
 from kdlib.models import build_model
 from kdlib.results import ResultsStore
-from kdlib.train import TrainConfig, predict_logits, seed_everything, train_supervised
+from kdlib.train import RunOptions, TrainConfig, predict_logits, seed_everything, train_supervised
 
 FAST = TrainConfig(epochs=3, batch_size=32, lr=0.05)
 
@@ -301,7 +301,7 @@ def _check_kd_beats_random(digits) -> None:
         seed_everything(i)
         model = build_model("mlp", digits.num_classes, digits.in_shape)
         idx = torch.as_tensor(part)
-        train_supervised(model, digits.x_train[idx], digits.y_train[idx], FAST, "cpu", progress=False)
+        train_supervised(model, digits.x_train[idx], digits.y_train[idx], FAST, RunOptions("cpu", False))
         teachers.append(model)
     seed_everything(0)
     student = build_model("mlp", digits.num_classes, digits.in_shape)
@@ -321,7 +321,7 @@ def test_averaged_kd_trains_as_the_hand_written_loss_did(digits, alpha: float) -
     import torch.nn.functional as F
 
     from kdlib.losses import averaged_soft_targets
-    from kdlib.train import fit
+    from kdlib.train import RunOptions, fit
 
     x, y, temperature = digits.x_train[:256], digits.y_train[:256], 3.0
     cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05)
@@ -343,7 +343,7 @@ def test_averaged_kd_trains_as_the_hand_written_loss_did(digits, alpha: float) -
             soft = temperature**2 * F.kl_div(log_student, probs[idx], reduction="batchmean")
             return alpha * soft + (1 - alpha) * F.cross_entropy(logits, yb)
 
-        fit([students[1]], x, y, by_hand, cfg, "cpu", "by hand", False)
+        fit([students[1]], x, y, by_hand, cfg, RunOptions("cpu", False, desc="by hand"))
     for a, b in zip(students[0].state_dict().values(), students[1].state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-4), (a - b).abs().max()
 

@@ -185,9 +185,9 @@ def test_an_explicit_validation_split_is_scored_on_and_all_transfer_data_is_trai
     trained_on: list[int] = []
     real = distill.run_standard
 
-    def spy(student, teacher, x_fit, *args, **kwargs):
+    def spy(student, x_fit, *args, **kwargs):
         trained_on.append(len(x_fit))
-        return real(student, teacher, x_fit, *args, **kwargs)
+        return real(student, x_fit, *args, **kwargs)
 
     monkeypatch.setattr(distill, "run_standard", spy)
 

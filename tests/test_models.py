@@ -169,8 +169,8 @@ def test_vit_tiny_cuts_images_into_a_small_grid_of_patches(in_shape: tuple[int, 
 
 def test_a_vit_student_distils_from_a_cnn_teacher() -> None:
     """The heterogeneous pair of notebook 03: kdlib's KD step needs nothing but both models' logits."""
-    from kdlib.distill import run_finetune, run_standard
-    from kdlib.train import TrainConfig
+    from kdlib.distill import Teaching, run_finetune, run_standard
+    from kdlib.train import RunOptions, TrainConfig
 
     torch.manual_seed(0)
     x, y = torch.randn(48, 3, 32, 32), torch.randint(0, 10, (48,))
@@ -179,7 +179,7 @@ def test_a_vit_student_distils_from_a_cnn_teacher() -> None:
     frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
     before = {k: v.clone() for k, v in student.state_dict().items()}
     cfg = TrainConfig(epochs=1, batch_size=16, lr=0.05)
-    outcome = run_standard(student, teacher, x, y, 4.0, 0.5, cfg, "cpu", progress=False)
+    outcome = run_standard(student, x, y, Teaching(teacher, 4.0, 0.5), cfg, RunOptions("cpu", False))
     assert len(outcome.history) == 1 and np.isfinite(outcome.history[0]["loss"])
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in frozen.items()), "the teacher stays frozen"
     changed = [k for k, v in student.state_dict().items() if not torch.equal(v, before[k])]
@@ -187,7 +187,7 @@ def test_a_vit_student_distils_from_a_cnn_teacher() -> None:
     # and the same ViT fine-tunes from the same start to other weights: the teacher's logits made the difference
     baseline = build_model("vit-tiny", 10, (3, 32, 32))
     baseline.load_state_dict(before)
-    run_finetune(baseline, x, y, cfg, "cpu", progress=False)
+    run_finetune(baseline, x, y, cfg, RunOptions("cpu", False))
     assert not torch.equal(baseline.hf.classifier.weight, student.hf.classifier.weight)
 
 

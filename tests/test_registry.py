@@ -18,7 +18,7 @@ from kdlib.losses import distillation_term, kd_loss, soft_targets
 from kdlib.methods import Method, MethodRun, get_method, method_names, register, registered, unregister
 from kdlib.results import ResultsStore, run_key
 from kdlib.study import Study, run_config
-from kdlib.train import fit
+from kdlib.train import RunOptions, fit
 
 # --------------------------------------------------------------------- the five methods keep their run keys
 
@@ -88,8 +88,8 @@ def run_soft_match(run: MethodRun) -> DistillOutcome:
     def batch_loss(xb: torch.Tensor, _yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return soft_match_loss(run.student(xb), teacher(xb, idx), run.cfg.temperature)
 
-    history = fit([run.student], run.x, run.y, batch_loss, cfg=run.cfg.distill, device=run.device,
-                  desc="soft match", progress=run.progress, on_epoch_end=run.on_epoch_end)  # fmt: skip
+    options = RunOptions(run.device, run.progress, run.on_epoch_end, desc="soft match")
+    history = fit([run.student], run.x, run.y, batch_loss, run.cfg.distill, options)
     return DistillOutcome(history)
 
 

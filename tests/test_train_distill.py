@@ -14,6 +14,8 @@ from torch import nn
 
 from kdlib.distill import (
     DistillOutcome,
+    PartitionTeaching,
+    Teaching,
     best_point,
     check_same_classes,
     frozen_logits,
@@ -28,7 +30,7 @@ from kdlib.errors import KDConfigError
 from kdlib.losses import dp_select_targets
 from kdlib.metrics import accuracy
 from kdlib.models import build_model
-from kdlib.train import TrainConfig, fit, make_training, predict_logits, resolve_device, train_supervised
+from kdlib.train import RunOptions, TrainConfig, fit, make_training, predict_logits, resolve_device, train_supervised
 from kdlib.tuned import run_tuned
 
 N_FEATURES, N_CLASSES = 8, 3
@@ -63,6 +65,7 @@ def params_equal(a: nn.Module, b: nn.Module) -> bool:
 
 
 CFG = TrainConfig(epochs=2, batch_size=16, lr=0.05, seed=0)
+QUIET_CPU = RunOptions("cpu", progress=False)
 
 
 # ------------------------------------------------------------------------------------------------ TrainConfig
@@ -137,7 +140,7 @@ def test_fit_learns_a_linearly_separable_problem() -> None:
     model = linear(0, 2, 2)
     cfg = TrainConfig(epochs=10, batch_size=32, lr=0.1, seed=0)
     seen = []
-    history = train_supervised(model, x, y, cfg, device="cpu", progress=False)
+    history = train_supervised(model, x, y, cfg, QUIET_CPU)
     assert accuracy(predict_logits(model, x, "cpu"), y) > 0.9
     assert len(history) == cfg.epochs
     assert [h["epoch"] for h in history] == list(range(1, cfg.epochs + 1))
@@ -155,9 +158,7 @@ def test_fit_learns_a_linearly_separable_problem() -> None:
         y,
         lambda xb, yb, _i: nn.functional.cross_entropy(model(xb), yb),
         TrainConfig(epochs=3, batch_size=32, lr=0.1),
-        "cpu",
-        progress=False,
-        on_epoch_end=on_epoch_end,
+        RunOptions("cpu", False, on_epoch_end),
     )
     assert seen == [1, 2, 3]
     assert [set(h) for h in history] == [{"epoch", "loss", "train_acc"}] * 3
@@ -175,7 +176,7 @@ def test_fit_loss_is_the_sample_weighted_mean_of_batch_losses() -> None:
         batch_losses.append((float(loss.detach()), len(idx)))
         return loss
 
-    (record,) = fit([model], x, y, batch_loss, TrainConfig(epochs=1, batch_size=50), "cpu", progress=False)
+    (record,) = fit([model], x, y, batch_loss, TrainConfig(epochs=1, batch_size=50), QUIET_CPU)
     assert sum(n for _, n in batch_losses) == len(x)
     assert len(batch_losses) == math.ceil(len(x) / 50)
     expected = sum(v * n for v, n in batch_losses) / len(x)
@@ -188,7 +189,7 @@ def test_fit_is_deterministic_given_the_seed() -> None:
     runs = {}
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         model = copy.deepcopy(base)
-        train_supervised(model, x, y, TrainConfig(epochs=2, batch_size=16, lr=0.1, seed=seed), "cpu", progress=False)
+        train_supervised(model, x, y, TrainConfig(epochs=2, batch_size=16, lr=0.1, seed=seed), QUIET_CPU)
         runs[name] = model
     assert params_equal(runs["a"], runs["b"])
     assert not params_equal(runs["a"], runs["c"])  # the seed decides the batch order
@@ -215,12 +216,12 @@ def test_fit_with_zero_epochs_changes_nothing_and_bad_data_raises() -> None:
     x, y = separable_data()
     model = linear(0, 2, 2)
     before = copy.deepcopy(model)
-    assert train_supervised(model, x, y, TrainConfig(epochs=0), "cpu", progress=False) == []
+    assert train_supervised(model, x, y, TrainConfig(epochs=0), QUIET_CPU) == []
     assert params_equal(model, before)
     with pytest.raises(KDConfigError):
-        train_supervised(model, x, y[:-1], CFG, "cpu", progress=False)
+        train_supervised(model, x, y[:-1], CFG, QUIET_CPU)
     with pytest.raises(KDConfigError):
-        train_supervised(model, x[:0], y[:0], CFG, "cpu", progress=False)
+        train_supervised(model, x[:0], y[:0], CFG, QUIET_CPU)
 
 
 # ------------------------------------------------------------------------------------------------ standard KD
@@ -230,22 +231,22 @@ def test_standard_kd_with_alpha_zero_is_finetuning() -> None:
     x, y = toy_data()
     base = linear(1)
     finetuned, distilled, kd_half = copy.deepcopy(base), copy.deepcopy(base), copy.deepcopy(base)
-    out_ft = run_finetune(finetuned, x, y, CFG, device="cpu", progress=False)
-    out_kd = run_standard(distilled, linear(2), x, y, 4.0, 0.0, CFG, device="cpu", progress=False)
+    out_ft = run_finetune(finetuned, x, y, CFG, QUIET_CPU)
+    out_kd = run_standard(distilled, x, y, Teaching(linear(2), 4.0, 0.0), CFG, QUIET_CPU)
     assert isinstance(out_ft, DistillOutcome) and isinstance(out_kd, DistillOutcome)
     assert params_equal(finetuned, distilled)
     assert [h["loss"] for h in out_ft.history] == [h["loss"] for h in out_kd.history]
     # and the teacher does matter once alpha > 0
-    run_standard(kd_half, linear(2), x, y, 4.0, 0.5, CFG, device="cpu", progress=False)
+    run_standard(kd_half, x, y, Teaching(linear(2), 4.0, 0.5), CFG, QUIET_CPU)
     assert not params_equal(kd_half, finetuned)
 
 
 def test_standard_kd_validates_its_hyperparameters() -> None:
     x, y = toy_data()
     with pytest.raises(KDConfigError, match="temperature"):
-        run_standard(linear(1), linear(2), x, y, 0.0, 0.5, CFG, device="cpu", progress=False)
+        run_standard(linear(1), x, y, Teaching(linear(2), 0.0, 0.5), CFG, QUIET_CPU)
     with pytest.raises(KDConfigError, match="alpha"):
-        run_standard(linear(1), linear(2), x, y, 2.0, 1.5, CFG, device="cpu", progress=False)
+        run_standard(linear(1), x, y, Teaching(linear(2), 2.0, 1.5), CFG, QUIET_CPU)
 
 
 def test_pure_distillation_from_a_right_teacher_teaches_the_rule() -> None:
@@ -254,7 +255,7 @@ def test_pure_distillation_from_a_right_teacher_teaches_the_rule() -> None:
     before = accuracy(predict_logits(student, x, "cpu"), y)
     wrong_labels = (y + 1) % N_CLASSES  # alpha = 1 ignores the labels entirely
     cfg = TrainConfig(epochs=10, batch_size=16, lr=0.1, seed=0)
-    run_standard(student, rule_teacher(), x, wrong_labels, 2.0, 1.0, cfg, device="cpu", progress=False)
+    run_standard(student, x, wrong_labels, Teaching(rule_teacher(), 2.0, 1.0), cfg, QUIET_CPU)
     after = accuracy(predict_logits(student, x, "cpu"), y)
     assert after > 0.85 and after > before
 
@@ -320,7 +321,7 @@ def test_teacher_calls_during_standard_kd(augment: bool) -> None:
         teacher = image_model(2)
         counter = CountCalls(teacher)
         cfg = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, augment=augment)
-        run_standard(image_model(1), teacher, x, y, 2.0, 0.5, cfg, device="cpu", progress=False)
+        run_standard(image_model(1), x, y, Teaching(teacher, 2.0, 0.5), cfg, QUIET_CPU)
         calls[epochs] = counter.calls
     steps_per_epoch = math.ceil(len(x) / 16)
     if augment:
@@ -338,7 +339,7 @@ def test_dml_updates_every_peer() -> None:
     x, y = toy_data()
     peers = [linear(1), linear(2)]
     before = [copy.deepcopy(p) for p in peers]
-    outcome = run_dml(peers, x, y, CFG, temperature=2.0, device="cpu", progress=False)
+    outcome = run_dml(peers, x, y, CFG, 2.0, QUIET_CPU)
     assert len(outcome.history) == CFG.epochs
     for peer, initial in zip(peers, before, strict=True):
         assert not params_equal(peer, initial)
@@ -349,7 +350,7 @@ def test_dml_keeps_identical_peers_identical() -> None:
     x, y = toy_data()
     peers = [linear(1), linear(1)]
     start = copy.deepcopy(peers[0])
-    run_dml(peers, x, y, CFG, device="cpu", progress=False)
+    run_dml(peers, x, y, CFG, options=QUIET_CPU)
     assert params_equal(peers[0], peers[1])
     assert not params_equal(peers[0], start)
 
@@ -362,7 +363,7 @@ def test_dp_routing_shares_sum_to_one_and_match_the_per_sample_choice() -> None:
         teacher_logits = [t(x) for t in teachers]
     for variant in ("supervised", "unsupervised"):
         trained = copy.deepcopy(student)
-        outcome = run_dp(trained, teachers, x, y, 2.0, 0.5, CFG, variant=variant, device="cpu", progress=False)
+        outcome = run_dp(trained, x, y, PartitionTeaching(teachers, 2.0, 0.5, variant), CFG, QUIET_CPU)
         routing = outcome.extra["routing"]
         assert set(routing) == {"initial_student", "teacher_0", "teacher_1"}
         assert sum(routing.values()) == pytest.approx(1.0)
@@ -466,7 +467,7 @@ def test_run_tuned_uses_a_point_of_the_grid() -> None:
     assert len(outcome.history) == CFG.epochs
     # the final student is standard KD on all the data with the chosen pair
     reference = copy.deepcopy(base)
-    run_standard(reference, rule_teacher(), x, y, best["temperature"], best["alpha"], CFG, "cpu", False)
+    run_standard(reference, x, y, Teaching(rule_teacher(), best["temperature"], best["alpha"]), CFG, QUIET_CPU)
     assert params_equal(student, reference)
 
 
@@ -479,9 +480,9 @@ def test_check_same_classes_rejects_a_teacher_with_more_classes() -> None:
     with pytest.raises(KDConfigError, match="num_classes"):
         check_same_classes(student, [teacher], x)
     with pytest.raises(KDConfigError, match="num_classes"):
-        run_standard(student, teacher, x, y, 2.0, 0.5, CFG, device="cpu", progress=False)
+        run_standard(student, x, y, Teaching(teacher, 2.0, 0.5), CFG, QUIET_CPU)
     with pytest.raises(KDConfigError, match=r"teacher\[1\]\.num_classes"):
-        run_dp(student, [linear(3), teacher], x, y, 2.0, 0.5, CFG, device="cpu", progress=False)
+        run_dp(student, x, y, PartitionTeaching([linear(3), teacher], 2.0, 0.5), CFG, QUIET_CPU)
     check_same_classes(student, [linear(3), linear(4)], x)  # matching heads pass
 
 
@@ -514,12 +515,12 @@ def test_fit_in_channels_last_matches_the_default_layout_in_float64():
     def loss_of(model):
         return lambda xb, yb, _idx: torch.nn.functional.cross_entropy(model(xb), yb)
 
-    fit([fast], x, y, loss_of(fast), cfg, "cpu", progress=False)
+    fit([fast], x, y, loss_of(fast), cfg, QUIET_CPU)
     import kdlib.train as train
 
     original, train.cpu_channels_last = train.cpu_channels_last, lambda *a: contextlib.nullcontext(lambda b: b)
     try:
-        fit([reference], x, y, loss_of(reference), cfg, "cpu", progress=False)
+        fit([reference], x, y, loss_of(reference), cfg, QUIET_CPU)
     finally:
         train.cpu_channels_last = original
     for p, q in zip(fast.parameters(), reference.parameters(), strict=True):

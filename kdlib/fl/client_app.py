@@ -10,7 +10,7 @@ from flwr.clientapp import ClientApp
 
 from kdlib.fl.task import DataSpec, client_data
 from kdlib.models import build_model
-from kdlib.train import TrainConfig, train_supervised
+from kdlib.train import RunOptions, TrainConfig, train_supervised
 
 client_app = ClientApp()
 """The federated client: trains the global model on its own partition (``train``) and says who it is (``query``)."""
@@ -38,7 +38,7 @@ def _client_train(msg: Message, context: Context) -> Message:
     server_round = int(config["server-round"])
     seed = int(config["seed"]) * 1_000_003 + server_round * 1_000 + client
     cfg = TrainConfig(**{**json.loads(str(config["local"])), "seed": seed})
-    history = train_supervised(model, x, y, cfg, str(config["device"]), progress=False)
+    history = train_supervised(model, x, y, cfg, RunOptions(str(config["device"]), progress=False))
     reply = RecordDict(
         {
             "arrays": ArrayRecord(model.cpu().state_dict()),

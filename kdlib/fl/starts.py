@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from kdlib.losses import averaged_soft_targets, check_alpha, check_temperature, kd_loss
-from kdlib.train import TrainConfig, fit, predict_logits, resolve_device
+from kdlib.train import RunOptions, TrainConfig, fit, predict_logits, resolve_device
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def distill_averaged(
     def batch_loss(xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return kd_loss(student(xb), target_logits[idx.to(dev)], yb, temperature, alpha)
 
-    return fit([student], x, y, batch_loss, recipe.train, dev, "KD (averaged)", progress)
+    return fit([student], x, y, batch_loss, recipe.train, RunOptions(dev, progress, desc="KD (averaged)"))
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from kdlib.data import Dataset
-from kdlib.distill import run_dp
+from kdlib.distill import PartitionTeaching, run_dp
 from kdlib.errors import KDConfigError
 from kdlib.fl.analysis import (
     round_reduction_summary,
@@ -36,7 +36,7 @@ from kdlib.models import build_model
 from kdlib.parties import cached_party
 from kdlib.progress import tqdm
 from kdlib.results import ResultsStore, config_key, run_key
-from kdlib.train import TrainConfig, predict_logits, seed_everything, train_supervised
+from kdlib.train import RunOptions, TrainConfig, predict_logits, seed_everything, train_supervised
 
 COMMON_FIELDS = (
     "scale",
@@ -131,7 +131,7 @@ class FederatedStudy:
             data = self.dataset
             train_cfg = TrainConfig(**{**c.pretrain.as_dict(), "seed": c.seed * 1000 + client})
             started = time.perf_counter()
-            train_supervised(model, data.x_train[idx], data.y_train[idx], train_cfg, self.device, progress=False)
+            train_supervised(model, data.x_train[idx], data.y_train[idx], train_cfg, RunOptions(self.device, False))
             return {
                 "test_acc": accuracy(predict_logits(model, data.x_test, self.device), data.y_test),
                 "train_size": len(idx),
@@ -175,9 +175,9 @@ class FederatedStudy:
             history = distill_averaged(student, teachers, (x, y), recipe, device=dev, progress=self.progress)
         else:
             outcome = run_dp(
-                student, teachers, x, y, temperature=c.temperature, alpha=c.kd_alpha, cfg=c.kd, variant=c.dp_variant,
-                device=dev, progress=self.progress,
-            )  # fmt: skip
+                student, x, y, PartitionTeaching(teachers, c.temperature, c.kd_alpha, c.dp_variant), c.kd,
+                RunOptions(dev, self.progress),
+            )
             history, extra = outcome.history, {"routing": outcome.extra["routing"]}
         wall = time.perf_counter() - started
         acc = accuracy(predict_logits(student, data.x_test, dev), data.y_test)
