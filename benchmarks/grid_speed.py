@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 from kdlib.config import scale_config
-from kdlib.data import load_dataset
+from kdlib.data import Subsample, load_dataset
 from kdlib.distill import Teaching, best_point, frozen_logits, run_standard, split_validation
 from kdlib.metrics import accuracy
 from kdlib.models import build_model
@@ -97,7 +97,7 @@ def _setup(args: argparse.Namespace) -> dict:
     cfg = scale_config(args.scale)
     if args.epochs is not None:
         cfg = cfg.replace(distill={"epochs": args.epochs})
-    data = load_dataset(cfg.dataset, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed, progress=False)
+    data = load_dataset(cfg.dataset, subsample=Subsample(cfg.n_train, cfg.n_test, cfg.seed), progress=False)
     scenario = make_scenario(data, args.scenario, cfg)
     if args.random_init:
         seed_everything(cfg.seed)

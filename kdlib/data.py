@@ -34,6 +34,7 @@ __all__ = [
     "default_archive",
     "default_root",
     "load_dataset",
+    "Subsample",
     "stratified_subset",
 ]
 
@@ -119,20 +120,31 @@ def stratified_subset(y: np.ndarray, n: int, seed: int, *, field_name: str = "n"
 # --------------------------------------------------------------------------------------------- public
 
 
+@dataclass(frozen=True)
+class Subsample:
+    """Seeded stratified subsets of a data set's splits: ``n_train`` / ``n_test`` samples (None = all of it)."""
+
+    n_train: int | None = None
+    n_test: int | None = None
+    seed: int = 0
+
+
+ALL_SAMPLES = Subsample()
+"""Both splits whole."""
+
+
 def load_dataset(
     name: str,
     root: str | Path | None = None,
     *,
-    n_train: int | None = None,
-    n_test: int | None = None,
-    seed: int = 0,
+    subsample: Subsample = ALL_SAMPLES,
     download: bool = False,
     progress: bool = True,
 ) -> Dataset:
     """Load a data set by name: ``digits``, ``cifar10``, ``cifar100`` or ``imagefolder:PATH``.
 
-    ``n_train`` / ``n_test`` take seeded stratified subsets (None = all).  ``root`` defaults to
-    ``$KDLIB_DATA`` or ``<project root>/data``; see ``data/README.md`` for the accepted layouts.
+    ``subsample`` takes seeded stratified subsets (:class:`Subsample`; by default both splits whole).
+    ``root`` defaults to ``$KDLIB_DATA`` or ``<project root>/data``; see ``data/README.md`` for the accepted layouts.
     Paths follow :func:`kdlib.paths.user_folder`: a relative ``root`` is taken from the project folder and a
     relative ``imagefolder:PATH`` from the data root, and neither may leave it; absolute paths are used as given;
     ``..`` parts are refused. Cache files are read with ``allow_pickle=False``.
@@ -150,7 +162,7 @@ def load_dataset(
     else:
         raise KDConfigError("dataset", name, KNOWN_NAMES)
     mean, std = (CIFAR_MEAN, CIFAR_STD) if key in CIFAR else _channel_stats(raw.x_train)
-    return _finish(full_name, _subset(raw, n_train, n_test, seed), mean, std)
+    return _finish(full_name, _subset(raw, subsample), mean, std)
 
 
 def check_dataset_name(name: object) -> str:
@@ -193,10 +205,11 @@ def _to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> to
     return out
 
 
-def _subset(raw: RawData, n_train: int | None, n_test: int | None, seed: int) -> RawData:
+def _subset(raw: RawData, subsample: Subsample) -> RawData:
     """Seeded stratified subsets of the splits (None: all of a split)."""
     parts = {}
-    for split, n in (("train", n_train), ("test", n_test)):
+    seed = subsample.seed
+    for split, n in (("train", subsample.n_train), ("test", subsample.n_test)):
         x, y = getattr(raw, f"x_{split}"), getattr(raw, f"y_{split}")
         if n is not None:
             idx = stratified_subset(y, n, seed, field_name=f"n_{split}")

@@ -69,12 +69,12 @@ def test_a_side_file_without_a_required_field_is_a_clear_error(checkpoint: Path)
 
 def test_a_party_side_file_lacking_fields_or_of_another_config_fails(tmp_path: Path, isolated_folders) -> None:
     from kdlib.config import scale_config
-    from kdlib.data import load_dataset
+    from kdlib.data import Subsample, load_dataset
     from kdlib.parties import make_scenario, pretrained_party
 
     cfg = scale_config("smoke", dataset="digits", n_train=None, n_test=None, teacher_model="mlp",
                        pretrain={"epochs": 1})
-    data = load_dataset("digits", n_train=None, n_test=None, progress=False)
+    data = load_dataset("digits", subsample=Subsample(None, None), progress=False)
     scenario = make_scenario(data, "iid", cfg)
     _model, meta = pretrained_party(data, scenario, 0, "mlp", cfg, "cpu", progress=False)
     (side,) = (isolated_folders["cache"] / "parties").glob("*.json")

@@ -18,6 +18,7 @@ from kdlib import cifar
 from kdlib.data import (
     CIFAR10_CLASSES,
     Dataset,
+    Subsample,
     check_md5,
     load_dataset,
     stratified_subset,
@@ -107,9 +108,9 @@ def test_digits_shapes_and_normalisation() -> None:
 
 
 def test_digits_subsets_are_seeded() -> None:
-    a = load_dataset("digits", n_train=200, n_test=50, seed=3, progress=False)
-    b = load_dataset("digits", n_train=200, n_test=50, seed=3, progress=False)
-    c = load_dataset("digits", n_train=200, n_test=50, seed=4, progress=False)
+    a = load_dataset("digits", subsample=Subsample(200, 50, 3), progress=False)
+    b = load_dataset("digits", subsample=Subsample(200, 50, 3), progress=False)
+    c = load_dataset("digits", subsample=Subsample(200, 50, 4), progress=False)
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
     assert not torch.equal(a.x_train, c.x_train)
     assert torch.bincount(a.y_train).tolist() == [20] * 10
@@ -120,7 +121,7 @@ def test_digits_subsets_are_seeded() -> None:
 @pytest.mark.parametrize(("n_train", "n_test"), [(5, None), (1398, None), (None, 401), (None, 9), (10.0, None)])
 def test_load_rejects_bad_subset_sizes(n_train: int | None, n_test: int | None) -> None:
     with pytest.raises(KDConfigError, match="n_train" if n_train is not None else "n_test"):
-        load_dataset("digits", n_train=n_train, n_test=n_test, progress=False)
+        load_dataset("digits", subsample=Subsample(n_train, n_test), progress=False)
 
 
 # ---------------------------------------------------------------------------------------------- subsets
@@ -172,7 +173,7 @@ def test_cifar10_binary_round_trip_and_cache(tmp_path: Path) -> None:
 def test_cifar10_uses_kdlib_data_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write_cifar10_binary(tmp_path / "elsewhere")
     monkeypatch.setenv("KDLIB_DATA", str(tmp_path / "elsewhere"))
-    ds = load_dataset("cifar10", n_train=10, n_test=3, progress=False)
+    ds = load_dataset("cifar10", subsample=Subsample(10, 3), progress=False)
     assert len(ds.y_train) == 10 and (tmp_path / "elsewhere" / "cache" / "cifar10.npz").is_file()
 
 
@@ -374,7 +375,7 @@ def test_real_shared_archive(tmp_path_factory: pytest.TempPathFactory, monkeypat
     if not SHARED_ARCHIVE.is_file():
         pytest.skip(f"the shared CIFAR-10 JPEG archive is not at {SHARED_ARCHIVE}")
     monkeypatch.delenv("KDLIB_CIFAR10_ARCHIVE")
-    ds = load_dataset("cifar10", root=tmp_path_factory.mktemp("real"), n_train=1000, n_test=500, progress=False)
+    ds = load_dataset("cifar10", root=tmp_path_factory.mktemp("real"), subsample=Subsample(1000, 500), progress=False)
     assert ds.class_names == CIFAR10_CLASSES and "JPEG" in ds.description
     assert ds.x_train.shape == (1000, 3, 32, 32) and ds.x_test.shape == (500, 3, 32, 32)
     assert torch.bincount(ds.y_train).tolist() == [100] * 10

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from kdlib.data import Dataset, load_dataset
+from kdlib.data import Dataset, Subsample, load_dataset
 from kdlib.parties import hold_out_public
 from kdlib.partition import parse_partition, partition_indices
 
@@ -56,7 +56,7 @@ def split_clients(
 
 @functools.lru_cache(maxsize=2)
 def cached_dataset(name: str, root: str | None, n_train: int | None, n_test: int | None, seed: int) -> Dataset:
-    return load_dataset(name, root, n_train=n_train, n_test=n_test, seed=seed, progress=False)
+    return load_dataset(name, root, subsample=Subsample(n_train, n_test, seed), progress=False)
 
 
 @functools.lru_cache(maxsize=8)
