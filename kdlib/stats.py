@@ -128,29 +128,42 @@ def summarise(
     return pd.DataFrame(rows, columns=[*by, "mean", "half_width", "low", "high", "n"])
 
 
+@dataclass(frozen=True)
+class CellFormat:
+    """How :func:`interval_table` writes a cell: ``value * scale`` (e.g. accuracy points) to ``digits`` decimals;
+    ``signed``: a ``+`` before positive means (for gains, not for accuracies or shares)."""
+
+    scale: float = 100.0
+    digits: int = 2
+    signed: bool = True
+
+
+POINTS = CellFormat()
+"""Signed percentage points to two decimals."""
+
+
 def interval_table(
     frame: pd.DataFrame,
     value: str,
     *,
     index: str = "scenario",
     columns: str = "method",
-    scale: float = 100.0,
-    digits: int = 2,
     order: tuple[Sequence[str] | None, Sequence[str] | None] = (None, None),
-    signed: bool = True,
+    cells: CellFormat = POINTS,
 ) -> pd.DataFrame:
-    """A table of ``"mean ± half-width"`` strings (``value * scale``, e.g. accuracy points) per index and column;
-    ``signed``: a ``+`` before positive means (for gains, not for accuracies or shares)."""
-    summary = summarise(frame, [index, columns], value, scale)
-    cells = {
-        (row[index], row[columns]): Interval(row["mean"], row["half_width"], int(row["n"])).text(digits, signed=signed)
+    """A table of ``"mean ± half-width"`` strings (written as ``cells`` says) per index and column."""
+    summary = summarise(frame, [index, columns], value, cells.scale)
+    texts = {
+        (row[index], row[columns]): Interval(row["mean"], row["half_width"], int(row["n"])).text(
+            cells.digits, signed=cells.signed
+        )
         for _, row in summary.iterrows()
     }
     rows = list(order[0] or dict.fromkeys(summary[index]))
     cols = list(order[1] or dict.fromkeys(summary[columns]))
     table = pd.DataFrame(
-        [[cells.get((r, c), "") for c in cols] for r in rows if any((r, c) in cells for c in cols)],
-        index=[r for r in rows if any((r, c) in cells for c in cols)],
+        [[texts.get((r, c), "") for c in cols] for r in rows if any((r, c) in texts for c in cols)],
+        index=[r for r in rows if any((r, c) in texts for c in cols)],
         columns=cols,
     )
     table.index.name, table.columns.name = index, columns
