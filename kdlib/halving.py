@@ -2,18 +2,20 @@
 
 Every grid point starts, the students trained together as stacks (``tune.stack_students``) for the first rung's
 share of the distillation budget. Each is then scored on the validation split; the best go on, restacked, to the
-next rung, and so on up to the full budget, where the best survivor is chosen. The default schedule
-(``halving_schedule`` without ``eta``) stops at an eighth and a quarter of the budget, keeps a third of the grid
-after the first stop and two points after the second, and trains those two to the end, where final validation
-accuracy picks one. At each early stop a third of the places (rounded up) go to the best by validation accuracy
-and the rest to the best by validation loss, averaged with the mean of the point's live neighbours on the
-(T, alpha) grid (``smoothed_losses``). Accuracy finds the optimum where (T, alpha) matters a lot; where the points
-differ by a handful of images a few steps in, the loss, which moves continuously and is pooled over a region of
-the grid, ranks the final accuracies better. ``halving_schedule(..., eta=3)`` gives classic
-successive halving (keep a third at each of geometric stops, rank by accuracy). A point that
-goes on continues exactly where it stopped: the same weights and optimiser state, the same learning rate schedule
-(the cosine over the *full* budget) and the same seeded batches. So a survivor ends with its full-grid score (to
-float rounding), and only which points survive differs from the grid.
+next rung, and so on up to the full budget, where the best survivor is chosen. The study's default is classic
+successive halving (``eta=ETA``: keep the best third by validation accuracy at each of geometric stops). The two-
+stop schedule (``eta=None``, ``halving_schedule`` without ``eta``) is faster: it stops at an eighth and a quarter of
+the budget, keeps a third of the grid after the first stop and two points after the second, and trains those two to
+the end, where final validation accuracy picks one; it is not the default because it lost the optimum on
+``dirichlet:0.1`` (benchmarks/grid_speed.py: within 0.5 points of the grid's best in 1 of 10 seeds, against 9 of 10
+on ``iid``). At each of its early stops a third of the places (rounded up) go to the best by validation accuracy and
+the rest to the best by validation loss, averaged with the mean of the point's live neighbours on the (T, alpha)
+grid (``smoothed_losses``). Accuracy finds the optimum where (T, alpha) matters a lot; where the points differ by a
+handful of images a few steps in, the loss, which moves continuously and is pooled over a region of the grid, ranks
+the final accuracies better. ``halving_schedule(..., eta=3)`` gives classic successive halving (keep a third at each
+of geometric stops, rank by accuracy). A point that goes on continues exactly where it stopped: the same weights and
+optimiser state, the same learning rate schedule (the cosine over the *full* budget) and the same seeded batches. So
+a survivor ends with its full-grid score (to float rounding), and only which points survive differs from the grid.
 
 Between rungs the search state (the surviving students, their optimiser state, the batch generator's state and
 the rows scored so far) goes to a small checkpoint under the cache folder, named by the problem's digest: a
@@ -310,7 +312,7 @@ def halving_search(
     device: str | torch.device = "auto",
     progress: bool = True,
     evaluate: Callable[[nn.Module], dict] | None = None,
-    eta: int | None = None,
+    eta: int | None = ETA,
     rungs: Sequence[Rung] | None = None,
     backend: str = "auto",
     chunk_size: int | None = None,
@@ -321,8 +323,8 @@ def halving_search(
 
     The split is ``distill.grid_search``'s (``val_fraction`` of ``x``, seeded by ``cfg.seed``) unless ``x_val`` and
     ``y_val`` are given, in which case all of ``x`` trains. ``rungs`` overrides ``halving_schedule(points, steps,
-    eta)`` (``eta=None``: the default schedule; an integer: classic halving). ``evaluate(student)`` adds columns
-    to a point's row when it is dropped or chosen (analysis only).
+    eta)`` (an integer, default ``ETA``: classic halving; ``None``: the two-stop schedule). ``evaluate(student)``
+    adds columns to a point's row when it is dropped or chosen (analysis only).
     ``checkpoint``: True (a file under the cache folder named by a digest of the whole problem), a path, or None;
     the file is removed when the search completes. ``on_rung(rung, scores)`` is called after each rung's
     checkpoint is written, with that rung's scores (it may raise, to stop the search there).
