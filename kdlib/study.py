@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from kdlib.config import StudyConfig
-from kdlib.data import Dataset, load_dataset
+from kdlib.data import Dataset, Subsample, load_dataset
 from kdlib.distill import DistillOutcome
 from kdlib.methods import MethodRun, get_method
 from kdlib.metrics import accuracy, distillation_metrics
@@ -111,9 +111,7 @@ class Study:
             self._datasets[seed] = load_dataset(
                 self.cfg.dataset,
                 self.data_root,
-                n_train=self.cfg.n_train,
-                n_test=self.cfg.n_test,
-                seed=seed,
+                subsample=Subsample(self.cfg.n_train, self.cfg.n_test, seed),
                 progress=self.progress,
             )
         return self._datasets[seed]
