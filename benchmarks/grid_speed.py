@@ -48,7 +48,7 @@ import torch
 
 from kdlib.config import scale_config
 from kdlib.data import Subsample, load_dataset
-from kdlib.distill import Teaching, best_point, frozen_logits, run_standard, split_validation
+from kdlib.distill import Teaching, TuningProblem, best_point, frozen_logits, run_standard, split_validation
 from kdlib.metrics import accuracy
 from kdlib.models import build_model
 from kdlib.parties import make_scenario, pretrained_party
@@ -170,30 +170,20 @@ def _replays(s: dict, rows: list[dict], trials: int, sampler: str, seeds: int) -
 
     def fake_point(*args, **_kwargs) -> float:
         calls[0] += 1
-        return lookup[(args[6], args[7])]
+        return lookup[(args[2], args[3])]
 
     tune.distill_point, tune.frozen_logits = fake_point, lambda *args, **kwargs: None
     results = []
     for seed in range(seeds):
         calls[0] = 0
+        problem = TuningProblem(
+            lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"],
+            s["cfg"].distill, s["cfg"].val_fraction, **_held_out(s),
+        )  # fmt: skip
         found = tune.smart_search(
-            lambda: copy.deepcopy(s["student"]),
-            s["teacher"],
-            s["x"],
-            s["y"],
-            s["temps"],
-            s["alphas"],
-            s["cfg"].distill,
-            trials,
-            optuna.storages.InMemoryStorage(),
-            "replay",
-            s["cfg"].val_fraction,
-            "cpu",
-            False,
-            sampler,
-            seed=seed,
-            **_held_out(s),
-        )
+            problem, trials, sampler=sampler, seed=seed, store=tune.SearchStore(optuna.storages.InMemoryStorage(),
+            "replay"), options=RunOptions("cpu", False),
+        )  # fmt: skip
         results.append({"seed": seed, "val_gain": found.val_gain, "trainings": calls[0]})
     return results
 
@@ -249,10 +239,13 @@ def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: 
         )  # fmt: skip
         return {"rows": found.rows, "trainings": round(found.cost * len(found.rows), 1), "best": found.best}
     if args.variant == "c":
-        rows = stacked_grid_search(
+        problem = TuningProblem(
             lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
-            cfg.val_fraction, dev, False, backend=args.backend, chunk_size=args.chunk_size, **_held_out(s),
+            cfg.val_fraction, **_held_out(s),
         )  # fmt: skip
+        rows = stacked_grid_search(
+            problem, RunOptions(dev, False), backend=args.backend, chunk_size=args.chunk_size
+        )
         return {"rows": rows, "trainings": len(rows)}
     source = _live_source(s["teacher"], dev) if args.variant == "b" else s["cached"]
     rows = _one_at_a_time(s, dev, source, x_fit, y_fit, x_val, y_val, val_before, timed)
@@ -285,7 +278,7 @@ def _warm_up(args: argparse.Namespace, s: dict, dev: torch.device) -> None:
 
 
 def run_variant(args: argparse.Namespace) -> dict:
-    from kdlib.tune import smart_search
+    from kdlib.tune import SearchStore, smart_search
 
     s = _setup(args)
     cfg, dev = s["cfg"], resolve_device(args.device)
@@ -307,22 +300,13 @@ def run_variant(args: argparse.Namespace) -> dict:
     else:
         trials = args.smart_trials or max(1, out["grid"] // 3)
         with tempfile.TemporaryDirectory() as folder:
+            problem = TuningProblem(
+                lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
+                cfg.val_fraction, **_held_out(s),
+            )  # fmt: skip
             found = smart_search(
-                lambda: copy.deepcopy(s["student"]),
-                s["teacher"],
-                s["x"],
-                s["y"],
-                s["temps"],
-                s["alphas"],
-                tcfg,
-                trials,
-                Path(folder) / "tuning.sqlite3",
-                None,
-                cfg.val_fraction,
-                dev,
-                False,
-                args.sampler,
-                **_held_out(s),
+                problem, trials, sampler=args.sampler, store=SearchStore(Path(folder) / "tuning.sqlite3"),
+                options=RunOptions(dev, False),
             )
         out.update(trainings=found.trainings, epochs=found.epochs, best=found.best)
     if dev.type == "cuda":

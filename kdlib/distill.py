@@ -226,37 +226,50 @@ def prepare_selection(
     return Selection(*split, teacher, cfg, resolve_device(device), make_student())
 
 
+@dataclass(frozen=True)
+class TuningProblem:
+    """What every (T, alpha) search is given: fresh copies of the pre-trained student (``make_student()``), the
+    frozen teacher, the transfer data, the grid, the training config, and the validation split it scores on
+    (``x_val, y_val`` when given, else a ``val_fraction`` carved from the transfer data; see ``selection_split``)."""
+
+    make_student: Callable[[], nn.Module]
+    teacher: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    temperatures: Sequence[float]
+    alphas: Sequence[float]
+    cfg: TrainConfig
+    val_fraction: float = 0.2
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+
+    def split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``selection_split`` of this problem: ``(x_fit, y_fit, x_val, y_val)``."""
+        return selection_split(self.x, self.y, self.val_fraction, self.cfg.seed, self.x_val, self.y_val)
+
+    def selection(self, device: str | torch.device) -> Selection:
+        """The :class:`Selection` a search of this problem trains and scores on (``prepare_selection``)."""
+        return prepare_selection(self.split(), self.make_student, self.teacher, self.cfg, device)
+
+
 def grid_search(
-    make_student: Callable[[], nn.Module],
-    teacher,
-    x,
-    y,
-    temperatures: Sequence[float],
-    alphas: Sequence[float],
-    cfg: TrainConfig,
-    val_fraction: float = 0.2,
-    device="auto",
-    progress=True,
-    evaluate: Callable[[nn.Module], dict] | None = None,
-    *,
-    x_val: torch.Tensor | None = None,
-    y_val: torch.Tensor | None = None,
+    problem: TuningProblem, options: RunOptions = DEFAULT_RUN, evaluate: Callable[[nn.Module], dict] | None = None
 ) -> list[dict]:
-    """Score every (T, alpha) by the student's accuracy on a validation split: ``x_val, y_val`` when given (a
-    held-out split; the grid then trains on all of ``x``), else one carved from the transfer data.
+    """Score every (T, alpha) of ``problem`` by the student's accuracy on its validation split: ``x_val, y_val``
+    when given (a held-out split; the grid then trains on all of ``x``), else one carved from the transfer data.
 
     Each grid point distils a fresh copy of the pre-trained student (``make_student()``) on the rest of the
     transfer data. The teacher's logits are computed once for the whole grid. ``evaluate(student)`` may add
     more columns per point (e.g. test accuracy for analysis; never used to choose).
     """
-    chosen = prepare_selection(selection_split(x, y, val_fraction, cfg.seed, x_val, y_val), make_student, teacher,
-                               cfg, device)
+    chosen = problem.selection(options.device)
     scores = []
-    points = list(itertools.product(temperatures, alphas))
-    for temperature, alpha in tqdm(points, desc="grid (T, α)", disable=not progress, leave=False):
-        student = make_student()
-        teaching = Teaching(teacher, temperature, alpha, chosen.source)
-        run_standard(student, chosen.x_fit, chosen.y_fit, teaching, cfg, RunOptions(device, progress=False))
+    points = list(itertools.product(problem.temperatures, problem.alphas))
+    quiet = RunOptions(options.device, progress=False)
+    for temperature, alpha in tqdm(points, desc="grid (T, α)", disable=not options.progress, leave=False):
+        student = problem.make_student()
+        teaching = Teaching(problem.teacher, temperature, alpha, chosen.source)
+        run_standard(student, chosen.x_fit, chosen.y_fit, teaching, problem.cfg, quiet)
         val_acc = chosen.score(student)
         row = {
             "temperature": float(temperature),

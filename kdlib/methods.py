@@ -24,6 +24,7 @@ from kdlib.distill import (
     DistillOutcome,
     PartitionTeaching,
     Teaching,
+    TuningProblem,
     run_dml,
     run_dp,
     run_finetune,
@@ -186,12 +187,12 @@ def _tuned(run: MethodRun) -> DistillOutcome:
     if cfg.selection == "holdout":
         val_idx = torch.as_tensor(run.scenario.validation, dtype=torch.long)
         held_out = {"x_val": data.x_train[val_idx], "y_val": data.y_train[val_idx]}
-    return run_tuned(
-        lambda: copy.deepcopy(run.pristine), run.student, run.teacher, run.x, run.y,
-        temperatures=cfg.grid_temperatures, alphas=cfg.grid_alphas, cfg=cfg.distill, val_fraction=cfg.val_fraction,
-        device=run.device, progress=run.progress, on_epoch_end=run.on_epoch_end, evaluate=evaluate, **held_out,
-        search=cfg.tuning_search,
+    problem = TuningProblem(
+        lambda: copy.deepcopy(run.pristine), run.teacher, run.x, run.y, cfg.grid_temperatures, cfg.grid_alphas,
+        cfg.distill, cfg.val_fraction, **held_out,
     )  # fmt: skip
+    options = RunOptions(run.device, run.progress, run.on_epoch_end)
+    return run_tuned(problem, run.student, options, evaluate=evaluate, search=cfg.tuning_search)
 
 
 def _tuned_fields(cfg: StudyConfig) -> tuple[str, ...]:

@@ -21,13 +21,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from kdlib.distill import Selection, check_same_classes, grid_search, prepare_selection, selection_split
+from kdlib.distill import Selection, TuningProblem, check_same_classes, grid_search
 from kdlib.errors import KDConfigError
 from kdlib.losses import check_alpha, check_temperature, kd_loss
 from kdlib.progress import tqdm
 from kdlib.stacking import CPU_CHUNK, GroupedStack, Stack, UnsupportedModel, stack_students
 from kdlib.train import (
-    TrainConfig,
+    DEFAULT_RUN,
+    RunOptions,
     epoch_batches,
     make_training,
     steps_per_epoch,
@@ -80,22 +81,12 @@ def _fit_stacked(stack: Stack, points: Sequence[tuple[float, float]], chosen: Se
 
 
 def stacked_grid_search(
-    make_student: Callable[[], nn.Module],
-    teacher: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    temperatures: Sequence[float],
-    alphas: Sequence[float],
-    cfg: TrainConfig,
-    val_fraction: float = 0.2,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    problem: TuningProblem,
+    options: RunOptions = DEFAULT_RUN,
     evaluate: Callable[[nn.Module], dict] | None = None,
     *,
     backend: str = "auto",
     chunk_size: int | None = None,
-    x_val: torch.Tensor | None = None,
-    y_val: torch.Tensor | None = None,
 ) -> list[dict]:
     """``distill.grid_search`` with the grid's students trained together: same arguments, same rows (scored on
     ``x_val, y_val`` when given, else on a ``val_fraction`` carved from the transfer data).
@@ -111,14 +102,11 @@ def stacked_grid_search(
         raise KDConfigError("backend", backend, f"one of {', '.join(BACKENDS)}")
     if chunk_size is not None and (not is_int(chunk_size) or chunk_size < 1):
         raise KDConfigError("chunk_size", chunk_size, "None (automatic) or an integer >= 1")
-    points = grid_points(temperatures, alphas)
+    cfg, teacher, make_student = problem.cfg, problem.teacher, problem.make_student
+    points = grid_points(problem.temperatures, problem.alphas)
     if backend == "sequential":
-        return grid_search(
-            make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate,
-            x_val=x_val, y_val=y_val,
-        )  # fmt: skip
-    chosen = prepare_selection(selection_split(x, y, val_fraction, cfg.seed, x_val, y_val), make_student, teacher,
-                               cfg, device)
+        return grid_search(problem, options, evaluate)
+    chosen = problem.selection(options.device)
     dev, x_fit = chosen.device, chosen.x_fit
     students = [make_student().to(dev) for _ in points]
     check_same_classes(students[0], [teacher], x_fit)
@@ -133,12 +121,10 @@ def stacked_grid_search(
         if backend != "auto":
             raise KDConfigError("backend", backend, f"a model this backend can stack ({exc})") from exc
         warnings.warn(f"cannot stack these students ({exc}); training the grid one point at a time", stacklevel=2)
-        return grid_search(
-            make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate,
-            x_val=x_val, y_val=y_val,
-        )  # fmt: skip
+        return grid_search(problem, options, evaluate)
     steps = len(chunks) * cfg.epochs * steps_per_epoch(len(x_fit), cfg)
-    with tqdm(total=steps, desc=f"grid (T, α) x{len(points)} stacked", disable=not progress, leave=False) as bar:
+    desc = f"grid (T, α) x{len(points)} stacked"
+    with tqdm(total=steps, desc=desc, disable=not options.progress, leave=False) as bar:
         for number, chunk in enumerate(chunks):
             members = [students[i] for i in chunk]
             stack = first if number == 0 else stack_students(members, probe, backend)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlib.distill import LogitSource, Teaching, frozen_logits, prepare_selection, run_standard, selection_split
+from kdlib.distill import LogitSource, Selection, Teaching, TuningProblem, frozen_logits, run_standard
 from kdlib.errors import KDConfigError
 from kdlib.metrics import accuracy
 from kdlib.paths import results_dir
@@ -41,7 +41,7 @@ from kdlib.stacking import (  # re-exported: the stacked grid's building blocks
     VmapStack,
     stack_students,
 )
-from kdlib.train import RunOptions, TrainConfig, predict_logits
+from kdlib.train import DEFAULT_RUN, RunOptions, predict_logits
 from kdlib.validation import is_int
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "SAMPLERS",
     "GroupedStack",
     "SearchResult",
+    "SearchStore",
     "UnsupportedModel",
     "VmapStack",
     "default_storage",
@@ -154,27 +155,23 @@ class SearchResult:
 
 
 def distill_point(
+    chosen: Selection,
     make_student: Callable[[], nn.Module],
-    teacher: nn.Module,
-    x_fit: torch.Tensor,
-    y_fit: torch.Tensor,
-    x_val: torch.Tensor,
-    y_val: torch.Tensor,
     temperature: float,
     alpha: float,
-    cfg: TrainConfig,
-    device: str | torch.device,
     source: LogitSource,
     on_epoch_end: Callable[[nn.Module, int], None] | None = None,
 ) -> float:
-    """One grid point exactly as ``distill.grid_search`` trains it: a fresh student, cached teacher; val accuracy.
+    """One grid point exactly as ``distill.grid_search`` trains it: a fresh student on ``chosen``'s training part,
+    the teacher's logits from ``source``; returns the accuracy on ``chosen``'s validation part.
 
     ``on_epoch_end(student, epoch)`` is called after each epoch (reporting to a pruner; it may raise to stop)."""
     student = make_student()
     hook = None if on_epoch_end is None else (lambda epoch: on_epoch_end(student, epoch) or {})
-    teaching = Teaching(teacher, temperature, alpha, source)
-    run_standard(student, x_fit, y_fit, teaching, cfg, RunOptions(device, progress=False, on_epoch_end=hook))
-    return accuracy(predict_logits(student, x_val, device), y_val)
+    teaching = Teaching(chosen.teacher, temperature, alpha, source)
+    options = RunOptions(chosen.device, progress=False, on_epoch_end=hook)
+    run_standard(student, chosen.x_fit, chosen.y_fit, teaching, chosen.cfg, options)
+    return accuracy(predict_logits(student, chosen.x_val, chosen.device), chosen.y_val)
 
 
 def _make_sampler(name: str, seed: int, n_trials: int) -> Any:
@@ -217,38 +214,40 @@ def _trial_rows(study: Any, val_before: float) -> list[dict]:
     return rows
 
 
+@dataclass(frozen=True)
+class SearchStore:
+    """Where a ``smart_search`` keeps its Optuna study: ``storage`` (None: ``default_storage()``), the study's
+    name (None: a digest of the problem), and whether Optuna logs its trials (``verbose``)."""
+
+    storage: Any = None
+    study_name: str | None = None
+    verbose: bool = False
+
+
+DEFAULT_STORE = SearchStore()
+"""The default storage, a study named after the problem, Optuna quiet."""
+
+
 def smart_search(
-    make_student: Callable[[], nn.Module],
-    teacher: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    temperatures: Sequence[float],
-    alphas: Sequence[float],
-    cfg: TrainConfig,
+    problem: TuningProblem,
     n_trials: int,
-    storage: Any = None,
-    study_name: str | None = None,
-    val_fraction: float = 0.2,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    *,
     sampler: str = "tpe",
     seed: int | None = None,
-    verbose: bool = False,
-    *,
-    x_val: torch.Tensor | None = None,
-    y_val: torch.Tensor | None = None,
+    store: SearchStore = DEFAULT_STORE,
+    options: RunOptions = DEFAULT_RUN,
 ) -> SearchResult:
-    """Search the (T, alpha) grid with Optuna, training ``n_trials`` distinct points (one at a time, on the same
-    split and cached teacher logits as ``grid_search``), scored by validation accuracy (on ``x_val, y_val`` when
-    given, else on a ``val_fraction`` carved from the transfer data).
+    """Search ``problem``'s (T, alpha) grid with Optuna, training ``n_trials`` distinct points (one at a time, on
+    the same split and cached teacher logits as ``grid_search``), scored by validation accuracy (on ``x_val, y_val``
+    when given, else on a ``val_fraction`` carved from the transfer data).
 
-    Resumable: trials live in ``storage`` (default: ``default_storage()``'s SQLite file; a file path, a database URL
-    such as ``postgresql://...`` for many workers on many machines, or an optuna storage). A second call with the
-    same problem loads the study (``study_name`` defaults to a digest of the data, models, grid and config) and only
-    trains until the study holds ``n_trials`` trained points. A suggestion of an already trained point reuses the
-    stored score instead of training again. ``sampler``: ``"tpe"``, ``"halving"`` (TPE with successive-halving
-    pruning on per-epoch validation accuracy) or ``"random"``. Trials that crashed (FAIL) or were killed (left
-    RUNNING) are not counted and their points may be tried again.
+    Resumable: trials live in ``store.storage`` (default: ``default_storage()``'s SQLite file; a file path, a
+    database URL such as ``postgresql://...`` for many workers on many machines, or an optuna storage). A second
+    call with the same problem loads the study (``store.study_name`` defaults to a digest of the data, models, grid
+    and config) and only trains until the study holds ``n_trials`` trained points. A suggestion of an already
+    trained point reuses the stored score instead of training again. ``sampler``: ``"tpe"``, ``"halving"`` (TPE
+    with successive-halving pruning on per-epoch validation accuracy) or ``"random"``. Trials that crashed (FAIL)
+    or were killed (left RUNNING) are not counted and their points may be tried again.
     """
     import optuna
     from optuna.distributions import CategoricalDistribution
@@ -258,15 +257,17 @@ def smart_search(
         raise KDConfigError("n_trials", n_trials, "an integer >= 1 (distinct grid points to train)")
     if sampler not in SAMPLERS:
         raise KDConfigError("sampler", sampler, f"one of {', '.join(SAMPLERS)}")
+    make_student, teacher, x, y, cfg = problem.make_student, problem.teacher, problem.x, problem.y, problem.cfg
+    temperatures, alphas, val_fraction = problem.temperatures, problem.alphas, problem.val_fraction
+    storage, study_name, verbose, progress = store.storage, store.study_name, store.verbose, options.progress
     points = _grid_points(temperatures, alphas)
     grid_order = {p: i for i, p in reversed(list(enumerate(points)))}
-    held_out = x_val is not None
-    chosen = prepare_selection(selection_split(x, y, val_fraction, cfg.seed, x_val, y_val), make_student, teacher,
-                               cfg, device)
-    dev, x_fit, y_fit, x_val, y_val = chosen.device, chosen.x_fit, chosen.y_fit, chosen.x_val, chosen.y_val
+    held_out = problem.x_val is not None
+    chosen = problem.selection(options.device)
+    dev, x_fit, x_val, y_val = chosen.device, chosen.x_fit, chosen.x_val, chosen.y_val
     val_before = chosen.val_before
     if study_name is None:
-        problem = {
+        digest = {
             "cfg": cfg.as_dict(),
             "grid": [list(map(float, temperatures)), list(map(float, alphas))],
             "val_fraction": val_fraction,
@@ -276,7 +277,7 @@ def smart_search(
             "student": _module_digest(chosen.reference),
             "sampler": sampler,
         }
-        study_name = f"kd-tune-{config_key(problem)}"
+        study_name = f"kd-tune-{config_key(digest)}"
     url = _storage_url(storage)
     distributions = {
         "temperature": CategoricalDistribution([float(t) for t in temperatures]),
@@ -343,9 +344,7 @@ def smart_search(
                         raise optuna.TrialPruned()
 
             try:
-                value = distill_point(
-                    make_student, teacher, x_fit, y_fit, x_val, y_val, point[0], point[1], cfg, dev, source, report
-                )
+                value = distill_point(chosen, make_student, point[0], point[1], source, report)
             except optuna.TrialPruned:
                 trial.set_user_attr("epochs", ran[0])
                 study.tell(trial, state=TrialState.PRUNED)

@@ -8,61 +8,49 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
 from kdlib import distill
-from kdlib.distill import DistillOutcome, Teaching, best_point
+from kdlib.distill import DistillOutcome, Teaching, TuningProblem, best_point
 from kdlib.errors import KDConfigError
 from kdlib.halving import SEARCHES, halving_search
 from kdlib.stacked_grid import stacked_grid_search
-from kdlib.train import RunOptions, TrainConfig
+from kdlib.train import DEFAULT_RUN, RunOptions
 
 __all__ = ["run_tuned"]
 
 
 def run_tuned(
-    make_student: Callable[[], nn.Module],
-    student,
-    teacher,
-    x,
-    y,
-    temperatures,
-    alphas,
-    cfg: TrainConfig,
-    val_fraction: float = 0.2,
-    device="auto",
-    progress=True,
-    on_epoch_end=None,
-    evaluate=None,
+    problem: TuningProblem,
+    student: nn.Module,
+    options: RunOptions = DEFAULT_RUN,
+    evaluate: Callable[[nn.Module], dict] | None = None,
     *,
-    x_val: torch.Tensor | None = None,
-    y_val: torch.Tensor | None = None,
     search: str = "grid",
 ) -> DistillOutcome:
-    """Tuned KD: pick (T, alpha) by a search of the grid scored on ``x_val, y_val`` when given (a held-out
-    split), else on a ``val_fraction`` carved from the transfer data; then distil ``student`` on all the transfer
-    data with that pair (the same budget as standard KD). ``search``: ``"grid"`` trains every point
-    (``stacked_grid.stacked_grid_search``), ``"halving"`` successive halving over stacked rungs
-    (``halving.halving_search``, which also reports ``tuning_cost``, its share of the grid's training steps)."""
+    """Tuned KD: pick (T, alpha) by a search of ``problem``'s grid scored on its ``x_val, y_val`` when given (a
+    held-out split), else on a ``val_fraction`` carved from the transfer data; then distil ``student`` on all the
+    transfer data with that pair (the same budget as standard KD; ``options.on_epoch_end`` sees that run only).
+    ``search``: ``"grid"`` trains every point (``stacked_grid.stacked_grid_search``), ``"halving"`` successive
+    halving over stacked rungs (``halving.halving_search``, which also reports ``tuning_cost``, its share of the
+    grid's training steps)."""
     if search not in SEARCHES:
         raise KDConfigError("search", search, f"one of {', '.join(SEARCHES)}")
     extra: dict = {}
     if search == "halving":
+        p = problem
         found = halving_search(
-            make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction=val_fraction, x_val=x_val,
-            y_val=y_val, device=device, progress=progress, evaluate=evaluate,
+            p.make_student, p.teacher, p.x, p.y, p.temperatures, p.alphas, p.cfg, val_fraction=p.val_fraction,
+            x_val=p.x_val, y_val=p.y_val, device=options.device, progress=options.progress, evaluate=evaluate,
         )  # fmt: skip
         scores, best, extra["tuning_cost"] = found.rows, found.best, found.cost
     else:
-        scores = stacked_grid_search(
-            make_student, teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, evaluate,
-            x_val=x_val, y_val=y_val,
-        )  # fmt: skip
+        search_options = RunOptions(options.device, options.progress)
+        scores = stacked_grid_search(problem, search_options, evaluate)
         best = best_point(scores)
     outcome = distill.run_standard(  # looked up at call time, so that tests can watch the final distillation
-        student, x, y, Teaching(teacher, best["temperature"], best["alpha"]), cfg,
-        RunOptions(device, progress, on_epoch_end),
+        student, problem.x, problem.y, Teaching(problem.teacher, best["temperature"], best["alpha"]), problem.cfg,
+        options,
     )
     outcome.extra.update({"grid": scores, "best_temperature": best["temperature"], "best_alpha": best["alpha"]})
     outcome.extra.update(extra)

@@ -140,12 +140,13 @@ def garbage_file(tmp: Path, data: bytes) -> Path:
 
 
 def tiny_smart_search(storage: Path):
-    from kdlib.tune import smart_search
+    from kdlib.distill import TuningProblem
+    from kdlib.tune import SearchStore, smart_search
 
     generator = torch.Generator().manual_seed(0)
     x, y = torch.randn(40, 1, 8, 8, generator=generator), torch.arange(40) % 10
-    return smart_search(lambda: mlp(), mlp(), x, y, (1.0, 4.0), (0.5,), TrainConfig(epochs=1, batch_size=20), 1,
-                        storage, device="cpu", progress=False)
+    problem = TuningProblem(lambda: mlp(), mlp(), x, y, (1.0, 4.0), (0.5,), TrainConfig(epochs=1, batch_size=20))
+    return smart_search(problem, 1, store=SearchStore(storage), options=RunOptions("cpu", progress=False))
 
 
 def truncated_database(tmp: Path) -> Path:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kdlib.data import load_dataset
-from kdlib.distill import best_point, grid_search
+from kdlib.distill import TuningProblem, best_point, grid_search
 from kdlib.errors import KDConfigError
 from kdlib.halving import (
     ETA,
@@ -23,7 +23,7 @@ from kdlib.halving import (
     smoothed_losses,
 )
 from kdlib.models import build_model
-from kdlib.train import TrainConfig, seed_everything
+from kdlib.train import RunOptions, TrainConfig, seed_everything
 from kdlib.tuned import run_tuned
 
 TEMPS, ALPHAS = (1.0, 4.0, 16.0), (0.0, 0.5, 0.9)
@@ -139,7 +139,8 @@ def test_rungs_that_keep_every_point_give_the_one_at_a_time_grid(problem, optimi
     cfg = TrainConfig(epochs=3, batch_size=32, lr=0.05 if optimizer == "sgd" else 0.003, optimizer=optimizer)
     total = _total(len(x), cfg)
     ref_states, ref_eval = _states()
-    ref = grid_search(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, cfg, 0.2, "cpu", False, ref_eval)
+    tuning = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, cfg)
+    ref = grid_search(tuning, RunOptions("cpu", progress=False), ref_eval)
     new_states, new_eval = _states()
     rungs = [Rung(3, 9), Rung(total // 2 + 1, 9), Rung(total, 9)]  # one rung ends mid-epoch
     result = halving_search(
@@ -160,7 +161,8 @@ def test_rungs_that_keep_every_point_give_the_one_at_a_time_grid(problem, optimi
 
 def test_halving_keeps_the_best_third_and_survivors_end_with_their_grid_score(problem) -> None:
     x, y, teacher, student = problem
-    ref = grid_search(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, 0.2, "cpu", False)
+    tuning = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG)
+    ref = grid_search(tuning, RunOptions("cpu", progress=False))
     result = halving_search(
         lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
         checkpoint=None, eta=3,
@@ -244,10 +246,8 @@ def test_a_killed_search_resumes_from_its_last_rung_with_the_same_result(problem
 def test_run_tuned_with_halving_distils_with_the_chosen_pair(problem) -> None:
     x, y, teacher, student = problem
     tuned = copy.deepcopy(student)
-    outcome = run_tuned(
-        lambda: copy.deepcopy(student), tuned, teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
-        search="halving",
-    )  # fmt: skip
+    tuning = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG)
+    outcome = run_tuned(tuning, tuned, RunOptions("cpu", progress=False), search="halving")
     extra = outcome.extra
     last = max(row["rung"] for row in extra["grid"])
     final = [row for row in extra["grid"] if row["rung"] == last]
@@ -257,10 +257,7 @@ def test_run_tuned_with_halving_distils_with_the_chosen_pair(problem) -> None:
     )
     assert 0 < extra["tuning_cost"] < 1
     with pytest.raises(KDConfigError, match="search"):
-        run_tuned(
-            lambda: copy.deepcopy(student), copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG,
-            device="cpu", progress=False, search="optuna",
-        )  # fmt: skip
+        run_tuned(tuning, copy.deepcopy(student), RunOptions("cpu", progress=False), search="optuna")
 
 
 def test_bad_halving_input_names_the_field(problem) -> None:

@@ -17,13 +17,13 @@ import kdlib.methods as methods_module
 import kdlib.tuned as tuned
 from kdlib.config import scale_config
 from kdlib.data import load_dataset
-from kdlib.distill import grid_search
+from kdlib.distill import TuningProblem, grid_search
 from kdlib.errors import KDConfigError
 from kdlib.models import build_model
 from kdlib.parties import make_scenario, proportional_subset
 from kdlib.results import ResultsStore
 from kdlib.study import Study
-from kdlib.train import TrainConfig, seed_everything
+from kdlib.train import RunOptions, TrainConfig, seed_everything
 
 KINDS = ("iid", "dirichlet:0.3", "disjoint", "quantity:1.5")
 
@@ -140,16 +140,16 @@ def test_tuned_kd_never_reads_the_test_set_while_it_chooses(
 
         return evaluate
 
-    def guarded_tuned(make_student, student, *args, evaluate=None, **kwargs):
+    def guarded_tuned(problem, student, *args, evaluate=None, **kwargs):
         final.append(student)
         args = list(args)
-        if len(args) > 10:  # teacher, x, y, temperatures, alphas, cfg, val_fraction, device, progress, curve, evaluate
-            args[10] = unarmed(args[10])
+        if len(args) > 1:  # options, evaluate
+            args[1] = unarmed(args[1])
         else:
             kwargs["evaluate"] = unarmed(evaluate)
         Guarded.armed = True  # from here until the chosen pair distils the student
         try:
-            return real_tuned(make_student, student, *args, **kwargs)
+            return real_tuned(problem, student, *args, **kwargs)
         finally:
             Guarded.armed = False
 
@@ -194,13 +194,14 @@ def test_an_explicit_validation_split_is_scored_on_and_all_transfer_data_is_trai
     def make():
         return copy.deepcopy(student)
 
-    held = grid_search(make, teacher, x, y, (2.0,), (0.5,), cfg, 0.2, "cpu", False, x_val=x_val, y_val=y_val)
-    carved = grid_search(make, teacher, x, y, (2.0,), (0.5,), cfg, 0.2, "cpu", False)
+    quiet = RunOptions("cpu", progress=False)
+    held = grid_search(TuningProblem(make, teacher, x, y, (2.0,), (0.5,), cfg, 0.2, x_val, y_val), quiet)
+    carved = grid_search(TuningProblem(make, teacher, x, y, (2.0,), (0.5,), cfg, 0.2), quiet)
     assert trained_on == [200, 160]  # the carve-out takes 20% of the transfer data away from training
     assert held[0]["val_acc"] * 100 == pytest.approx(round(held[0]["val_acc"] * 100))  # a share of the 100 held out
     assert carved[0]["val_acc"] * 40 == pytest.approx(round(carved[0]["val_acc"] * 40))  # a share of 40
     with pytest.raises(KDConfigError, match="x_val"):
-        grid_search(make, teacher, x, y, (2.0,), (0.5,), cfg, x_val=x_val)
+        grid_search(TuningProblem(make, teacher, x, y, (2.0,), (0.5,), cfg, x_val=x_val))
 
 
 def test_the_public_split_is_drawn_as_before_the_shared_hold_out() -> None:

@@ -18,8 +18,9 @@ SEARCH_SCRIPT = """
 import json, sys, time, torch
 from kdlib.data import load_dataset
 from kdlib.models import build_model
-from kdlib.train import TrainConfig, seed_everything, set_cpu_threads
-from kdlib.tune import smart_search
+from kdlib.distill import TuningProblem
+from kdlib.train import RunOptions, TrainConfig, seed_everything, set_cpu_threads
+from kdlib.tune import SearchStore, smart_search
 
 set_cpu_threads(1)
 storage, n_trials, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -35,9 +36,10 @@ def make_student():
     return fresh
 
 cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05)
-result = smart_search(make_student, teacher, data.x_train, data.y_train, (1.0, 2.0, 4.0, 8.0), (0.25, 0.5, 0.75),
-                      cfg, n_trials=n_trials, storage=storage, study_name="killed-search", device="cpu",
-                      progress=False, seed=0)
+problem = TuningProblem(make_student, teacher, data.x_train, data.y_train, (1.0, 2.0, 4.0, 8.0), (0.25, 0.5, 0.75),
+                        cfg)
+result = smart_search(problem, n_trials, seed=0, store=SearchStore(storage, "killed-search"),
+                      options=RunOptions("cpu", progress=False))
 print(json.dumps({"trainings": result.trainings, "total": result.total_trainings}))
 """
 

@@ -16,6 +16,7 @@ from kdlib.distill import (
     DistillOutcome,
     PartitionTeaching,
     Teaching,
+    TuningProblem,
     best_point,
     check_same_classes,
     frozen_logits,
@@ -409,9 +410,8 @@ def test_grid_search_scores_every_point() -> None:
         evaluated.append(student)
         return {"train_acc": accuracy(predict_logits(student, x, "cpu"), y)}
 
-    scores = grid_search(
-        lambda: copy.deepcopy(base), rule_teacher(), x, y, temperatures, alphas, CFG, 0.25, "cpu", False, evaluate
-    )
+    problem = TuningProblem(lambda: copy.deepcopy(base), rule_teacher(), x, y, temperatures, alphas, CFG, 0.25)
+    scores = grid_search(problem, QUIET_CPU, evaluate)
     assert len(scores) == len(temperatures) * len(alphas) == len(evaluated)
     assert [(r["temperature"], r["alpha"]) for r in scores] == list(itertools.product(temperatures, alphas))
     _, val_idx = split_validation(len(x), 0.25, CFG.seed)
@@ -447,18 +447,8 @@ def test_run_tuned_uses_a_point_of_the_grid() -> None:
     base = linear(1)
     temperatures, alphas = (1.0, 8.0), (0.25, 0.75)
     student = copy.deepcopy(base)
-    outcome = run_tuned(
-        lambda: copy.deepcopy(base),
-        student,
-        rule_teacher(),
-        x,
-        y,
-        temperatures,
-        alphas,
-        CFG,
-        device="cpu",
-        progress=False,
-    )
+    problem = TuningProblem(lambda: copy.deepcopy(base), rule_teacher(), x, y, temperatures, alphas, CFG)
+    outcome = run_tuned(problem, student, QUIET_CPU)
     extra = outcome.extra
     assert extra["best_temperature"] in temperatures and extra["best_alpha"] in alphas
     assert len(extra["grid"]) == 4

@@ -13,14 +13,15 @@ from torch import nn
 
 import kdlib.tune as tune
 from kdlib.data import load_dataset
-from kdlib.distill import best_point, grid_search
+from kdlib.distill import TuningProblem, best_point, grid_search
 from kdlib.errors import KDConfigError
 from kdlib.models import build_model
 from kdlib.stacking import GroupedStack, VmapStack, stack_students
-from kdlib.train import TrainConfig, seed_everything
-from kdlib.tune import smart_search, stacked_grid_search
+from kdlib.train import RunOptions, TrainConfig, seed_everything
+from kdlib.tune import SearchStore, smart_search, stacked_grid_search
 
 TEMPS, ALPHAS = (1.0, 4.0), (0.0, 0.5, 0.9)
+QUIET_CPU = RunOptions("cpu", progress=False)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,8 +40,10 @@ def _pair(in_shape, student_name: str = "cnn-small", teacher_name: str = "mlp"):
     return build_model(teacher_name, 10, in_shape), build_model(student_name, 10, in_shape)
 
 
-def _grids(x, y, teacher, student, cfg, temps=TEMPS, alphas=ALPHAS, validation=None, **stacked_kwargs):
-    """Rows and final states of the one-at-a-time grid and the stacked grid (``validation``: x_val/y_val for both)."""
+def _grids(x, y, models, cfg, validation=None, **stacked_kwargs):
+    """Rows and final states of the one-at-a-time grid and the stacked grid of ``models = (teacher, student)``
+    (``validation``: x_val/y_val for both)."""
+    teacher, student = models
     validation = validation or {}
     states: dict[str, list[dict]] = {"ref": [], "new": []}
 
@@ -55,10 +58,9 @@ def _grids(x, y, teacher, student, cfg, temps=TEMPS, alphas=ALPHAS, validation=N
     def make():
         return copy.deepcopy(student)
 
-    ref = grid_search(make, teacher, x, y, temps, alphas, cfg, 0.2, "cpu", False, keep("ref"), **validation)
-    new = stacked_grid_search(
-        make, teacher, x, y, temps, alphas, cfg, 0.2, "cpu", False, keep("new"), **validation, **stacked_kwargs
-    )
+    problem = TuningProblem(make, teacher, x, y, TEMPS, ALPHAS, cfg, 0.2, **validation)
+    ref = grid_search(problem, QUIET_CPU, keep("ref"))
+    new = stacked_grid_search(problem, QUIET_CPU, keep("new"), **stacked_kwargs)
     return ref, new, states
 
 
@@ -81,20 +83,20 @@ def _assert_same(ref, new, states, tol=1e-4, rel=0.0):
 def test_stacked_grid_equals_one_at_a_time_with_batchnorm(digits, backend, augment):
     """float32, the study's student: weights, running stats and validation accuracy within 1e-4 after 2 epochs."""
     x, y, shape = digits
-    teacher, student = _pair(shape)
+    models = _pair(shape)
     cfg = TrainConfig(epochs=2, batch_size=32, lr=0.02, augment=augment)
-    _assert_same(*_grids(x, y, teacher, student, cfg, backend=backend))
+    _assert_same(*_grids(x, y, models, cfg, backend=backend))
 
 
 def test_stacked_grid_equals_one_at_a_time_on_a_held_out_split(digits):
     """With x_val/y_val given, both grids train on all of x and score on the held-out split, identically."""
     x, y, shape = digits
-    teacher, student = _pair(shape)
+    models = _pair(shape)
     cfg = TrainConfig(epochs=1, batch_size=32, lr=0.02)
     held = {"x_val": x[200:], "y_val": y[200:]}
-    ref, new, states = _grids(x[:200], y[:200], teacher, student, cfg, validation=held, backend="grouped")
+    ref, new, states = _grids(x[:200], y[:200], models, cfg, validation=held, backend="grouped")
     _assert_same(ref, new, states)
-    carved, _, _ = _grids(x[:200], y[:200], teacher, student, cfg, backend="grouped")
+    carved, _, _ = _grids(x[:200], y[:200], models, cfg, backend="grouped")
     assert [r["val_acc"] for r in ref] != [r["val_acc"] for r in carved]  # another split was scored
 
 
@@ -115,7 +117,7 @@ def test_stacked_grid_is_exact_in_float64(digits, student_name, optimizer, backe
     lr = 0.002 if optimizer == "adam" else 0.05
     cfg = TrainConfig(epochs=2, batch_size=32, lr=lr, optimizer=optimizer, augment=augment)
     grids = _grids(
-        x[:200].double(), y[:200], teacher.double(), student.double(), cfg, backend=backend, chunk_size=chunk_size
+        x[:200].double(), y[:200], (teacher.double(), student.double()), cfg, backend=backend, chunk_size=chunk_size
     )
     _assert_same(*grids, tol=1e-9, rel=1e-9)
 
@@ -137,13 +139,14 @@ def test_unstackable_model_falls_back_or_raises(digits):
     cfg = TrainConfig(epochs=1, batch_size=64)
     seed_everything(0)
     student = _Noisy()
+    problem = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, (2.0,), (0.5,), cfg)
     with pytest.raises(KDConfigError, match="backend"):
-        stacked_grid_search(lambda: copy.deepcopy(student), teacher, x, y, (2.0,), (0.5,), cfg, backend="grouped")
+        stacked_grid_search(problem, backend="grouped")
     seed_everything(1)
-    expected = grid_search(lambda: copy.deepcopy(student), teacher, x, y, (2.0,), (0.5,), cfg, progress=False)
+    expected = grid_search(problem, QUIET_CPU)
     seed_everything(1)
     with pytest.warns(UserWarning, match="one point at a time"):
-        rows = stacked_grid_search(lambda: copy.deepcopy(student), teacher, x, y, (2.0,), (0.5,), cfg, progress=False)
+        rows = stacked_grid_search(problem, QUIET_CPU)
     assert rows == expected
 
 
@@ -170,11 +173,11 @@ def test_stacked_grid_rejects_bad_arguments(digits):
     teacher, student = _pair(shape)
     cfg = TrainConfig(epochs=1)
     with pytest.raises(KDConfigError, match="backend"):
-        stacked_grid_search(lambda: student, teacher, x, y, (1.0,), (0.5,), cfg, backend="magic")
+        stacked_grid_search(TuningProblem(lambda: student, teacher, x, y, (1.0,), (0.5,), cfg), backend="magic")
     with pytest.raises(KDConfigError, match="chunk_size"):
-        stacked_grid_search(lambda: student, teacher, x, y, (1.0,), (0.5,), cfg, chunk_size=0)
+        stacked_grid_search(TuningProblem(lambda: student, teacher, x, y, (1.0,), (0.5,), cfg), chunk_size=0)
     with pytest.raises(KDConfigError, match="alpha"):
-        stacked_grid_search(lambda: student, teacher, x, y, (1.0,), (1.5,), cfg)
+        stacked_grid_search(TuningProblem(lambda: student, teacher, x, y, (1.0,), (1.5,), cfg))
 
 
 # ------------------------------------------------------------------------------------------------ smart search
@@ -195,7 +198,7 @@ class _Counter:
         self.fail_on = fail_on
 
     def __call__(self, *args, **_kwargs) -> float:
-        point = (args[6], args[7])
+        point = (args[2], args[3])  # distill_point(chosen, make_student, temperature, alpha, ...)
         if self.fail_on is not None and len(self.points) + 1 == self.fail_on:
             raise RuntimeError("worker died")
         self.points.append(point)
@@ -211,12 +214,11 @@ def problem(digits):
     )
 
 
-def _search(problem, n_trials, storage, **kwargs):
+def _search(problem, n_trials, storage, study_name=None, held=None, **kwargs):
+    """``smart_search`` of the fixture's problem on the GRID_T x GRID_A grid (``held``: x_val/y_val)."""
     p = problem
-    kwargs.setdefault("progress", False)
-    return smart_search(
-        p["make_student"], p["teacher"], p["x"], p["y"], GRID_T, GRID_A, p["cfg"], n_trials, storage, **kwargs
-    )
+    tuning = TuningProblem(p["make_student"], p["teacher"], p["x"], p["y"], GRID_T, GRID_A, p["cfg"], **(held or {}))
+    return smart_search(tuning, n_trials, store=SearchStore(storage, study_name), options=QUIET_CPU, **kwargs)
 
 
 def test_smart_search_resumes_without_redoing_trials(problem, tmp_path, monkeypatch):
@@ -243,12 +245,12 @@ def test_smart_search_scores_on_a_held_out_split_when_given(problem, digits, tmp
     seen: list[tuple[int, int]] = []
 
     def spy(*args, **_kwargs) -> float:
-        seen.append((len(args[2]), len(args[4])))  # x_fit, x_val
-        return _score(args[6], args[7])
+        seen.append((len(args[0].x_fit), len(args[0].x_val)))
+        return _score(args[2], args[3])
 
     monkeypatch.setattr(tune, "distill_point", spy)
     carved = _search(problem, 2, tmp_path / "tuning.sqlite3")
-    result = _search(problem, 2, tmp_path / "tuning.sqlite3", **held)
+    result = _search(problem, 2, tmp_path / "tuning.sqlite3", held=held)
     assert seen == [(96, 24)] * 2 + [(120, 60)] * 2  # 20% of 120 carved off, or all 120 and the 60 held out
     assert result.study_name != carved.study_name and result.total_trainings == 2
 
@@ -278,10 +280,8 @@ def test_smart_search_never_trains_a_point_twice(problem, tmp_path, monkeypatch)
     counter = _Counter()
     monkeypatch.setattr(tune, "distill_point", counter)
     p = problem
-    result = smart_search(
-        p["make_student"], p["teacher"], p["x"], p["y"], (1.0, 4.0), (0.1, 0.9), p["cfg"], 10,
-        tmp_path / "s.sqlite3", progress=False,
-    )  # fmt: skip
+    tuning = TuningProblem(p["make_student"], p["teacher"], p["x"], p["y"], (1.0, 4.0), (0.1, 0.9), p["cfg"])
+    result = smart_search(tuning, 10, store=SearchStore(tmp_path / "s.sqlite3"), options=QUIET_CPU)
     assert sorted(counter.points) == sorted(itertools.product((1.0, 4.0), (0.1, 0.9)))  # capped at the grid size
     assert result.total_trainings == 4
     assert (result.temperature, result.alpha) == max(counter.points, key=lambda q: _score(*q))
@@ -304,18 +304,17 @@ def test_smart_search_scores_equal_the_grid_and_halving_prunes(digits, tmp_path)
     x, y, shape = digits
     teacher, student = _pair(shape)
     cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05)
-    rows = grid_search(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, cfg, progress=False)
-    result = smart_search(
-        lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, cfg, 2, tmp_path / "t.sqlite3", progress=False
-    )
+    problem = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, cfg)
+    rows = grid_search(problem, QUIET_CPU)
+    result = smart_search(problem, 2, store=SearchStore(tmp_path / "t.sqlite3"), options=QUIET_CPU)
     by_point = {(r["temperature"], r["alpha"]): r for r in rows}
     for trial in result.trials:
         assert trial["val_acc"] == pytest.approx(by_point[(trial["temperature"], trial["alpha"])]["val_acc"])
         assert trial["val_gain"] == pytest.approx(by_point[(trial["temperature"], trial["alpha"])]["val_gain"])
+    longer = TuningProblem(problem.make_student, teacher, x, y, TEMPS, ALPHAS, TrainConfig(epochs=3, batch_size=64))
     halving = smart_search(
-        lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, TrainConfig(epochs=3, batch_size=64), 6,
-        tmp_path / "h.sqlite3", sampler="halving", progress=False,
-    )  # fmt: skip
+        longer, 6, sampler="halving", store=SearchStore(tmp_path / "h.sqlite3"), options=QUIET_CPU
+    )
     assert halving.trainings == 6 and halving.epochs <= 6 * 3
     assert {r["state"] for r in halving.trials} <= {"COMPLETE", "PRUNED"}
 
