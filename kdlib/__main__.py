@@ -120,18 +120,15 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     check_output_folders(args)
     if args.command == "reproduce":
-        from kdlib.reproduce import reproduce
+        from kdlib.reproduce import Execution, reproduce
 
         overrides = overrides_from_args(args)
         return reproduce(
             args.scale,
-            output=args.output,
             only=args.only,
-            device=args.device,
             overrides=overrides,
-            progress=not args.quiet,
-            gallery=args.gallery,
-            workers=args.workers,
+            execution=Execution(output=args.output, device=args.device, progress=not args.quiet,
+                                gallery=args.gallery, workers=args.workers),  # fmt: skip
         )
     from kdlib.results import ResultsStore
     from kdlib.study import Study

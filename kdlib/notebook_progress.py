@@ -171,19 +171,15 @@ class WatchedEngine(NBClientEngine):
     """
 
     @classmethod
-    def execute_managed_notebook(
-        cls,
-        nb_man: Any,
-        kernel_name: str,
-        log_output: bool = False,
-        stdout_file: Any = None,
-        stderr_file: Any = None,
-        start_timeout: int = 60,
-        execution_timeout: int | None = None,
-        progress: NotebookProgress | None = None,
-        kernel_env: dict[str, str] | None = None,
-        **kwargs: Any,
-    ) -> Any:
+    def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
+        """Papermill's engine entry point; takes papermill's arguments (``log_output``, ``stdout_file``,
+        ``stderr_file``, ``start_timeout``, ``execution_timeout``, ...) and ``progress`` and ``kernel_env``."""
+        progress: NotebookProgress | None = kwargs.pop("progress", None)
+        kernel_env: dict[str, str] | None = kwargs.pop("kernel_env", None)
+        execution_timeout = kwargs.pop("execution_timeout", None)
+        start_timeout = kwargs.pop("start_timeout", 60)
+        streams = {name: kwargs.pop(name, default) for name, default in
+                   (("log_output", False), ("stdout_file", None), ("stderr_file", None))}  # fmt: skip
         kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
         client = _WatchedClient(
             nb_man,
@@ -191,9 +187,7 @@ class WatchedEngine(NBClientEngine):
             startup_timeout=start_timeout,
             kernel_name=kernel_name,
             log=logger,
-            log_output=log_output,
-            stdout_file=stdout_file,
-            stderr_file=stderr_file,
+            **streams,
             progress=progress,
             config=kwargs.pop("config", None) or kernel_config(),
             **kwargs,

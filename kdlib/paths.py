@@ -48,7 +48,7 @@ def figures_dir() -> Path:
     """Where notebooks save figures: ``KDLIB_FIGURES`` or ``<project>/runs/figures`` (ignored by git).
 
     The committed gallery ``<project>/figures`` (the README's pictures) is written only when asked for:
-    ``KDLIB_FIGURES=figures`` or ``reproduce(gallery=True)``.
+    ``KDLIB_FIGURES=figures`` or ``python -m kdlib reproduce --gallery``.
     """
     return _folder("KDLIB_FIGURES", "runs/figures")
 

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from kdlib.progress import progress_bar
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 GALLERY_DIR = PROJECT_ROOT / "figures"
-"""The committed figures that the README shows; written only by ``reproduce(gallery=True)``."""
+"""The committed figures that the README shows; written only by ``reproduce(execution=Execution(gallery=True))``."""
 
 
 def study_notebooks(only: str | None = None) -> list[Path]:
@@ -124,24 +125,38 @@ def ready(path: Path, done: set[str], selected: set[str]) -> bool:
     return all(dep in done or dep not in selected for dep in NOTEBOOK_DEPENDENCIES.get(path.stem, ()))
 
 
+@dataclass(frozen=True)
+class Execution:
+    """Where and how :func:`reproduce` runs the notebooks.
+
+    ``output``: the folder of the executed copies (:func:`kdlib.paths.user_folder`: relative, inside the project;
+    absolute, as given). ``device``: every notebook's ``device`` parameter. ``progress``: the bars on stderr.
+    ``gallery``: figures to the committed :data:`GALLERY_DIR` instead of :func:`kdlib.paths.figures_dir`.
+    ``workers``: notebooks at once (None: :func:`default_workers`).
+    """
+
+    output: str | Path = "runs/notebooks"
+    device: str = "auto"
+    progress: bool = True
+    gallery: bool = False
+    workers: int | None = None
+
+
 def reproduce(
     scale: str = "smoke",
-    output: str | Path = "runs/notebooks",
     only: str | None = None,
-    device: str = "auto",
     overrides: dict[str, Any] | None = None,
-    progress: bool = True,
-    *,
-    gallery: bool = False,
-    workers: int | None = None,
+    execution: Execution = Execution(),  # noqa: B008 (frozen: one shared default is safe)
 ) -> int:
-    """Run the notebooks; return 0 when all ran, 1 at the first failure (with a message on stderr).
+    """Run the notebooks (``only``: name prefixes; ``overrides``: config fields and notebook parameters); return 0
+    when all ran, 1 at the first failure (with a message on stderr).
 
-    ``workers`` notebooks run at once (default :func:`default_workers`), each after those it depends on
-    (:data:`NOTEBOOK_DEPENDENCIES`). After a failure no new notebook starts; the running ones finish.
-    ``output`` follows :func:`kdlib.paths.user_folder` (relative: inside the project; absolute: as given).
-    Figures go to :func:`kdlib.paths.figures_dir`, or with ``gallery`` to :data:`GALLERY_DIR` (tracked by git).
+    ``execution.workers`` notebooks run at once, each after those it depends on (:data:`NOTEBOOK_DEPENDENCIES`).
+    After a failure no new notebook starts; the running ones finish.
     """
+    output, device, progress, gallery, workers = (
+        execution.output, execution.device, execution.progress, execution.gallery, execution.workers
+    )  # fmt: skip
     if scale not in SCALES:
         raise KDConfigError("scale", scale, f"one of {', '.join(SCALES)}")
     workers = default_workers() if workers is None else workers

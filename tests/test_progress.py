@@ -174,13 +174,15 @@ def test_reproduce_writes_figures_outside_the_gallery_unless_asked(
     from kdlib import reproduce
 
     before = tracked_changes()
-    assert reproduce.reproduce("smoke", output=tmp_path / "nb", only="00", progress=False) == 0
+    quiet = reproduce.Execution(output=tmp_path / "nb", progress=False)
+    assert reproduce.reproduce("smoke", only="00", execution=quiet) == 0
     assert (isolated_folders["figures"] / "00_kd_view_T4.png").is_file()
     assert tracked_changes() == before
 
     gallery = tmp_path / "gallery"
     monkeypatch.setattr(reproduce, "GALLERY_DIR", gallery)
-    assert reproduce.reproduce("smoke", output=tmp_path / "nb", only="00", progress=False, gallery=True) == 0
+    to_gallery = reproduce.Execution(output=tmp_path / "nb", progress=False, gallery=True)
+    assert reproduce.reproduce("smoke", only="00", execution=to_gallery) == 0
     assert (gallery / "00_kd_view_T4.png").is_file()
     assert tracked_changes() == before
 

@@ -100,4 +100,4 @@ def test_dependencies_name_real_notebooks() -> None:
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True])
 def test_a_bad_worker_count_is_refused(workers: object) -> None:
     with pytest.raises(KDConfigError, match="workers"):
-        reproduce.reproduce("smoke", only="00", workers=workers, progress=False)
+        reproduce.reproduce("smoke", only="00", execution=reproduce.Execution(progress=False, workers=workers))
