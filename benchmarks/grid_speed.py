@@ -145,7 +145,10 @@ def _live_source(teacher: torch.nn.Module, device: torch.device):
     return live
 
 
-def _one_at_a_time(s: dict, dev: torch.device, source, x_fit, y_fit, x_val, y_val, val_before, timed: list) -> list:
+def _one_at_a_time(s: dict, dev: torch.device, source, timed: list) -> list:
+    """Variant (b) or (d): every grid point distilled on its own on ``s``'s fit split, scored on its validation
+    split (``s`` as :func:`_prepare` returns it)."""
+    x_fit, y_fit, x_val, y_val, val_before = (s[k] for k in ("x_fit", "y_fit", "x_val", "y_val", "val_before"))
     rows = []
     cfg = s["cfg"].distill
     for t in s["temps"]:
@@ -191,7 +194,7 @@ def _replays(s: dict, rows: list[dict], trials: int, sampler: str, seeds: int) -
 def _halving_replays(args: argparse.Namespace, s: dict, dev: torch.device) -> list[dict]:
     """(e)'s choice and the full grid's best for each training seed, from one stacked grid per seed whose points
     are all scored at every rung of (e)'s schedule (``kdlib.halving.replay``)."""
-    from kdlib.halving import Rung, halving_schedule, halving_search, replay
+    from kdlib.halving import Checkpointing, HalvingSchedule, Rung, halving_schedule, halving_search, replay
 
     cfg = s["cfg"]
     before = accuracy(predict_logits(s["student"], s["x_test"], dev), s["y_test"])
@@ -205,10 +208,14 @@ def _halving_replays(args: argparse.Namespace, s: dict, dev: torch.device) -> li
         n_fit = len(s["x"]) if _held_out(s) else len(split_validation(len(s["x"]), cfg.val_fraction, seed)[0])
         points = len(s["temps"]) * len(s["alphas"])
         schedule = halving_schedule(points, tcfg.epochs * math.ceil(n_fit / tcfg.batch_size))
-        every = halving_search(
+        problem = TuningProblem(
             lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
-            val_fraction=cfg.val_fraction, device=dev, progress=False, checkpoint=None, evaluate=evaluate,
-            rungs=[Rung(r.steps, points) for r in schedule], **_held_out(s),
+            cfg.val_fraction, **_held_out(s),
+        )  # fmt: skip
+        every = halving_search(
+            problem, RunOptions(dev, False), evaluate,
+            schedule=HalvingSchedule(rungs=[Rung(r.steps, points) for r in schedule]),
+            resume=Checkpointing(checkpoint=None),
         )  # fmt: skip
         grid_best = best_point(every.rows)
         shape = (len(s["temps"]), len(s["alphas"]))
@@ -222,7 +229,7 @@ def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: 
     from kdlib.tune import stacked_grid_search
 
     cfg, tcfg = s["cfg"], s["cfg"].distill
-    x_fit, y_fit, x_val, y_val, val_before = (s[k] for k in ("x_fit", "y_fit", "x_val", "y_val", "val_before"))
+    x_fit, y_fit = s["x_fit"], s["y_fit"]
     if args.variant == "a":
         live = _live_source(s["teacher"], dev)
         run_standard(
@@ -231,12 +238,13 @@ def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: 
         )
         return {"trainings": 1}
     if args.variant == "e":
-        from kdlib.halving import halving_search
+        from kdlib.halving import Checkpointing, halving_search
 
-        found = halving_search(
+        problem = TuningProblem(
             lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
-            val_fraction=cfg.val_fraction, device=dev, progress=False, checkpoint=None, **_held_out(s),
+            cfg.val_fraction, **_held_out(s),
         )  # fmt: skip
+        found = halving_search(problem, RunOptions(dev, False), resume=Checkpointing(checkpoint=None))
         return {"rows": found.rows, "trainings": round(found.cost * len(found.rows), 1), "best": found.best}
     if args.variant == "c":
         problem = TuningProblem(
@@ -248,7 +256,7 @@ def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: 
         )
         return {"rows": rows, "trainings": len(rows)}
     source = _live_source(s["teacher"], dev) if args.variant == "b" else s["cached"]
-    rows = _one_at_a_time(s, dev, source, x_fit, y_fit, x_val, y_val, val_before, timed)
+    rows = _one_at_a_time(s, dev, source, timed)
     return {"rows": rows, "trainings": len(rows)}
 
 

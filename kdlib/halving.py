@@ -4,18 +4,19 @@ Every grid point starts, the students trained together as stacks (``tune.stack_s
 share of the distillation budget. Each is then scored on the validation split; the best go on, restacked, to the
 next rung, and so on up to the full budget, where the best survivor is chosen. The study's default is classic
 successive halving (``eta=ETA``: keep the best third by validation accuracy at each of geometric stops). The two-
-stop schedule (``eta=None``, ``halving_schedule`` without ``eta``) is faster: it stops at an eighth and a quarter of
-the budget, keeps a third of the grid after the first stop and two points after the second, and trains those two to
-the end, where final validation accuracy picks one; it is not the default because it lost the optimum on
-``dirichlet:0.1`` (benchmarks/grid_speed.py: within 0.5 points of the grid's best in 1 of 10 seeds, against 9 of 10
-on ``iid``). At each of its early stops a third of the places (rounded up) go to the best by validation accuracy and
-the rest to the best by validation loss, averaged with the mean of the point's live neighbours on the (T, alpha)
-grid (``smoothed_losses``). Accuracy finds the optimum where (T, alpha) matters a lot; where the points differ by a
-handful of images a few steps in, the loss, which moves continuously and is pooled over a region of the grid, ranks
-the final accuracies better. ``halving_schedule(..., eta=3)`` gives classic successive halving (keep a third at each
-of geometric stops, rank by accuracy). A point that goes on continues exactly where it stopped: the same weights and
-optimiser state, the same learning rate schedule (the cosine over the *full* budget) and the same seeded batches. So
-a survivor ends with its full-grid score (to float rounding), and only which points survive differs from the grid.
+stop schedule (``schedule=HalvingSchedule(eta=None)``; ``halving_schedule`` without ``eta``) is faster: it stops at
+an eighth and a quarter of the budget, keeps a third of the grid after the first stop and two points after the
+second, and trains those two to the end, where final validation accuracy picks one; it is not the default because it
+lost the optimum on ``dirichlet:0.1`` (benchmarks/grid_speed.py: within 0.5 points of the grid's best in 1 of 10
+seeds, against 9 of 10 on ``iid``). At each of its early stops a third of the places (rounded up) go to the best by
+validation accuracy and the rest to the best by validation loss, averaged with the mean of the point's live
+neighbours on the (T, alpha) grid (``smoothed_losses``). Accuracy finds the optimum where (T, alpha) matters a lot;
+where the points differ by a handful of images a few steps in, the loss, which moves continuously and is pooled over
+a region of the grid, ranks the final accuracies better. ``halving_schedule(..., eta=3)`` gives classic successive
+halving (keep a third at each of geometric stops, rank by accuracy). A point that goes on continues exactly where it
+stopped: the same weights and optimiser state, the same learning rate schedule (the cosine over the *full* budget)
+and the same seeded batches. So a survivor ends with its full-grid score (to float rounding), and only which points
+survive differs from the grid.
 
 Between rungs the search state (the surviving students, their optimiser state, the batch generator's state and
 the rows scored so far) goes to a small checkpoint under the cache folder, named by the problem's digest: a
@@ -24,7 +25,6 @@ killed search resumes after its last finished rung, with the same result as an u
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import warnings
@@ -36,8 +36,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlib.distill import LogitSource, check_same_classes, frozen_logits, selection_split
+from kdlib.distill import LogitSource, TuningProblem, check_same_classes, frozen_logits
 from kdlib.errors import KDConfigError
+from kdlib.halving_schedule import (
+    CLASSIC,
+    ETA,
+    FINAL_KEEP,
+    HalvingSchedule,
+    Rung,
+    _choose,
+    _kept,
+    _work,
+    halving_schedule,
+    replay,
+    smoothed_losses,
+)
 from kdlib.losses import kd_loss
 from kdlib.metrics import accuracy
 from kdlib.paths import cache_dir
@@ -53,7 +66,15 @@ from kdlib.resumable_training import (
     save_optimizer,
     stack_or_single,
 )
-from kdlib.train import TrainConfig, make_optimizer, predict_logits, resolve_device, to_training_device
+from kdlib.train import (
+    DEFAULT_RUN,
+    RunOptions,
+    TrainConfig,
+    make_optimizer,
+    predict_logits,
+    resolve_device,
+    to_training_device,
+)
 from kdlib.tune import (
     CPU_CHUNK,
     UnsupportedModel,
@@ -67,8 +88,11 @@ __all__ = [
     "ETA",
     "FINAL_KEEP",
     "SEARCHES",
+    "Checkpointing",
     "HalvingResult",
+    "HalvingSchedule",
     "Rung",
+    "Stacking",
     "checkpoint_path",
     "halving_schedule",
     "halving_search",
@@ -80,69 +104,7 @@ SEARCHES: tuple[str, ...] = ("halving", "grid")
 """How tuned KD searches its (T, alpha) grid: successive halving (the study's default) or the full grid (the
 config's ``tuning_search`` takes the same names, ``config.TUNING_SEARCHES``; kdlib.config is not imported here,
 since the config imports the method registry, which imports tuned KD and this module)."""
-ETA = 3
-"""Keep the best third at each rung (classic halving), or after the first stop (the default schedule)."""
-FINAL_KEEP = 2
-"""Points the default schedule trains to the full budget (the last rung picks one by final accuracy)."""
-RANK_KEYS: tuple[str, ...] = ("accuracy", "loss", "both")
 _FORMAT = 2
-
-
-@dataclass(frozen=True)
-class Rung:
-    """Train every live point up to ``steps`` (counted from the start of distillation), then keep the best ``keep``,
-    ranked by ``by``: ``"accuracy"`` (validation accuracy, then loss), ``"loss"`` (validation loss smoothed over
-    the live grid neighbours, ``smoothed_losses``) or ``"both"`` (a third of ``keep``, rounded up, by accuracy, the
-    rest by smoothed loss). The last rung always picks by accuracy, then loss."""
-
-    steps: int
-    keep: int
-    by: str = "accuracy"
-
-
-def halving_schedule(points: int, total_steps: int, eta: int | None = None) -> list[Rung]:
-    """The rungs for ``points`` candidates and a budget of ``total_steps``.
-
-    ``eta=None`` (the default tuned path): stops at ``total_steps / 8`` (keep ``ceil(points / ETA)``) and
-    ``total_steps / 4`` (keep ``FINAL_KEEP``), both ranked ``"both"`` (a third by accuracy, the rest by smoothed
-    validation loss), then the survivors train to the end. An integer ``eta``: classic successive halving, ``K``
-    halvings, ``eta**K <= points``, at ``total_steps * eta**(k - K)`` steps for ``k = 0..K``; after each rung but
-    the last the best ``ceil(live / eta)`` go on (by accuracy), and the last rung keeps the best one."""
-    if eta is not None and (isinstance(eta, bool) or not isinstance(eta, int) or eta < 2):
-        raise KDConfigError("eta", eta, "None (the default schedule) or an integer >= 2 (keep the best 1/eta)")
-    if points < 1:
-        raise KDConfigError("points", points, "at least one (T, alpha) point")
-    if eta is None:
-        return _default_schedule(points, total_steps)
-    halvings = 0
-    while eta ** (halvings + 1) <= points:
-        halvings += 1
-    rungs: list[Rung] = []
-    live = points
-    for k in range(halvings + 1):
-        steps = total_steps if k == halvings else max(1, round(total_steps * eta ** (k - halvings)))
-        steps = min(steps, total_steps)
-        if rungs and steps <= rungs[-1].steps:  # no longer than the rung before: skipped (the last one ends it)
-            if k == halvings:
-                rungs[-1] = Rung(steps, 1)
-            continue
-        rungs.append(Rung(steps, 1 if k == halvings else math.ceil(live / eta)))
-        live = rungs[-1].keep
-    return rungs
-
-
-def _default_schedule(points: int, total_steps: int) -> list[Rung]:
-    """Two early stops ranked by smoothed loss (an eighth, a quarter of the budget), ``FINAL_KEEP`` to the end."""
-    if points <= FINAL_KEEP or total_steps < 2:
-        return [Rung(total_steps, 1)]
-    stops = [(round(total_steps / 8), max(FINAL_KEEP, math.ceil(points / ETA))), (round(total_steps / 4), FINAL_KEEP)]
-    rungs: list[Rung] = []
-    for steps, keep in stops:
-        steps = max(steps, rungs[-1].steps + 1 if rungs else 1)
-        if steps >= total_steps or (rungs and keep >= rungs[-1].keep):
-            continue
-        rungs.append(Rung(steps, keep, "both"))
-    return [*rungs, Rung(total_steps, 1)]
 
 
 @dataclass
@@ -168,6 +130,25 @@ class HalvingResult:
         return self.student_steps / max(1, self.grid_steps)
 
 
+@dataclass(frozen=True)
+class Stacking:
+    """How the students are stacked: ``backend`` (auto, grouped, vmap or sequential) and ``chunk_size`` students
+    per stack (None: the whole grid on a GPU, ``tune.CPU_CHUNK`` on the CPU)."""
+
+    backend: str = "auto"
+    chunk_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Between-rung state: ``checkpoint`` is True (a file under the cache folder named by a digest of the whole
+    problem), a path, or None/False; ``on_rung(rung, scores)`` is called after each rung's checkpoint is written,
+    with that rung's scores (it may raise, to stop the search there)."""
+
+    checkpoint: bool | str | Path | None = True
+    on_rung: Callable[[int, list[dict]], None] | None = None
+
+
 # ------------------------------------------------------------------------------------------------ the search
 
 
@@ -177,6 +158,18 @@ class _Candidate:
     point: tuple[float, float]
     student: nn.Module
     optimizer: OptState = field(default_factory=dict)
+
+
+@dataclass
+class _SearchState:
+    """What changes from rung to rung (and goes into a checkpoint): the live candidates, the rows of the points
+    already dropped, every rung's scores, the batch stream and the student-steps spent."""
+
+    live: list[_Candidate]
+    rows: dict[int, dict]
+    scores: list[dict[int, dict]]
+    stream: BatchStream
+    spent: int = 0
 
 
 @dataclass
@@ -195,11 +188,10 @@ class _Problem:
     chunk: int
 
 
-def _train_rung(
-    problem: _Problem, live: list[_Candidate], start: int, end: int, stream: BatchStream, bar: tqdm
-) -> None:
-    """Train the live candidates from step ``start`` to ``end``, ``problem.chunk`` students per stack."""
-    if end <= start:
+def _train_rung(problem: _Problem, live: list[_Candidate], steps: range, stream: BatchStream, bar: tqdm) -> None:
+    """Train the live candidates over ``steps`` (from ``steps.start`` to ``steps.stop``), ``problem.chunk`` students
+    per stack."""
+    if not steps:
         return
     dev = problem.device
     probe = problem.x_fit[: min(8, len(problem.x_fit))].to(dev)
@@ -212,15 +204,15 @@ def _train_rung(
                 raise KDConfigError("backend", problem.backend, f"a model this backend can stack ({exc})") from exc
             problem.backend, problem.chunk = "sequential", 1
             warnings.warn("cannot stack these students; training them one at a time", stacklevel=3)
-            _train_rung(problem, live[lo:], start, end, stream, bar)
+            _train_rung(problem, live[lo:], steps, stream, bar)
             return
-        _fit_steps(problem, stack, group, start, end, stream, bar)
+        _fit_steps(problem, stack, group, steps, stream, bar)
 
 
 def _fit_steps(
-    problem: _Problem, stack: AnyStack, group: list[_Candidate], start: int, end: int, stream: BatchStream, bar: tqdm
+    problem: _Problem, stack: AnyStack, group: list[_Candidate], steps: range, stream: BatchStream, bar: tqdm
 ) -> None:
-    """``tune._fit_stacked`` from step ``start`` to ``end`` of the full schedule, optimiser state carried in/out."""
+    """``tune._fit_stacked`` over ``steps`` of the full schedule, optimiser state carried in/out."""
     dev, cfg = problem.device, problem.cfg
     channels_last = _use_channels_last(stack, dev, problem.x_fit)
     if channels_last:
@@ -229,7 +221,7 @@ def _fit_steps(
     optimizer = make_optimizer([t for t, _ in pairs], cfg)
     load_optimizer(optimizer, pairs, [c.optimizer for c in group])
     stack.train()
-    for step, (idx, xb, yb) in enumerate(stream.between(start, end), start=start):
+    for step, (idx, xb, yb) in enumerate(stream.between(steps.start, steps.stop), start=steps.start):
         target = problem.source(xb, idx)
         logits = stack(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
         loss = torch.stack([kd_loss(logits[g], target, yb, *c.point) for g, c in enumerate(group)]).sum()
@@ -298,60 +290,50 @@ def _resolve_checkpoint(checkpoint: bool | str | Path | None, key: str) -> Path 
 
 
 def halving_search(
-    make_student: Callable[[], nn.Module],
-    teacher: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    temperatures: Sequence[float],
-    alphas: Sequence[float],
-    cfg: TrainConfig,
-    *,
-    val_fraction: float = 0.2,
-    x_val: torch.Tensor | None = None,
-    y_val: torch.Tensor | None = None,
-    device: str | torch.device = "auto",
-    progress: bool = True,
+    problem: TuningProblem,
+    options: RunOptions = DEFAULT_RUN,
     evaluate: Callable[[nn.Module], dict] | None = None,
-    eta: int | None = ETA,
-    rungs: Sequence[Rung] | None = None,
-    backend: str = "auto",
-    chunk_size: int | None = None,
-    checkpoint: bool | str | Path | None = True,
-    on_rung: Callable[[int, list[dict]], None] | None = None,
+    *,
+    schedule: HalvingSchedule = CLASSIC,
+    stacking: Stacking = Stacking(),
+    resume: Checkpointing = Checkpointing(),
 ) -> HalvingResult:
-    """Successive halving over the (T, alpha) grid, scored on a validation split, the students trained stacked.
+    """Successive halving over ``problem``'s (T, alpha) grid, scored on a validation split, the students trained
+    stacked (on ``options.device``, a progress bar unless ``options.progress`` is False).
 
-    The split is ``distill.grid_search``'s (``val_fraction`` of ``x``, seeded by ``cfg.seed``) unless ``x_val`` and
-    ``y_val`` are given, in which case all of ``x`` trains. ``rungs`` overrides ``halving_schedule(points, steps,
-    eta)`` (an integer, default ``ETA``: classic halving; ``None``: the two-stop schedule). ``evaluate(student)``
-    adds columns to a point's row when it is dropped or chosen (analysis only).
-    ``checkpoint``: True (a file under the cache folder named by a digest of the whole problem), a path, or None;
-    the file is removed when the search completes. ``on_rung(rung, scores)`` is called after each rung's
-    checkpoint is written, with that rung's scores (it may raise, to stop the search there).
+    The split is ``problem.split()`` (``distill.grid_search``'s: ``val_fraction`` of ``x``, seeded by
+    ``cfg.seed``, unless ``x_val`` and ``y_val`` are given, in which case all of ``x`` trains). ``schedule.rungs``
+    overrides ``halving_schedule(points, steps, schedule.eta)`` (an integer, default ``ETA``: classic halving;
+    ``None``: the two-stop schedule). ``evaluate(student)`` adds columns to a point's row when it is dropped or
+    chosen (analysis only). ``resume.checkpoint``: True (a file under the cache folder named by a digest of the
+    whole problem), a path, or None; the file is removed when the search completes. ``resume.on_rung(rung,
+    scores)`` is called after each rung's checkpoint is written, with that rung's scores (it may raise, to stop the
+    search there).
     """
-    points = _grid_points(temperatures, alphas)
-    shape = (len(temperatures), len(alphas))
+    make_student, teacher, cfg = problem.make_student, problem.teacher, problem.cfg
+    points = _grid_points(problem.temperatures, problem.alphas)
+    shape = (len(problem.temperatures), len(problem.alphas))
+    backend, chunk_size = stacking.backend, stacking.chunk_size
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise KDConfigError("chunk_size", chunk_size, "None (automatic) or an integer >= 1")
     if backend not in ("auto", "grouped", "vmap", "sequential"):
         raise KDConfigError("backend", backend, "one of auto, grouped, vmap, sequential")
-    dev = resolve_device(device)
-    x_fit, y_fit, x_val, y_val = selection_split(x, y, val_fraction, cfg.seed, x_val, y_val)
+    dev = resolve_device(options.device)
+    x_fit, y_fit, x_val, y_val = problem.split()
     total = cfg.epochs * math.ceil(len(x_fit) / cfg.batch_size)
-    schedule = list(rungs) if rungs is not None else halving_schedule(len(points), total, eta)
-    _check_rungs(schedule, total)
+    rungs = schedule.resolve(len(points), total)
     key = _problem_key(
         make_student,
         teacher,
         (x_fit, y_fit, x_val, y_val),
         cfg=cfg.as_dict(),
         points=points,
-        rungs=[(r.steps, r.keep, r.by) for r in schedule],
+        rungs=[(r.steps, r.keep, r.by) for r in rungs],
     )
-    path = _resolve_checkpoint(checkpoint, key)
+    path = _resolve_checkpoint(resume.checkpoint, key)
     saved = _read_checkpoint(path, key) if path is not None else None
     chunk = chunk_size or (CPU_CHUNK if dev.type == "cpu" else len(points))
-    problem = _Problem(
+    fixed = _Problem(
         *to_training_device(x_fit, y_fit, dev),
         x_val,
         y_val,
@@ -364,69 +346,53 @@ def halving_search(
     )
     check_same_classes(make_student().to(dev), [teacher], x_fit)
     val_before = accuracy(predict_logits(make_student(), x_val, dev), y_val)
-    state = _initial_state(make_student, points, dev, saved)
-    live, rows, scores, stream = (
-        state["live"],
-        state["rows"],
-        state["scores"],
-        BatchStream(problem.x_fit, problem.y_fit, cfg, state["stream"]),
+    raw = _initial_state(make_student, points, dev, saved)
+    state = _SearchState(
+        raw["live"],
+        raw["rows"],
+        raw["scores"],
+        BatchStream(fixed.x_fit, fixed.y_fit, cfg, raw["stream"]),
+        int(saved["spent"]) if saved else 0,
     )
     first = 0 if saved is None else int(saved["rung"]) + 1
-    spent = int(saved["spent"]) if saved else 0
     with tqdm(
-        total=_work(schedule, len(points)), desc=f"halving (T, α) x{len(points)}", disable=not progress, leave=False
+        total=_work(rungs, len(points)),
+        desc=f"halving (T, α) x{len(points)}",
+        disable=not options.progress,
+        leave=False,
     ) as bar:
-        bar.update(spent)
-        for number in range(first, len(schedule)):
-            rung = schedule[number]
-            start = schedule[number - 1].steps if number else 0
-            _train_rung(problem, live, start, rung.steps, stream, bar)
-            spent += (rung.steps - start) * len(live)
-            scored = _score_rung(problem, live, number, rung, total, val_before)
-            scores.append(scored)
-            final = number == len(schedule) - 1
-            live = _next_rung(live, scored, _kept(scored, rung, final, shape), rows, evaluate)
-            if path is not None and number < len(schedule) - 1:
-                _write_checkpoint(path, _payload(key, number, spent, live, rows, scores, stream))
-            if on_rung is not None:
-                on_rung(number, [dict(s) for s in scored.values()])
+        bar.update(state.spent)
+        for number in range(first, len(rungs)):
+            rung = rungs[number]
+            start = rungs[number - 1].steps if number else 0
+            _train_rung(fixed, state.live, range(start, rung.steps), state.stream, bar)
+            state.spent += (rung.steps - start) * len(state.live)
+            scored = _score_rung(fixed, state.live, number, rung, total, val_before)
+            state.scores.append(scored)
+            final = number == len(rungs) - 1
+            state.live = _next_rung(state.live, scored, _kept(scored, rung, final, shape), state.rows, evaluate)
+            if path is not None and number < len(rungs) - 1:
+                _write_checkpoint(path, _payload(key, number, state))
+            if resume.on_rung is not None:
+                resume.on_rung(number, [dict(s) for s in scored.values()])
     if path is not None:
         path.unlink(missing_ok=True)
-    ordered = [rows[i] for i in range(len(points))]
-    best = _choose(ordered, len(schedule) - 1)
+    ordered = [state.rows[i] for i in range(len(points))]
+    best = _choose(ordered, len(rungs) - 1)
     return HalvingResult(
         rows=ordered,
         best=best,
-        rungs=schedule,
-        student_steps=spent,
+        rungs=rungs,
+        student_steps=state.spent,
         grid_steps=total * len(points),
         checkpoint=None if path is None else str(path),
         resumed_from=None if saved is None else int(saved["rung"]),
         scores=[
-            {"index": i, "steps": schedule[n].steps, **row}
-            for n, rung_scores in enumerate(scores)
+            {"index": i, "steps": rungs[n].steps, **row}
+            for n, rung_scores in enumerate(state.scores)
             for i, row in rung_scores.items()
         ],
     )
-
-
-def _check_rungs(schedule: Sequence[Rung], total: int) -> None:
-    steps = [r.steps for r in schedule]
-    if not schedule or steps != sorted(set(steps)) or steps[-1] != total or min(steps) < 0:
-        raise KDConfigError("rungs", steps, f"increasing step budgets ending at the full budget ({total} steps)")
-    if any(r.keep < 1 for r in schedule):
-        raise KDConfigError("rungs", [r.keep for r in schedule], "keep >= 1 at every rung")
-    if any(r.by not in RANK_KEYS for r in schedule):
-        raise KDConfigError("rungs", [r.by for r in schedule], f"rank keys among {', '.join(RANK_KEYS)}")
-
-
-def _work(schedule: Sequence[Rung], points: int) -> int:
-    """Student-steps of the whole search."""
-    work, live, start = 0, points, 0
-    for rung in schedule:
-        work += (rung.steps - start) * live
-        live, start = min(live, rung.keep), rung.steps
-    return work
 
 
 def _initial_state(
@@ -465,51 +431,6 @@ def _score_rung(
     return scored
 
 
-def smoothed_losses(losses: dict[int, float], shape: tuple[int, int]) -> dict[int, float]:
-    """Each point's validation loss averaged with the mean loss of its scored neighbours on the grid (the up to 8
-    points one step away in T and/or alpha; grid index ``i`` is row ``i // len(alphas)``, column
-    ``i % len(alphas)``). Points without a scored neighbour keep their own loss."""
-    rows, cols = shape
-    smoothed = {}
-    for index, loss in losses.items():
-        r, c = divmod(index, cols)
-        around = [
-            losses[a * cols + b]
-            for a in range(max(0, r - 1), min(rows, r + 2))
-            for b in range(max(0, c - 1), min(cols, c + 2))
-            if (a, b) != (r, c) and a * cols + b in losses
-        ]
-        smoothed[index] = (loss + sum(around) / len(around)) / 2 if around else loss
-    return smoothed
-
-
-def _ranking(scored: dict[int, dict], by: str = "accuracy", shape: tuple[int, int] | None = None) -> list[int]:
-    """Best first. ``"accuracy"``: higher validation accuracy, then lower validation loss, then earlier grid point.
-    ``"loss"``: lower ``smoothed_losses`` (over the grid of ``shape``; unsmoothed without one), then lower own
-    loss, then earlier point. Losses are compared to 5 decimals, so that float rounding (which differs between
-    stacks of different members) does not decide between points that train identically (e.g. alpha = 0 at any T)."""
-    if by == "both":
-        raise KDConfigError("by", by, "a single key here (``_kept`` splits 'both')")
-    if by == "loss":
-        own = {i: row["val_loss"] for i, row in scored.items()}
-        smooth = smoothed_losses(own, shape) if shape is not None else own
-        return sorted(scored, key=lambda i: (round(smooth[i], 5), round(own[i], 5), i))
-    return sorted(scored, key=lambda i: (-scored[i]["val_acc"], round(scored[i]["val_loss"], 5), i))
-
-
-def _kept(scored: dict[int, dict], rung: Rung, final: bool, shape: tuple[int, int] | None) -> list[int]:
-    """The points that go on after ``rung`` (none after the last). ``"both"``: the best ``ceil(keep / 3)`` by
-    accuracy, then the best by smoothed loss among the others up to ``keep`` (accuracy finds the region where
-    (T, alpha) matters a lot; the loss ranks better where the points differ by a few images)."""
-    if final:
-        return []
-    if rung.by != "both":
-        return _ranking(scored, rung.by, shape)[: rung.keep]
-    kept = _ranking(scored, "accuracy")[: math.ceil(rung.keep / 3)]
-    kept += [i for i in _ranking(scored, "loss", shape) if i not in kept]
-    return kept[: rung.keep]
-
-
 def _next_rung(
     live: list[_Candidate],
     scored: dict[int, dict],
@@ -531,57 +452,24 @@ def _next_rung(
     return survivors
 
 
-def _choose(rows: list[dict], last: int) -> dict:
-    """The chosen point: the best row of the last rung (ties: lower loss, then the earlier grid point)."""
-    final = {i: r for i, r in enumerate(rows) if r["rung"] == last}
-    return rows[_ranking(final)[0]]
-
-
-def _payload(
-    key: str,
-    number: int,
-    spent: int,
-    live: list[_Candidate],
-    rows: dict[int, dict],
-    scores: list[dict[int, dict]],
-    stream: BatchStream,
-) -> dict:
+def _payload(key: str, number: int, state: _SearchState) -> dict:
+    """The checkpoint after rung ``number``: ``state`` as plain tensors, lists and string-keyed dicts."""
     return {
         "format": _FORMAT,
         "key": key,
         "rung": number,
-        "spent": spent,
+        "spent": state.spent,
         "live": [
             {
                 "index": c.index,
                 "student": {k: v.detach().cpu().clone() for k, v in c.student.state_dict().items()},
                 "optimizer": c.optimizer,
             }
-            for c in live
+            for c in state.live
         ],
-        "rows": {str(k): v for k, v in rows.items()},
-        "scores": [{str(k): v for k, v in rung.items()} for rung in scores],
-        "stream": {str(k): v for k, v in stream.latest().items()},
+        "rows": {str(k): v for k, v in state.rows.items()},
+        "scores": [{str(k): v for k, v in rung.items()} for rung in state.scores],
+        "stream": {str(k): v for k, v in state.stream.latest().items()},
     }
 
 
-def replay(
-    scores: Sequence[dict], schedule: Sequence[Rung], points: int, shape: tuple[int, int] | None = None
-) -> dict:
-    """The point successive halving with ``schedule`` would choose, from per-step scores of every grid point.
-
-    ``scores``: rows ``{"index", "steps", "val_acc", "val_loss", ...}`` of every point at (at least) every rung's
-    step budget, e.g. from ``halving_search`` with rungs that keep all. Survivors train exactly as in the full grid,
-    so this is the halving search's choice without training again (used by the benchmark over many seeds).
-    ``shape``: the grid's (temperatures, alphas), for rungs ranked by loss (None: each point's own loss, unsmoothed)."""
-    by_step: dict[int, dict[int, dict]] = {}
-    for row in scores:
-        by_step.setdefault(int(row["steps"]), {})[int(row["index"])] = row
-    live = list(range(points))
-    for number, rung in enumerate(schedule):
-        if rung.steps not in by_step:
-            raise KDConfigError("scores", sorted(by_step), f"scores at step {rung.steps} (rung {number})")
-        scored = {i: by_step[rung.steps][i] for i in live}
-        final = number == len(schedule) - 1
-        live = _ranking(scored, "accuracy")[:1] if final else _kept(scored, rung, False, shape)
-    return copy.deepcopy(by_step[schedule[-1].steps][live[0]])

@@ -38,11 +38,7 @@ def run_tuned(
         raise KDConfigError("search", search, f"one of {', '.join(SEARCHES)}")
     extra: dict = {}
     if search == "halving":
-        p = problem
-        found = halving_search(
-            p.make_student, p.teacher, p.x, p.y, p.temperatures, p.alphas, p.cfg, val_fraction=p.val_fraction,
-            x_val=p.x_val, y_val=p.y_val, device=options.device, progress=options.progress, evaluate=evaluate,
-        )  # fmt: skip
+        found = halving_search(problem, RunOptions(options.device, options.progress), evaluate)
         scores, best, extra["tuning_cost"] = found.rows, found.best, found.cost
     else:
         search_options = RunOptions(options.device, options.progress)

@@ -15,7 +15,10 @@ from kdlib.errors import KDConfigError
 from kdlib.halving import (
     ETA,
     FINAL_KEEP,
+    Checkpointing,
+    HalvingSchedule,
     Rung,
+    Stacking,
     checkpoint_path,
     halving_schedule,
     halving_search,
@@ -28,6 +31,8 @@ from kdlib.tuned import run_tuned
 
 TEMPS, ALPHAS = (1.0, 4.0, 16.0), (0.0, 0.5, 0.9)
 CFG = TrainConfig(epochs=3, batch_size=32, lr=0.05)
+QUIET_CPU = RunOptions("cpu", progress=False)
+NO_CHECKPOINT = Checkpointing(checkpoint=None)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -144,9 +149,9 @@ def test_rungs_that_keep_every_point_give_the_one_at_a_time_grid(problem, optimi
     new_states, new_eval = _states()
     rungs = [Rung(3, 9), Rung(total // 2 + 1, 9), Rung(total, 9)]  # one rung ends mid-epoch
     result = halving_search(
-        lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, cfg, device="cpu", progress=False,
-        evaluate=new_eval, rungs=rungs, checkpoint=None, chunk_size=4,
-    )  # fmt: skip
+        tuning, QUIET_CPU, new_eval, schedule=HalvingSchedule(rungs=rungs), stacking=Stacking(chunk_size=4),
+        resume=NO_CHECKPOINT,
+    )
     assert [(r["temperature"], r["alpha"]) for r in result.rows] == [(r["temperature"], r["alpha"]) for r in ref]
     for r, n in zip(ref, result.rows, strict=True):
         assert n["val_acc"] == pytest.approx(r["val_acc"], abs=1e-9)
@@ -163,10 +168,7 @@ def test_halving_keeps_the_best_third_and_survivors_end_with_their_grid_score(pr
     x, y, teacher, student = problem
     tuning = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG)
     ref = grid_search(tuning, RunOptions("cpu", progress=False))
-    result = halving_search(
-        lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
-        checkpoint=None, eta=3,
-    )  # fmt: skip
+    result = halving_search(tuning, QUIET_CPU, schedule=HalvingSchedule(eta=3), resume=NO_CHECKPOINT)
     rungs = halving_schedule(9, _total(len(x)), eta=3)
     assert result.rungs == rungs and len(rungs) == 3
     reached = [row["rung"] for row in result.rows]
@@ -187,14 +189,10 @@ def test_replay_of_scores_gives_the_search_choice(problem) -> None:
     x, y, teacher, student = problem
     total = _total(len(x))
     schedule = [Rung(4, 4, "loss"), Rung(12, 2), Rung(total, 1)]  # one stop by smoothed loss, one by accuracy
-    everything = halving_search(
-        lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
-        checkpoint=None, rungs=[Rung(r.steps, 9) for r in schedule],
-    )  # fmt: skip
-    search = halving_search(
-        lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
-        checkpoint=None, rungs=schedule,
-    )  # fmt: skip
+    tuning = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG)
+    every_rung = HalvingSchedule(rungs=[Rung(r.steps, 9) for r in schedule])
+    everything = halving_search(tuning, QUIET_CPU, schedule=every_rung, resume=NO_CHECKPOINT)
+    search = halving_search(tuning, QUIET_CPU, schedule=HalvingSchedule(rungs=schedule), resume=NO_CHECKPOINT)
     chosen = replay(everything.scores, schedule, 9, shape=(len(TEMPS), len(ALPHAS)))
     early = smoothed_losses({s["index"]: s["val_loss"] for s in everything.scores if s["steps"] == 4}, (3, 3))
     survivors = {s["index"] for s in search.scores if s["steps"] == 12}
@@ -213,13 +211,11 @@ def test_a_killed_search_resumes_from_its_last_rung_with_the_same_result(problem
         calls["trained"] += 1
         return copy.deepcopy(student)
 
-    def run(**kwargs):
-        return halving_search(
-            make, teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
-            evaluate=lambda m: {"probe": float(m(x[:4]).sum())}, **kwargs,
-        )  # fmt: skip
+    def run(resume: Checkpointing):
+        tuning = TuningProblem(make, teacher, x, y, TEMPS, ALPHAS, CFG)
+        return halving_search(tuning, QUIET_CPU, lambda m: {"probe": float(m(x[:4]).sum())}, resume=resume)
 
-    reference = run(checkpoint=None)
+    reference = run(NO_CHECKPOINT)
 
     class Killed(Exception):
         pass
@@ -230,11 +226,11 @@ def test_a_killed_search_resumes_from_its_last_rung_with_the_same_result(problem
             raise Killed
 
     with pytest.raises(Killed):
-        run(on_rung=kill_after_first)
+        run(Checkpointing(on_rung=kill_after_first))
     files = list((isolated_folders["cache"] / "halving").glob("*.pt"))
     assert len(files) == 1 and files[0].stat().st_size < 2_000_000
     seen: list[int] = []
-    resumed = run(on_rung=lambda rung, _scores: seen.append(rung))
+    resumed = run(Checkpointing(on_rung=lambda rung, _scores: seen.append(rung)))
     assert resumed.resumed_from == 0 and seen == [1, 2]  # rung 0 was not trained again
     assert resumed.rows == reference.rows  # bit for bit: weights, optimiser state and batch RNG were restored
     assert resumed.best == reference.best
@@ -264,21 +260,20 @@ def test_bad_halving_input_names_the_field(problem) -> None:
     x, y, teacher, student = problem
     with pytest.raises(KDConfigError, match="eta"):
         halving_schedule(9, 30, eta=1)
+    tuning = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG)
     with pytest.raises(KDConfigError, match="rungs"):
-        halving_search(
-            lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
-            rungs=[Rung(5, 3), Rung(7, 1)], checkpoint=None,
-        )  # fmt: skip
+        short = HalvingSchedule(rungs=[Rung(5, 3), Rung(7, 1)])  # ends before the full budget
+        halving_search(tuning, QUIET_CPU, schedule=short, resume=NO_CHECKPOINT)
     with pytest.raises(KDConfigError, match="rungs"):
-        halving_search(
-            lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", progress=False,
-            rungs=[Rung(5, 3, "median"), Rung(_total(len(x)), 1)], checkpoint=None,
-        )  # fmt: skip
+        bad_key = HalvingSchedule(rungs=[Rung(5, 3, "median"), Rung(_total(len(x)), 1)])
+        halving_search(tuning, QUIET_CPU, schedule=bad_key, resume=NO_CHECKPOINT)
     with pytest.raises(KDConfigError, match="x_val"):
-        halving_search(
-            lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, device="cpu", x_val=x[:10],
-            checkpoint=None,
-        )  # fmt: skip
+        no_labels = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, x_val=x[:10])
+        halving_search(no_labels, RunOptions("cpu"), resume=NO_CHECKPOINT)
+    with pytest.raises(KDConfigError, match="chunk_size"):
+        halving_search(tuning, QUIET_CPU, stacking=Stacking(chunk_size=0), resume=NO_CHECKPOINT)
+    with pytest.raises(KDConfigError, match="backend"):
+        halving_search(tuning, QUIET_CPU, stacking=Stacking(backend="threads"), resume=NO_CHECKPOINT)
 
 
 def test_tuning_search_is_part_of_the_tuned_run_config() -> None:
