@@ -229,8 +229,8 @@ SCALE_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             distill={"epochs": 3},
             seeds=2,
         ),
-        # CPU: the FederatedConfig defaults on two scenarios, the two ends of the label skew.
-        "federated": {"scenarios": ("iid", "dirichlet:0.1")},
+        # CPU: the FederatedConfig defaults on two scenarios, the two ends of the label skew, with 5 clients.
+        "federated": {"scenarios": ("iid", "dirichlet:0.1"), "num_clients": 5},
     },
     "full": {
         # CPU, hours for the whole study on one core (the 5 x 5 tuned grid is half of it).

@@ -44,6 +44,7 @@ def shared_tmp_path(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fi
 SLOW_TESTS = {
     "tests/test_gpu_session.py::test_the_gpu_session_script_stores_and_packs_everything_it_runs",
     "tests/test_federated.py::test_flower_simulation_two_clients_two_rounds",
+    "tests/test_resume_tuning_federated.py::test_a_killed_federated_run_resumes_from_its_stored_runs",
 }
 
 
@@ -57,6 +58,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.nodeid.split("[", 1)[0] in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.spread)  # minutes long: scheduled early, with the notebooks
         if item.get_closest_marker("spread") is None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
     # Longest first, so that no worker starts a long test when the other is nearly done: the spread tests, then
