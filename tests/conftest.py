@@ -65,15 +65,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # whole files that hold a slow test, then the rest. The sort is stable: a file's tests keep their order.
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     # Tests marked `last` wait for others' results (notebook 08): they go after everything else.
-    # The notebooks first (their chain 02 -> 03..06 -> 08 is the longest), then the other minute-long tests.
-    def order(item: pytest.Item) -> float:
-        if item.get_closest_marker("last"):
-            return 3
-        if item.get_closest_marker("spread"):
-            return 0 if item.path.name == "test_notebooks.py" else 0.5
-        return 1 if item.path in slow_files else 2
-
-    items.sort(key=order)
+    items.sort(key=lambda item: 3 if item.get_closest_marker("last") else 0 if item.get_closest_marker("spread")
+               else 1 if item.path in slow_files else 2)  # fmt: skip
 
 
 class FileProgress:

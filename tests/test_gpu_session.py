@@ -20,7 +20,7 @@ def test_the_gpu_session_script_stores_and_packs_everything_it_runs(tmp_path: Pa
         "DEVICE": "cpu",
         "BENCH_S": "600",
         "STUDY_S": "600",
-        "BENCH_ARGS": "--grid 2x2 --epochs 1 --only b,c",  # the last --only wins: the two variants of (b)/(c)
+        "BENCH_ARGS": "--grid 2x2 --epochs 1",
         "SCENARIOS": "iid,disjoint",
         "PARALLEL": "1",  # one study process per scenario, as the full-scale GPU run uses
         "PRETRAIN": '{"epochs": 1}',
