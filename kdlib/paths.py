@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from kdlib.errors import KDConfigError
@@ -102,3 +104,18 @@ def user_folder(path: str | Path | None, field: str, default: Path, root: Path =
     if given.is_absolute():
         return given.resolve()
     return inside(given, root, field)
+
+
+@contextmanager
+def environment(changes: Mapping[str, str]) -> Iterator[None]:
+    """Set these environment variables for the ``with`` block; restore each afterwards (unset if it was)."""
+    saved = {key: os.environ.get(key) for key in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -26,6 +26,7 @@ from kdlib.fl.server_app import (
     make_evaluator,
     run_fedavg,
 )
+from kdlib.paths import environment
 from kdlib.progress import tqdm
 from kdlib.train import resolve_device
 
@@ -148,16 +149,8 @@ def ray_env() -> Iterator[None]:
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
     }
-    old = {k: os.environ.get(k) for k in changes}
-    os.environ.update(changes)
-    try:
+    with environment(changes):
         yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def descendants(pid: int) -> set[int]:

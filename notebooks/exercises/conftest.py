@@ -11,13 +11,13 @@ notebook), and all of them are ``slow``: left out of the quick subset together, 
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from kdlib.paths import environment
 from kdlib.teaching import SOLUTIONS_ENV
 
 HERE = Path(__file__).resolve().parent
@@ -47,14 +47,8 @@ def pytest_runtest_setup(item: pytest.Item):
     folder = Path(tempfile.mkdtemp(prefix=f"kdlib-{item.path.stem}-"))
     env = {f"KDLIB_{name.upper()}": str(folder / name) for name in ("results", "cache", "figures")}
     env[SOLUTIONS_ENV] = "1"
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
     try:
-        return (yield)
+        with environment(env):  # only while the kernel starts: it copies the environment
+            return (yield)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         notebook.addfinalizer(lambda: shutil.rmtree(folder, ignore_errors=True))
