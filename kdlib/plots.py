@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.legend import Legend
 from matplotlib.patches import Rectangle
 
 from kdlib.errors import KDConfigError
@@ -85,6 +86,21 @@ def mark_zero_bars(fig: plt.Figure) -> int:
     return marked
 
 
+def legend_beside(ax: plt.Axes, **kwargs: Any) -> Legend:
+    """The axes' legend at its right, outside the data area (inside it would cover bars or error bars wherever they
+    reach the top), with the figure widened by the legend's width so the axes keep their size. ``kwargs`` go to
+    ``ax.legend``."""
+    legend = ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False, **kwargs)
+    widen_for_legend(ax.figure, legend)
+    return legend
+
+
+def widen_for_legend(fig: plt.Figure, legend: Legend) -> None:
+    """Make ``fig`` wider by the width of ``legend`` (placed outside the axes) and a small gap."""
+    width = legend.get_window_extent().width / fig.dpi
+    fig.set_figwidth(fig.get_figwidth() + width + 0.2)
+
+
 def _finish(fig: plt.Figure, title: str, caption: str) -> plt.Figure:
     mark_zero_bars(fig)
     fig.suptitle(title, fontsize=12)
@@ -149,6 +165,7 @@ def plot_partition_heatmaps(counts: dict[str, np.ndarray], class_names: Sequence
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("class")
         ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+        ax.tick_params(axis="y", labelrotation=0)  # seaborn draws row labels upright: on short rows they overlap
     return _finish(fig, "Who holds which classes: images per party and class", caption)
 
 
@@ -188,7 +205,7 @@ def plot_method_gains(frame: pd.DataFrame, caption: str, metric: str = "gain", y
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel(ylabel or f"{metric.replace('_', ' ')} (accuracy points)")
     ax.set_xlabel("scenario")
-    ax.legend(fontsize=8, ncols=2)
+    legend_beside(ax, fontsize=8)
     return _finish(fig, f"Student {metric.replace('_', ' ')} per method and scenario", caption)
 
 
@@ -313,6 +330,7 @@ def plot_routing(frame: pd.DataFrame, caption: str) -> plt.Figure:
     sns.barplot(data=long, x="scenario", y="share", hue="source", ax=ax, errorbar=t_errorbar, capsize=0.1)
     ax.set_ylabel("transfer samples routed (%)")
     ax.set_xlabel("scenario")
+    legend_beside(ax, fontsize=8, title="source", title_fontsize=8)
     return _finish(fig, "Data-partitioning KD: which model teaches which samples", caption)
 
 
@@ -333,7 +351,7 @@ def plot_routing_by_transfer(frame: pd.DataFrame, caption: str) -> plt.Figure:
     ax.set_ylabel("samples taught by the teacher (%)")
     ax.set_xlabel("transfer set")
     ax.set_ylim(0, 105)
-    ax.legend(fontsize=8, title="scenario", title_fontsize=8)
+    legend_beside(ax, fontsize=8, title="scenario", title_fontsize=8)
     return _finish(fig, "Data-partitioning KD: the teacher's share under each transfer set", caption)
 
 
@@ -348,5 +366,5 @@ def plot_selection_criteria(frame: pd.DataFrame, caption: str) -> plt.Figure:
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("tuned KD test gain (points)")
     ax.set_xlabel("scenario")
-    ax.legend(fontsize=8, title="(T, α) chosen on", title_fontsize=8)
+    legend_beside(ax, fontsize=8, title="(T, α) chosen on", title_fontsize=8)
     return _finish(fig, "Tuned KD: what each selection criterion gains on the test set", caption)

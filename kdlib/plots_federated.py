@@ -85,7 +85,9 @@ def plot_rounds_to_target(summary: pd.DataFrame, caption: str, rounds: int) -> p
     ax.set_ylabel("rounds to reach the target")
     ax.set_ylim(0, rounds * 1.4)
     ax.axhline(rounds, color="gray", linestyle=":", linewidth=1)
-    ax.text(len(scenarios) - 0.5, rounds, f" budget: {rounds} rounds", fontsize=7, va="bottom", ha="right")
+    # at the axes' right edge (x in axes units): in data units it could fall past the frame
+    ax.text(0.995, rounds, f"budget: {rounds} rounds", transform=ax.get_yaxis_transform(), fontsize=7, va="bottom",
+            ha="right")  # fmt: skip
     ax.legend(fontsize=7, ncols=len(starts), loc="upper center")
     title = "Communication rounds to reach the target (labels: rounds, and change against random init)"
     return _finish(fig, title, caption)
@@ -107,19 +109,25 @@ def plot_fl_cost(summary: pd.DataFrame, caption: str) -> plt.Figure:
     data = summary.assign(label=summary["start"].map(START_LABELS))
     order = [START_LABELS[s] for s in _ordered(summary["start"], STARTS)]
     palette = {START_LABELS[s]: c for s, c in start_colors().items()}
+    scenarios = list(dict.fromkeys(summary["scenario"]))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    sns.barplot(data=data, x="scenario", y="mb_to_target", hue="label", hue_order=order, palette=palette, ax=axes[0])
+    sns.barplot(data=data, x="scenario", y="mb_to_target", hue="label", order=scenarios, hue_order=order,
+                palette=palette, ax=axes[0])  # fmt: skip
     axes[0].set_ylabel("MB communicated to reach the target")
-    missing = int(data["mb_to_target"].isna().sum())
-    axes[0].set_title(f"{missing} run(s) {NOT_REACHED}: no bar" if missing else "", fontsize=8)
+    missing = data[data["mb_to_target"].isna()]
+    axes[0].set_title(f"{len(missing)} run(s) {NOT_REACHED}: no bar" if len(missing) else "", fontsize=8)
+    for _, row in missing.iterrows():  # say so where the bar would be, or the gap reads as a lost bar
+        x = scenarios.index(row["scenario"]) - 0.4 + 0.8 / len(order) * (order.index(row["label"]) + 0.5)
+        axes[0].text(x, 0, f" {NOT_REACHED}", rotation=90, ha="center", va="bottom", fontsize=7, color="dimgray")
     kd = data[data["start"].str.startswith("kd")]
     kd_order = [o for o in order if o in set(kd["label"])]
-    sns.barplot(data=kd, x="scenario", y="kd_wall_s", hue="label", hue_order=kd_order, palette=palette, ax=axes[1])
+    sns.barplot(data=kd, x="scenario", y="kd_wall_s", hue="label", order=scenarios, hue_order=kd_order,
+                palette=palette, ax=axes[1])  # fmt: skip
     per_round = (summary["fl_wall_s"] / summary["rounds"]).mean()
     axes[1].axhline(per_round, color="black", linestyle="--", linewidth=1, label="one FedAvg round (simulated)")
     axes[1].set_ylabel("KD phase wall time (s)")
     for ax in axes:
         ax.set_xlabel("scenario")
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.45)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.45)  # headroom above the bars for the legend
         ax.legend(fontsize=7, ncols=2, loc="upper center")
     return _finish(fig, "What reaching the target costs: communication, and the KD phase's compute", caption)
