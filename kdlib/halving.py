@@ -54,6 +54,7 @@ from kdlib.halving_schedule import (
 from kdlib.losses import kd_loss
 from kdlib.metrics import accuracy
 from kdlib.paths import cache_dir
+from kdlib.precision import mixed_precision
 from kdlib.progress import tqdm
 from kdlib.results import config_key
 from kdlib.resumable_training import (
@@ -222,9 +223,10 @@ def _fit_steps(
     load_optimizer(optimizer, pairs, [c.optimizer for c in group])
     stack.train()
     for step, (idx, xb, yb) in enumerate(stream.between(steps.start, steps.stop), start=steps.start):
-        target = problem.source(xb, idx)
-        logits = stack(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
-        loss = torch.stack([kd_loss(logits[g], target, yb, *c.point) for g, c in enumerate(group)]).sum()
+        with mixed_precision(dev):
+            target = problem.source(xb, idx)
+            logits = stack(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
+            loss = torch.stack([kd_loss(logits[g], target, yb, *c.point) for g, c in enumerate(group)]).sum()
         for param_group in optimizer.param_groups:
             param_group["lr"] = problem.rates[step]
         optimizer.zero_grad(set_to_none=True)

@@ -7,6 +7,7 @@ Convention (stated once, used everywhere): **alpha weights the distillation term
 so alpha = 0 is plain fine-tuning on the labels and alpha = 1 is pure distillation. The T^2 factor keeps the
 gradient of the soft term on the same scale as the hard term when T changes (Hinton et al. 2015, section 2).
 KL terms are averaged over the batch ("batchmean"), as torch's ``kl_div`` documents for the true KL divergence.
+Every loss works in float32, also on logits a model computed under bfloat16 autocast (``kdlib.precision``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from kdlib.errors import KDConfigError
+
+
+def _full(values: torch.Tensor) -> torch.Tensor:
+    """``values`` in float32 when a model computed them in a lower precision (bf16 autocast), else unchanged."""
+    return values if values.dtype in (torch.float32, torch.float64) else values.float()
 
 
 def check_temperature(temperature: float) -> float:
@@ -43,7 +49,7 @@ def check_alpha(alpha: float) -> float:
 
 def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Softmax of ``logits / T``: the softened distribution a teacher hands to its student."""
-    return F.softmax(logits / check_temperature(temperature), dim=-1)
+    return F.softmax(_full(logits) / check_temperature(temperature), dim=-1)
 
 
 def distillation_term(student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -58,8 +64,8 @@ def distillation_term(student_logits: torch.Tensor, target_probs: torch.Tensor, 
             f"shape {tuple(target_probs.shape)}",
             f"the student's logit shape {tuple(student_logits.shape)}: teacher and student need the same classes",
         )
-    log_student = F.log_softmax(student_logits / temperature, dim=-1)
-    kl = F.kl_div(log_student, target_probs, reduction="batchmean")
+    log_student = F.log_softmax(_full(student_logits) / temperature, dim=-1)
+    kl = F.kl_div(log_student, _full(target_probs), reduction="batchmean")
     return temperature**2 * kl
 
 
@@ -78,6 +84,7 @@ def kd_loss(
             f"shape {tuple(teacher_logits.shape)}",
             f"the student's logit shape {tuple(student_logits.shape)}: teacher and student need the same classes",
         )
+    student_logits = _full(student_logits)
     hard = F.cross_entropy(student_logits, labels)
     if alpha == 0.0:
         return hard
@@ -107,7 +114,7 @@ def dml_losses(
     for i, own in enumerate(peer_logits):
         others = [soft_targets(z.detach(), temperature) for j, z in enumerate(peer_logits) if j != i]
         mimicry = torch.stack([distillation_term(own, p, temperature) for p in others]).mean()
-        losses.append(F.cross_entropy(own, labels) + mimicry)
+        losses.append(F.cross_entropy(_full(own), labels) + mimicry)
     return losses
 
 
@@ -128,7 +135,7 @@ def dp_select_targets(
         raise KDConfigError("dp_variant", variant, "'supervised' or 'unsupervised'")
     if len(teacher_logits) == 0:
         raise KDConfigError("teachers", 0, "at least one teacher")
-    candidates = torch.stack([initial_student_logits.detach(), *[t.detach() for t in teacher_logits]])
+    candidates = torch.stack([_full(initial_student_logits.detach()), *[_full(t.detach()) for t in teacher_logits]])
     probs = F.softmax(candidates, dim=-1)  # (K + 1, B, C)
     if variant == "supervised":
         if labels is None:

@@ -190,7 +190,7 @@ def _ray_session(workers: int | None, address: str | None) -> Iterator[dict[str,
         if address is None:
             ray.init(address="local", num_cpus=workers, object_store_memory=200 * 1024**2, **quiet)
         else:
-            env = {k: os.environ[k] for k in (*_ENV_PASSED, "KDLIB_THREADS") if k in os.environ}
+            env = {k: os.environ[k] for k in (*_ENV_PASSED, "KDLIB_THREADS", "KDLIB_PRECISION") if k in os.environ}
             package = str(Path(__file__).resolve().parent)
             runtime = {"py_modules": [package], "env_vars": env}
             ray.init(address=address, runtime_env=runtime, **quiet)

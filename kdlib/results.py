@@ -42,8 +42,14 @@ _NUMERIC_ROWS = ("curves", "grid")
 
 
 def environment_info() -> dict[str, str]:
-    """Package versions and git revision, stored with every record."""
-    info = {"python": platform.python_version(), "machine": platform.machine()}
+    """Package versions, git revision and how CPU forward passes are computed (``kdlib.precision``; GPUs use
+    float32), stored with every record."""
+    import torch
+
+    from kdlib.precision import precision_label
+
+    info = {"python": platform.python_version(), "machine": platform.machine(),
+            "cpu_precision": precision_label(torch.device("cpu"))}  # fmt: skip
     for package in ("torch", "numpy", "transformers", "flwr", "optuna"):
         try:
             info[package] = metadata.version(package)

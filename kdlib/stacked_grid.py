@@ -24,6 +24,7 @@ from torch import nn
 from kdlib.distill import Selection, TuningProblem, check_same_classes, grid_search
 from kdlib.errors import KDConfigError
 from kdlib.losses import check_alpha, check_temperature, kd_loss
+from kdlib.precision import mixed_precision
 from kdlib.progress import tqdm
 from kdlib.stacking import CPU_CHUNK, GroupedStack, Stack, UnsupportedModel, stack_students
 from kdlib.train import (
@@ -68,10 +69,11 @@ def _fit_stacked(stack: Stack, points: Sequence[tuple[float, float]], chosen: Se
     for _epoch in range(cfg.epochs):
         stack.train()
         for idx, xb, yb in epoch_batches(x, y, cfg, generator):
-            target = source(xb, idx)
-            logits = stack(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
-            losses = [kd_loss(logits[g], target, yb, t, a) for g, (t, a) in enumerate(points)]
-            loss = torch.stack(losses).sum()
+            with mixed_precision(device):
+                target = source(xb, idx)
+                logits = stack(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
+                losses = [kd_loss(logits[g], target, yb, t, a) for g, (t, a) in enumerate(points)]
+                loss = torch.stack(losses).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from kdlib.errors import KDConfigError
+from kdlib.precision import mixed_precision
 from kdlib.progress import tqdm
 from kdlib.validation import is_int, is_real
 
@@ -248,7 +249,8 @@ def fit(
                 m.train()
             total, count = torch.zeros((), dtype=torch.float64, device=dev), 0
             for idx, xb, yb in epoch_batches(x, y, cfg, generator):
-                loss = batch_loss(layout(xb), yb, idx)
+                with mixed_precision(dev):
+                    loss = batch_loss(layout(xb), yb, idx)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -272,7 +274,7 @@ def predict_logits(
     """Logits of ``model`` (eval mode) on ``x``, returned on the CPU."""
     dev = resolve_device(device)
     model.to(dev).eval()
-    with cpu_channels_last([model], dev, x) as layout:
+    with cpu_channels_last([model], dev, x) as layout, mixed_precision(dev):
         outs = [model(layout(x[i : i + batch_size].to(dev))).float().cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(outs) if outs else torch.empty(0)
 

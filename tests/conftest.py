@@ -29,6 +29,13 @@ def isolated_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[st
 # the long ones: tests/test_notebooks.py runs each notebook once per session in a folder all workers share).
 
 
+@pytest.fixture
+def float32_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forward passes in float32 (``KDLIB_PRECISION=fp32``), for tests that compare two ways of computing the same
+    training to float32 rounding; under the default bf16 autocast on the CPU they agree only to bf16 rounding."""
+    monkeypatch.setenv("KDLIB_PRECISION", "fp32")
+
+
 @pytest.fixture(scope="session")
 def shared_tmp_path(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """A temporary folder of this test session that every xdist worker sees (each worker's basetemp is a

@@ -314,6 +314,7 @@ def _check_kd_beats_random(digits) -> None:
     assert kd_acc > random_acc + 0.3, (random_acc, kd_acc)
 
 
+@pytest.mark.usefixtures("float32_forward")
 @pytest.mark.parametrize("alpha", [1.0, 0.5, 0.0])
 def test_averaged_kd_trains_as_the_hand_written_loss_did(digits, alpha: float) -> None:
     """``distill_averaged`` goes through ``losses.kd_loss``; the student it trains matches one trained with the loss

@@ -136,6 +136,7 @@ def test_both_keeps_the_most_accurate_point_even_when_its_loss_is_worst() -> Non
     assert replay(scores, [Rung(2, 3, "both"), Rung(8, 1)], 9, shape=(3, 3))["index"] == 8
 
 
+@pytest.mark.usefixtures("float32_forward")
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_rungs_that_keep_every_point_give_the_one_at_a_time_grid(problem, optimizer) -> None:
     """Stopping at every rung and restacking (optimiser state, schedule position, batch stream carried over) must
@@ -164,6 +165,7 @@ def test_rungs_that_keep_every_point_give_the_one_at_a_time_grid(problem, optimi
     assert result.student_steps == result.grid_steps == 9 * total
 
 
+@pytest.mark.usefixtures("float32_forward")
 def test_halving_keeps_the_best_third_and_survivors_end_with_their_grid_score(problem) -> None:
     x, y, teacher, student = problem
     tuning = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG)

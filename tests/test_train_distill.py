@@ -31,6 +31,7 @@ from kdlib.errors import KDConfigError
 from kdlib.losses import dp_select_targets
 from kdlib.metrics import accuracy
 from kdlib.models import build_model
+from kdlib.precision import mixed_precision
 from kdlib.train import RunOptions, TrainConfig, fit, make_training, predict_logits, resolve_device, train_supervised
 from kdlib.tuned import run_tuned
 
@@ -276,8 +277,8 @@ class CountCalls:
 def test_frozen_logits_are_cached_once_per_predict_batch() -> None:
     x, _ = toy_data(n=1100)
     teacher = linear(2)
-    with torch.no_grad():
-        reference = teacher(x)
+    with torch.no_grad(), mixed_precision(torch.device("cpu")):  # the forward pass as the library computes it
+        reference = teacher(x).float()
     counter = CountCalls(teacher)
     source = frozen_logits(teacher, x, TrainConfig(augment=False), "cpu")
     assert counter.calls == math.ceil(len(x) / 512)  # predict_logits' batches

@@ -80,6 +80,7 @@ def _assert_same(ref, new, states, tol=1e-4, rel=0.0):
 @pytest.mark.parametrize(
     ("backend", "augment"), [("grouped", False), ("grouped", True), ("vmap", False), ("vmap", True)]
 )
+@pytest.mark.usefixtures("float32_forward")
 def test_stacked_grid_equals_one_at_a_time_with_batchnorm(digits, backend, augment):
     """float32, the study's student: weights, running stats and validation accuracy within 1e-4 after 2 epochs."""
     x, y, shape = digits
@@ -88,6 +89,7 @@ def test_stacked_grid_equals_one_at_a_time_with_batchnorm(digits, backend, augme
     _assert_same(*_grids(x, y, models, cfg, backend=backend))
 
 
+@pytest.mark.usefixtures("float32_forward")
 def test_stacked_grid_equals_one_at_a_time_on_a_held_out_split(digits):
     """With x_val/y_val given, both grids train on all of x and score on the held-out split, identically."""
     x, y, shape = digits
