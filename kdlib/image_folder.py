@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +42,6 @@ def _decode_one(path: Path) -> np.ndarray:
         raise KDConfigError("image", str(path), f"a readable image file ({err})") from err
 
 
-def _decoder_pool() -> ThreadPoolExecutor:
-    """Threads that decode images side by side, one per core (Pillow's decoders release the GIL)."""
-    return ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="kdlib-decode")
-
-
 def _decode_split(
     split_dir: Path, class_names: tuple[str, ...], shape: tuple[int, ...] | None, first: Path | None,
     progress: bool,
@@ -62,8 +56,9 @@ def _decode_split(
         files += found
         labels += [label] * len(found)
     x: np.ndarray | None = None
-    with _progress_bar(len(files), f"decoding {split_dir.name}", progress) as bar, _decoder_pool() as pool:
-        for i, (path, image) in enumerate(zip(files, pool.map(_decode_one, files), strict=True)):
+    with _progress_bar(len(files), f"decoding {split_dir.name}", progress) as bar:
+        for i, path in enumerate(files):
+            image = _decode_one(path)
             if shape is None:
                 shape, first = image.shape, path
             if image.shape != shape:
