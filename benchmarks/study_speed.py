@@ -2,6 +2,7 @@
 
     python benchmarks/study_speed.py                                   # the smoke study, 1 worker vs. one per core
     python benchmarks/study_speed.py --set scenarios=iid,disjoint --set seeds=1 --workers 2
+    python benchmarks/study_speed.py --scale full --set seeds=1 --only parallel --results figures/full/cpu_run
 
 Each study runs as ``python -m kdlib study`` in a subprocess with fresh results and checkpoint folders, so the
 parties' pre-training is part of the time. Peak memory is the largest summed resident set of the process tree
@@ -59,9 +60,11 @@ def _tree_rss_kib(pid: int) -> int:
 def run_study(args: argparse.Namespace, workers: str) -> dict:
     """One fresh ``kdlib study`` run: wall time and peak memory of its process tree."""
     with tempfile.TemporaryDirectory() as folder:
-        env = {**os.environ, "KDLIB_CACHE": f"{folder}/cache", "KDLIB_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        results = args.results or f"{folder}/results"
+        env = {**os.environ, "KDLIB_CACHE": args.cache or f"{folder}/cache", "KDLIB_THREADS": "1",
+               "PYTHONWARNINGS": "ignore"}  # fmt: skip
         command = [sys.executable, "-m", "kdlib", "study", "--scale", args.scale, "--quiet", "--device", "cpu"]
-        command += ["--results", f"{folder}/results", "--workers", workers]
+        command += ["--results", results, "--workers", workers]
         for pair in args.set:
             command += ["--set", pair]
         started = time.perf_counter()
@@ -74,7 +77,7 @@ def run_study(args: argparse.Namespace, workers: str) -> dict:
         out, err = process.communicate()
         if process.returncode != 0:
             raise SystemExit(f"study with --workers {workers} failed:\n{err.decode()[-3000:]}")
-        jobs = sum(1 for line in (Path(folder) / "results" / "study.jsonl").read_text().splitlines() if line.strip())
+        jobs = sum(1 for line in (Path(results) / "study.jsonl").read_text().splitlines() if line.strip())
     return {"workers": workers, "wall_s": wall, "peak_mib": peak / 1024, "jobs": jobs, "table": out.decode()}
 
 
@@ -176,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--estimate", default="full", help="scale to estimate from step times ('' for none)")
     parser.add_argument("--estimate-workers", type=int, default=None, help="slots of the estimate (default: cores)")
     parser.add_argument("--only", default="sequential,parallel,estimate", help="comma list of the three parts")
+    parser.add_argument("--results", default=None, help="keep the measured run's results here (default: a temporary "
+                        "folder; a folder with stored runs resumes, so time a fresh one)")
+    parser.add_argument("--cache", default=None, help="keep its pre-trained parties here (default: temporary)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     parts = args.only.split(",")

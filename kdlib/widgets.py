@@ -30,6 +30,10 @@ def kd_terms(teacher_logits, student_logits, label: int, temperature: float, alp
     return {"soft (T² KL)": soft, "hard (CE)": hard, "total": total}
 
 
+SMALL_PROBABILITY = 0.01
+"""Bars below this probability get their value printed (at T = 1 most of the teacher's bars are invisible)."""
+
+
 def draw_kd_view(
     temperature: float = 4.0,
     alpha: float = 0.5,
@@ -48,6 +52,9 @@ def draw_kd_view(
         bars = ax.bar(positions, probs, color=colour)
         bars[label].set_edgecolor("black")
         bars[label].set_linewidth(2)
+        for pos, p in zip(positions, probs, strict=True):  # a bar too low to see still shows its value
+            if p < SMALL_PROBABILITY:
+                ax.text(pos, 0.02, f"{100 * p:.1g}%", ha="center", va="bottom", rotation=90, fontsize=6, color="0.3")
         ax.set_xticks(positions, class_names, rotation=90, fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_ylabel("probability")
@@ -59,7 +66,10 @@ def draw_kd_view(
     axes[2].set_ylabel("loss (nats)")
     axes[2].tick_params(axis="x", labelsize=8)
     fig.suptitle(f"KD on one example (true class: {class_names[label]}, outlined)", fontsize=11)
-    fig.tight_layout()
+    fig.text(0.5, 0.01, "Example logits chosen by hand (kdlib.widgets), not a trained model's; probabilities under "
+             f"{100 * SMALL_PROBABILITY:g}% are printed on their bars; loss in nats.", ha="center", va="bottom",
+             fontsize=8, color="0.35")  # fmt: skip
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
