@@ -5,8 +5,9 @@
     python benchmarks/study_speed.py --scale full --set seeds=1 --only parallel --results figures/full/cpu_run
 
 Each study runs as ``python -m kdlib study`` in a subprocess with fresh results and checkpoint folders, so the
-parties' pre-training is part of the time. Peak memory is the largest summed resident set of the process tree
-(the driver and Ray's processes), sampled every 0.2 s.
+parties' pre-training is part of the time. Peak memory is the largest summed resident set (RSS) of the process tree
+(the driver and Ray's processes), sampled every 0.2 s, and the largest summed proportional set (PSS), which counts a
+page that n processes share as 1/n in each.
 
 The estimate for another scale (``--estimate full``) multiplies measured times per training step of its models
 (one thread, batch as configured, channels-last as in training) by the steps of each job: pre-training both
@@ -37,8 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------------------------- measured study runs
 
 
-def _tree_rss_kib(pid: int) -> int:
-    """Summed resident set of ``pid`` and its descendants (Linux /proc)."""
+def _tree_memory_kib(pid: int) -> tuple[int, int]:
+    """Summed resident set (RSS) and proportional set (PSS: a page shared by n processes counts 1/n in each) of
+    ``pid`` and its descendants (Linux /proc). RSS counts shared pages, e.g. torch's libraries, once per process."""
     parents: dict[int, int] = {}
     rss: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/status"):
@@ -54,7 +56,16 @@ def _tree_rss_kib(pid: int) -> int:
     while frontier:
         frontier = {p for p, parent in parents.items() if parent in frontier} - tree
         tree |= frontier
-    return sum(rss.get(p, 0) for p in tree)
+    return sum(rss.get(p, 0) for p in tree), sum(_pss_kib(p) for p in tree)
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    line = next((line for line in text.splitlines() if line.startswith("Pss:")), "Pss: 0 kB")
+    return int(line.split()[1])
 
 
 def run_study(args: argparse.Namespace, workers: str) -> dict:
@@ -69,16 +80,18 @@ def run_study(args: argparse.Namespace, workers: str) -> dict:
             command += ["--set", pair]
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        peak = 0
+        peak = peak_pss = 0
         while process.poll() is None:
-            peak = max(peak, _tree_rss_kib(process.pid))
+            rss, pss = _tree_memory_kib(process.pid)
+            peak, peak_pss = max(peak, rss), max(peak_pss, pss)
             time.sleep(0.2)
         wall = time.perf_counter() - started
         out, err = process.communicate()
         if process.returncode != 0:
             raise SystemExit(f"study with --workers {workers} failed:\n{err.decode()[-3000:]}")
         jobs = sum(1 for line in (Path(results) / "study.jsonl").read_text().splitlines() if line.strip())
-    return {"workers": workers, "wall_s": wall, "peak_mib": peak / 1024, "jobs": jobs, "table": out.decode()}
+    return {"workers": workers, "wall_s": wall, "peak_mib": peak / 1024, "peak_pss_mib": peak_pss / 1024, "jobs": jobs,
+            "table": out.decode()}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ estimate from step times
@@ -194,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
             r = runs[part]
             print(
                 f"{args.scale} study, --workers {workers}: {r['wall_s']:.1f} s wall, peak {r['peak_mib']:.0f} MiB "
-                f"(process tree), {r['jobs']} records",
+                f"summed RSS, {r['peak_pss_mib']:.0f} MiB summed PSS (process tree), {r['jobs']} records",
                 flush=True,
             )
     if len(runs) == 2:
