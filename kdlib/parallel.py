@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from kdlib.config import StudyConfig
 from kdlib.errors import KDConfigError
+from kdlib.methods import get_method
 from kdlib.progress import tqdm
 from kdlib.results import ResultsStore, config_key
 
 if TYPE_CHECKING:
     from kdlib.study import Study
 
-__all__ = ["Job", "resolve_address", "resolve_workers", "run_claimed", "run_jobs"]
+__all__ = ["Job", "launch_order", "resolve_address", "resolve_workers", "run_claimed", "run_jobs"]
 
 Job = tuple[str, str, int]
 """(scenario, method, seed)."""
@@ -99,6 +100,14 @@ def run_jobs(
     # locally Ray gets ``count`` CPUs; on a cluster an explicit count > 1 caps the runs in flight, else Ray decides
     explicit = count > 1 and not (isinstance(workers, str) and workers.strip().lower() == "auto")
     _run_on_ray(study, list(jobs), count if cluster is None or explicit else None, cluster, force)
+
+
+def launch_order(jobs: Sequence[Job]) -> list[Job]:
+    """The order in which parallel workers start the jobs: the (scenario, seed) pairs as given (their parties are
+    pre-trained in that order), and within a pair the longest method first (``Method.cost``), so that the study
+    does not end with one worker on a long tuned run while the others wait."""
+    pairs = list(dict.fromkeys((scenario, seed) for scenario, _, seed in jobs))
+    return sorted(jobs, key=lambda job: (pairs.index((job[0], job[2])), -get_method(job[1]).cost))
 
 
 def _run_here(study: Study, jobs: Sequence[Job], force: bool) -> None:
@@ -203,7 +212,7 @@ def _ray_session(workers: int | None, address: str | None) -> Iterator[dict[str,
 def _run_on_ray(study: Study, jobs: list[Job], workers: int | None, address: str | None, force: bool) -> None:
     import ray
 
-    todo = [job for job in jobs if force or not study.store.has(_job_key(study, job))]
+    todo = launch_order([job for job in jobs if force or not study.store.has(_job_key(study, job))])
     bar = tqdm(
         total=len(jobs), initial=len(jobs) - len(todo), desc=f"study ({study.cfg.scale})", disable=not study.progress
     )

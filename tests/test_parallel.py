@@ -113,3 +113,20 @@ def test_two_study_processes_on_one_store_compute_each_key_once(tmp_path: Path, 
     assert len(records) == len(_study(results).jobs()) >= 6  # every job stored, none twice
     for out, _err in outputs:  # both processes finished with the whole table
         assert "finetune" in out.decode() and "tuned" in out.decode()
+
+
+def test_parallel_workers_start_each_scenarios_longest_method_first() -> None:
+    from kdlib.methods import get_method
+    from kdlib.parallel import launch_order
+
+    jobs = [(s, m, seed) for seed in (0, 1) for s in ("iid", "disjoint") for m in ("finetune", "standard", "tuned",
+                                                                                  "dml", "dp")]  # fmt: skip
+    order = launch_order(jobs)
+    assert sorted(order) == sorted(jobs)  # every job once
+    pairs = [(s, seed) for s, _, seed in order]
+    assert list(dict.fromkeys(pairs)) == [("iid", 0), ("disjoint", 0), ("iid", 1), ("disjoint", 1)]
+    for start in range(0, len(order), 5):  # one (scenario, seed) pair after another, as their parties are ready
+        methods = [m for _, m, _ in order[start : start + 5]]
+        assert methods == ["tuned", "dml", "finetune", "standard", "dp"]  # longest first, ties as given
+        costs = [get_method(m).cost for m in methods]
+        assert costs == sorted(costs, reverse=True)
