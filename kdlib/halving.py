@@ -222,8 +222,9 @@ def _fit_steps(
     optimizer = make_optimizer([t for t, _ in pairs], cfg)
     load_optimizer(optimizer, pairs, [c.optimizer for c in group])
     stack.train()
+    forward = mixed_precision(dev)
     for step, (idx, xb, yb) in enumerate(stream.between(steps.start, steps.stop), start=steps.start):
-        with mixed_precision(dev):
+        with forward:
             target = problem.source(xb, idx)
             logits = stack(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
             loss = torch.stack([kd_loss(logits[g], target, yb, *c.point) for g, c in enumerate(group)]).sum()

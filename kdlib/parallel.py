@@ -37,7 +37,10 @@ __all__ = ["Job", "launch_order", "resolve_address", "resolve_workers", "run_cla
 
 Job = tuple[str, str, int]
 """(scenario, method, seed)."""
-_ENV_PASSED = ("KDLIB_RESULTS", "KDLIB_CACHE", "KDLIB_DATA", "KDLIB_PRETRAINED", "KDLIB_CIFAR10_ARCHIVE")
+_ENV_PASSED = (
+    "KDLIB_RESULTS", "KDLIB_CACHE", "KDLIB_DATA", "KDLIB_PRETRAINED", "KDLIB_CIFAR10_ARCHIVE", "KDLIB_THREADS",
+    "KDLIB_PRECISION",
+)  # fmt: skip
 
 
 def resolve_workers(workers: int | str | None) -> int:
@@ -106,8 +109,8 @@ def launch_order(jobs: Sequence[Job]) -> list[Job]:
     """The order in which parallel workers start the jobs: the (scenario, seed) pairs as given (their parties are
     pre-trained in that order), and within a pair the longest method first (``Method.cost``), so that the study
     does not end with one worker on a long tuned run while the others wait."""
-    pairs = list(dict.fromkeys((scenario, seed) for scenario, _, seed in jobs))
-    return sorted(jobs, key=lambda job: (pairs.index((job[0], job[2])), -get_method(job[1]).cost))
+    pairs = {pair: rank for rank, pair in enumerate(dict.fromkeys((scenario, seed) for scenario, _, seed in jobs))}
+    return sorted(jobs, key=lambda job: (pairs[job[0], job[2]], -get_method(job[1]).cost))
 
 
 def _run_here(study: Study, jobs: Sequence[Job], force: bool) -> None:
@@ -199,7 +202,7 @@ def _ray_session(workers: int | None, address: str | None) -> Iterator[dict[str,
         if address is None:
             ray.init(address="local", num_cpus=workers, object_store_memory=200 * 1024**2, **quiet)
         else:
-            env = {k: os.environ[k] for k in (*_ENV_PASSED, "KDLIB_THREADS", "KDLIB_PRECISION") if k in os.environ}
+            env = {k: os.environ[k] for k in _ENV_PASSED if k in os.environ}
             package = str(Path(__file__).resolve().parent)
             runtime = {"py_modules": [package], "env_vars": env}
             ray.init(address=address, runtime_env=runtime, **quiet)

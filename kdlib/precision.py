@@ -6,15 +6,14 @@ a CPU with native bfloat16, float32 otherwise), ``bf16`` (always on the CPU) or 
 float32. Only the forward passes are autocast: weights, optimiser state and gradients stay float32, and the losses
 (``kdlib.losses``) turn their logits to float32 before any softmax, so soft targets at a high temperature keep
 float32's resolution. Like the device, the precision is how a run is computed, not what it is: it is not part of a
-run's key, and every stored run records it (``run_environment``).
+run's key, and every stored run records it (``results.environment_info``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 
@@ -59,12 +58,8 @@ def precision_label(device: torch.device) -> str:
     return "bf16 autocast" if autocast_dtype(device) is not None else "fp32"
 
 
-@contextmanager
-def mixed_precision(device: torch.device) -> Iterator[None]:
-    """Autocast the block's forward passes on ``device`` (:func:`autocast_dtype`); a no-op in float32."""
+def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context that autocasts its block's forward passes on ``device`` (:func:`autocast_dtype`; a no-op in
+    float32). The setting is read once, here: a training loop makes it once and enters it at every step."""
     dtype = autocast_dtype(device)
-    if dtype is None:
-        yield
-        return
-    with torch.autocast(device.type, dtype=dtype):
-        yield
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)

@@ -66,10 +66,11 @@ def _fit_stacked(stack: Stack, points: Sequence[tuple[float, float]], chosen: Se
     optimizer, scheduler = make_training(params, cfg, len(x))  # SGD/Adam, weight decay: elementwise, per member
     generator = torch.Generator().manual_seed(cfg.seed)
     x, y = to_training_device(x, y, device)
+    forward = mixed_precision(device)
     for _epoch in range(cfg.epochs):
         stack.train()
         for idx, xb, yb in epoch_batches(x, y, cfg, generator):
-            with mixed_precision(device):
+            with forward:
                 target = source(xb, idx)
                 logits = stack(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
                 losses = [kd_loss(logits[g], target, yb, t, a) for g, (t, a) in enumerate(points)]

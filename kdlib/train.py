@@ -243,13 +243,14 @@ def fit(
     history: list[dict] = []
     total_steps = cfg.epochs * steps_per_epoch(len(x), cfg)
     bar = tqdm(total=total_steps, desc=options.desc or "train", disable=not options.progress, leave=False)
+    forward = mixed_precision(dev)
     with cpu_channels_last(modules, dev, x) as layout:
         for epoch in range(cfg.epochs):
             for m in modules:
                 m.train()
             total, count = torch.zeros((), dtype=torch.float64, device=dev), 0
             for idx, xb, yb in epoch_batches(x, y, cfg, generator):
-                with mixed_precision(dev):
+                with forward:
                     loss = batch_loss(layout(xb), yb, idx)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
