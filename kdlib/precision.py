@@ -14,12 +14,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from pathlib import Path
 
 import torch
 
 from kdlib.errors import KDConfigError
 
-__all__ = ["ENV", "PRECISIONS", "autocast_dtype", "cpu_has_native_bf16", "mixed_precision", "precision_label"]
+__all__ = [
+    "ENV", "PRECISIONS", "autocast_dtype", "cpu_flags", "cpu_has_native_bf16", "mixed_precision", "precision_label"
+]
 
 ENV = "KDLIB_PRECISION"
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp32")
@@ -33,9 +36,34 @@ def precision_setting() -> str:
     return value
 
 
+# The CPU flags (Linux /proc/cpuinfo) of instructions that compute bfloat16 products natively. oneDNN's own check
+# (torch.ops.mkldnn._is_mkldnn_bf16_supported) says yes on any AVX-512 CPU, where bfloat16 is emulated and several
+# times slower than float32; so the flags decide.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The first processor's feature flags (x86 ``flags``, ARM ``Features``); empty where there is no cpuinfo."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ("flags", "features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
 @functools.cache
 def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN computes bfloat16 natively on this CPU (otherwise it would emulate it, slower than float32)."""
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16, AMX or ARM BF16) and oneDNN can use it; an
+    AVX-512 CPU without them would emulate bfloat16, slower than float32."""
+    return bool(NATIVE_BF16_FLAGS & cpu_flags()) and onednn_takes_bf16()
+
+
+def onednn_takes_bf16() -> bool:
+    """Whether this torch's oneDNN runs bfloat16 kernels on this CPU at all (natively or emulated)."""
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

@@ -27,6 +27,10 @@ EXPECTED_FIGURES = {
 }
 
 
+# A cell that runs longer than this fails its notebook (with the cell named) instead of hanging the test run; the
+# longest cell takes about a minute here.
+CELL_TIMEOUT_S = 600
+
 # A notebook runs after those it reads (kdlib.reproduce.NOTEBOOK_DEPENDENCIES, which reproduce uses too).
 DEPENDS_ON = NOTEBOOK_DEPENDENCIES
 
@@ -68,7 +72,7 @@ def executed(name: str, folders: dict[str, Path]) -> Path:
         try:
             pm.execute_notebook(str(source), str(partial), parameters=parameters,
                                 cwd=str(NOTEBOOKS_DIR), progress_bar=False, kernel_name="python3",
-                                engine_name=ENGINE, kernel_env=env)
+                                engine_name=ENGINE, kernel_env=env, execution_timeout=CELL_TIMEOUT_S)
         except Exception as error:
             if isinstance(error, pm.PapermillExecutionError):
                 failed.write_text(f"cell {error.exec_count}: {error.ename}: {error.evalue}")

@@ -31,6 +31,33 @@ def test_auto_follows_the_cpus_native_bf16_and_is_the_default(monkeypatch) -> No
     assert autocast_dtype(CPU) is (torch.bfloat16 if cpu_has_native_bf16() else None)
 
 
+CPUINFO_AVX512_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512vl avx512dq\n\nprocessor\t: 1\n"
+CPUINFO_AVX512_BF16 = "processor\t: 0\nflags\t\t: fpu avx512f avx512bw avx512vl avx512dq avx512_bf16 avx512_vnni\n"
+CPUINFO_ARM = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "native"), [(CPUINFO_AVX512_ONLY, False), (CPUINFO_AVX512_BF16, True), (CPUINFO_ARM, True), ("", False)]
+)
+def test_native_bf16_is_read_off_the_cpu_flags_not_avx512_alone(tmp_path, monkeypatch, text, native) -> None:
+    from kdlib import precision
+
+    (tmp_path / "cpuinfo").write_text(text)
+    assert bool(precision.NATIVE_BF16_FLAGS & precision.cpu_flags(tmp_path / "cpuinfo")) is native
+    assert precision.cpu_flags(tmp_path / "missing") == frozenset()
+    # an AVX-512 CPU without bf16 instructions gets float32 even where oneDNN says it "supports" bfloat16
+    flags = precision.cpu_flags(tmp_path / "cpuinfo")
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(precision, "onednn_takes_bf16", lambda: True)
+    monkeypatch.delenv("KDLIB_PRECISION", raising=False)
+    precision.cpu_has_native_bf16.cache_clear()
+    try:
+        assert precision.cpu_has_native_bf16() is native
+        assert (autocast_dtype(CPU) is torch.bfloat16) is precision.cpu_has_native_bf16()
+    finally:
+        precision.cpu_has_native_bf16.cache_clear()
+
+
 @pytest.mark.parametrize("setting", ["auto", "bf16", "fp32"])
 def test_gpus_keep_float32(monkeypatch, setting) -> None:
     monkeypatch.setenv("KDLIB_PRECISION", setting)
