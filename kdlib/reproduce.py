@@ -9,12 +9,13 @@ bar from inside the kernel (:mod:`kdlib.notebook_progress`); plain lines when st
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,8 @@ class Execution:
     ``output``: the folder of the executed copies (:func:`kdlib.paths.user_folder`: relative, inside the project;
     absolute, as given). ``device``: every notebook's ``device`` parameter. ``progress``: the bars on stderr.
     ``gallery``: figures to the committed :data:`GALLERY_DIR` instead of :func:`kdlib.paths.figures_dir`.
-    ``workers``: notebooks at once (None: :func:`default_workers`).
+    ``workers``: notebooks at once (None: :func:`default_workers`). ``cell_timeout``: seconds a cell may run before
+    its notebook fails (None: no limit; a study cell at ``paper`` scale runs for hours).
     """
 
     output: str | Path = "runs/notebooks"
@@ -140,6 +142,7 @@ class Execution:
     progress: bool = True
     gallery: bool = False
     workers: int | None = None
+    cell_timeout: float | None = None
 
 
 def reproduce(
@@ -171,29 +174,22 @@ def reproduce(
     kernel_env = {**os.environ, "KDLIB_FIGURES": str(figures)}
 
     def execute(path: Path, lane: int) -> str | None:
-        """Run one notebook on progress line ``lane``; the failure line, or None when it ran."""
-        import papermill as pm
-
-        from kdlib.notebook_progress import ENGINE, NotebookProgress
-
-        started, target = time.perf_counter(), out_dir / path.name
-        try:
-            with NotebookProgress(path.stem, stream=sys.stderr, enabled=progress, position=lane) as inner:
-                pm.execute_notebook(
-                    str(path),
-                    str(target),
-                    parameters=notebook_parameters(path, scale, device, overrides or {}, notebook_keys),
-                    cwd=str(NOTEBOOKS_DIR),
-                    progress_bar=False,
-                    kernel_name="python3",
-                    engine_name=ENGINE,
-                    progress=inner,
-                    kernel_env=kernel_env,
-                )
-        except pm.PapermillExecutionError as error:
-            return f"{failure_line(path.name, error)}\nThe executed copy is {target}."
-        bar.write(f"{path.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        return None
+        """Run one notebook on progress line ``lane`` in a process of its own; the failure line, or None."""
+        started = time.perf_counter()
+        job = NotebookJob(
+            source=path,
+            target=out_dir / path.name,
+            parameters=notebook_parameters(path, scale, device, overrides or {}, notebook_keys),
+            kernel_env=kernel_env,
+            progress=progress,
+            lane=lane,
+            cell_timeout=execution.cell_timeout,
+        )
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as one:
+            failure = one.submit(run_notebook, job).result()
+        if failure is None:
+            bar.write(f"{path.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        return failure
 
     bar = progress_bar(total=len(notebooks), desc=f"notebooks ({scale})", unit="nb", disable=not progress,
                        mininterval=0)  # fmt: skip
@@ -207,6 +203,49 @@ def reproduce(
         f"figures in {figures}."
     )
     return 0
+
+
+@dataclass(frozen=True)
+class NotebookJob:
+    """One notebook for :func:`run_notebook`: source, executed copy, papermill parameters, the kernel's environment,
+    whether to show progress, the progress line (``lane``) it may draw on, and the seconds a cell may run."""
+
+    source: Path
+    target: Path
+    parameters: dict[str, Any]
+    kernel_env: dict[str, str]
+    progress: bool
+    lane: int
+    cell_timeout: float | None = None
+
+
+def run_notebook(job: NotebookJob) -> str | None:
+    """Execute ``job``'s notebook with papermill; the failure line (with where the executed copy is), or None.
+
+    :func:`reproduce` runs each in a fresh process, papermill in its main thread: in a thread of a process that had
+    run other kernels (the test suite's workers), a widget cell's reply sometimes never came and papermill waited
+    forever, with the kernel idle."""
+    import papermill as pm
+
+    from kdlib.notebook_progress import ENGINE, NotebookProgress
+
+    try:
+        with NotebookProgress(job.source.stem, stream=sys.stderr, enabled=job.progress, position=job.lane) as inner:
+            pm.execute_notebook(
+                str(job.source),
+                str(job.target),
+                parameters=job.parameters,
+                cwd=str(NOTEBOOKS_DIR),
+                progress_bar=False,
+                kernel_name="python3",
+                engine_name=ENGINE,
+                progress=inner,
+                kernel_env=job.kernel_env,
+                execution_timeout=job.cell_timeout,
+            )
+    except pm.PapermillExecutionError as error:
+        return f"{failure_line(job.source.name, error)}\nThe executed copy is {job.target}."
+    return None
 
 
 def run_in_order(

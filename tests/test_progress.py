@@ -174,7 +174,7 @@ def test_reproduce_writes_figures_outside_the_gallery_unless_asked(
     from kdlib import reproduce
 
     before = tracked_changes()
-    quiet = reproduce.Execution(output=tmp_path / "nb", progress=False)
+    quiet = reproduce.Execution(output=tmp_path / "nb", progress=False, cell_timeout=300)
     assert reproduce.reproduce("smoke", only="00", execution=quiet) == 0
     assert (isolated_folders["figures"] / "00_kd_view_T4.png").is_file()
     assert tracked_changes() == before
