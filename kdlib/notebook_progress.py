@@ -8,8 +8,7 @@ cell, the time spent in the notebook and the library's latest bar (:class:`Noteb
 second on a terminal and printed as a plain line every :data:`kdlib.progress.LINE_INTERVAL_S` seconds otherwise.
 
 Kernels get CurveZMQ keys from jupyter_client where the kernelspec supports them (``transport_encryption``), so
-ipykernel 7 does not warn that it "is running over TCP without encryption" (the project pins ipykernel 6, which
-neither warns nor supports them: ipykernel 7 hung notebook cells intermittently, see requirements.txt).
+ipykernel (7+) does not warn that it "is running over TCP without encryption".
 """
 
 from __future__ import annotations
