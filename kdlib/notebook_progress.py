@@ -157,6 +157,15 @@ class _WatchedClient(PapermillNotebookClient):
             self.progress.cell_started(cell_index, len(self.nb.cells))
         return super().execute_cell(cell, cell_index, *args, **kwargs)
 
+    def on_comm_open_jupyter_widget(self, msg: dict[str, Any]) -> None:
+        """No stand-in for the kernel's Output widgets: their outputs go to the cell's outputs.
+
+        nbclient's stand-in sends every captured output back to the kernel on the shell channel while the client
+        awaits the cell's reply on that same socket; with 00_tour's slider cell (an Output widget redrawn with
+        ``clear_output(wait=True)``) that reply sometimes never arrived and papermill waited forever, the kernel
+        idle (seen in the test suite and in CI)."""
+        return None
+
     def handle_comm_msg(self, outs: list, msg: dict[str, Any], cell_index: int) -> None:
         super().handle_comm_msg(outs, msg, cell_index)
         if self.progress is not None:

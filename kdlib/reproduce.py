@@ -9,13 +9,12 @@ bar from inside the kernel (:mod:`kdlib.notebook_progress`); plain lines when st
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,7 +173,7 @@ def reproduce(
     kernel_env = {**os.environ, "KDLIB_FIGURES": str(figures)}
 
     def execute(path: Path, lane: int) -> str | None:
-        """Run one notebook on progress line ``lane`` in a process of its own; the failure line, or None."""
+        """Run one notebook on progress line ``lane``; the failure line, or None when it ran."""
         started = time.perf_counter()
         job = NotebookJob(
             source=path,
@@ -185,8 +184,7 @@ def reproduce(
             lane=lane,
             cell_timeout=execution.cell_timeout,
         )
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as one:
-            failure = one.submit(run_notebook, job).result()
+        failure = run_notebook(job)
         if failure is None:
             bar.write(f"{path.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
         return failure
@@ -220,11 +218,7 @@ class NotebookJob:
 
 
 def run_notebook(job: NotebookJob) -> str | None:
-    """Execute ``job``'s notebook with papermill; the failure line (with where the executed copy is), or None.
-
-    :func:`reproduce` runs each in a fresh process, papermill in its main thread: in a thread of a process that had
-    run other kernels (the test suite's workers), a widget cell's reply sometimes never came and papermill waited
-    forever, with the kernel idle."""
+    """Execute ``job``'s notebook with papermill; the failure line (with where the executed copy is), or None."""
     import papermill as pm
 
     from kdlib.notebook_progress import ENGINE, NotebookProgress
