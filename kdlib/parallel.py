@@ -223,6 +223,7 @@ def _run_on_ray(study: Study, jobs: list[Job], workers: int | None, address: str
         bar.close()
         return
     spec = _StudySpec(type(study), study.cfg, str(study.store.path.resolve()), str(study.device), study.data_root)
+    study.release_data()  # the workers load their own data; the driver only waits
     try:
         with _ray_session(workers, address) as resources:
             slots = workers or max(1, int(resources.get("CPU", 1)))

@@ -97,6 +97,28 @@ def test_two_ray_workers_store_the_same_records_as_one_by_one(tmp_path: Path, is
     assert any((tmp_path / "cache-ray").rglob("*.safetensors"))
 
 
+def test_the_driver_lets_go_of_the_data_before_ray_starts(tmp_path: Path, isolated_folders, monkeypatch) -> None:
+    import kdlib.parallel as parallel
+
+    study = _study(tmp_path / "results")
+    loaded = study.dataset
+    study.scenario(study.cfg.scenarios[0])
+    held: list[int] = []
+
+    class NoRay(Exception):
+        pass
+
+    def ray_session(_workers, _address):
+        held.append(len(study._datasets) + len(study._scenarios) + ("dataset" in study.__dict__))
+        raise NoRay
+
+    monkeypatch.setattr(parallel, "_ray_session", ray_session)
+    with pytest.raises(NoRay):
+        study.run_all(workers=2)
+    assert held == [0], "the driver still held data when Ray started"
+    assert study.dataset is not loaded and len(study.dataset.x_train) == len(loaded.x_train)  # loads again
+
+
 @pytest.mark.slow
 def test_two_study_processes_on_one_store_compute_each_key_once(tmp_path: Path, isolated_folders) -> None:
     results = tmp_path / "results"
