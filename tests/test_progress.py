@@ -108,14 +108,15 @@ def test_a_cell_bar_of_a_silent_cell_still_prints_its_time(monkeypatch: pytest.M
     assert "\r" not in out.getvalue()
 
 
-def write_notebook(path: Path) -> None:
+LIBRARY_BAR = (
+    "import time\nfrom tqdm.auto import tqdm\nfor _ in tqdm(range(8), desc='library bar'):\n    time.sleep(0.25)"
+)
+
+
+def write_notebook(path: Path, source: str = LIBRARY_BAR) -> None:
+    """A one-cell notebook for the python3 kernel."""
     nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell(
-            "import time\nfrom tqdm.auto import tqdm\n"
-            "for _ in tqdm(range(8), desc='library bar'):\n    time.sleep(0.25)"
-        )
-    ]
+    nb.cells = [nbformat.v4.new_code_cell(source)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
 
@@ -151,15 +152,11 @@ def test_output_widget_contents_go_to_the_cell_and_nothing_is_sent_to_the_kernel
     while the client waits for the cell's reply on that socket): what a cell writes inside one is a cell output."""
     import papermill as pm
 
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell(
-            "import ipywidgets as widgets\nout = widgets.Output()\ndisplay(out)\n"
-            "with out:\n    out.clear_output(wait=True)\n    print('drawn inside the widget')"
-        )
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "output_widget.ipynb")
+    write_notebook(
+        tmp_path / "output_widget.ipynb",
+        "import ipywidgets as widgets\nout = widgets.Output()\ndisplay(out)\n"
+        "with out:\n    out.clear_output(wait=True)\n    print('drawn inside the widget')",
+    )
     done = pm.execute_notebook(str(tmp_path / "output_widget.ipynb"), str(tmp_path / "out.ipynb"), progress_bar=False,
                                kernel_name="python3", engine_name=ENGINE, cwd=str(tmp_path), execution_timeout=120)
     texts = [o.get("text", "") for o in done.cells[0].outputs if o.output_type == "stream"]
