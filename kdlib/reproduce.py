@@ -174,20 +174,29 @@ def reproduce(
 
     def execute(path: Path, lane: int) -> str | None:
         """Run one notebook on progress line ``lane``; the failure line, or None when it ran."""
-        started = time.perf_counter()
-        job = NotebookJob(
-            source=path,
-            target=out_dir / path.name,
-            parameters=notebook_parameters(path, scale, device, overrides or {}, notebook_keys),
-            kernel_env=kernel_env,
-            progress=progress,
-            lane=lane,
-            cell_timeout=execution.cell_timeout,
-        )
-        failure = run_notebook(job)
-        if failure is None:
-            bar.write(f"{path.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        return failure
+        import papermill as pm
+
+        from kdlib.notebook_progress import ENGINE, NotebookProgress
+
+        started, target = time.perf_counter(), out_dir / path.name
+        try:
+            with NotebookProgress(path.stem, stream=sys.stderr, enabled=progress, position=lane) as inner:
+                pm.execute_notebook(
+                    str(path),
+                    str(target),
+                    parameters=notebook_parameters(path, scale, device, overrides or {}, notebook_keys),
+                    cwd=str(NOTEBOOKS_DIR),
+                    progress_bar=False,
+                    kernel_name="python3",
+                    engine_name=ENGINE,
+                    progress=inner,
+                    kernel_env=kernel_env,
+                    execution_timeout=execution.cell_timeout,
+                )
+        except pm.PapermillExecutionError as error:
+            return f"{failure_line(path.name, error)}\nThe executed copy is {target}."
+        bar.write(f"{path.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        return None
 
     bar = progress_bar(total=len(notebooks), desc=f"notebooks ({scale})", unit="nb", disable=not progress,
                        mininterval=0)  # fmt: skip
@@ -201,45 +210,6 @@ def reproduce(
         f"figures in {figures}."
     )
     return 0
-
-
-@dataclass(frozen=True)
-class NotebookJob:
-    """One notebook for :func:`run_notebook`: source, executed copy, papermill parameters, the kernel's environment,
-    whether to show progress, the progress line (``lane``) it may draw on, and the seconds a cell may run."""
-
-    source: Path
-    target: Path
-    parameters: dict[str, Any]
-    kernel_env: dict[str, str]
-    progress: bool
-    lane: int
-    cell_timeout: float | None = None
-
-
-def run_notebook(job: NotebookJob) -> str | None:
-    """Execute ``job``'s notebook with papermill; the failure line (with where the executed copy is), or None."""
-    import papermill as pm
-
-    from kdlib.notebook_progress import ENGINE, NotebookProgress
-
-    try:
-        with NotebookProgress(job.source.stem, stream=sys.stderr, enabled=job.progress, position=job.lane) as inner:
-            pm.execute_notebook(
-                str(job.source),
-                str(job.target),
-                parameters=job.parameters,
-                cwd=str(NOTEBOOKS_DIR),
-                progress_bar=False,
-                kernel_name="python3",
-                engine_name=ENGINE,
-                progress=inner,
-                kernel_env=job.kernel_env,
-                execution_timeout=job.cell_timeout,
-            )
-    except pm.PapermillExecutionError as error:
-        return f"{failure_line(job.source.name, error)}\nThe executed copy is {job.target}."
-    return None
 
 
 def run_in_order(

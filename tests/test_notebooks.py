@@ -28,7 +28,7 @@ EXPECTED_FIGURES = {
 
 
 # A cell that runs longer than this fails its notebook (with the cell named) instead of hanging the test run; the
-# longest cell takes about a minute here.
+# longest cell (07's federated runs) takes under two minutes here.
 CELL_TIMEOUT_S = 600
 
 # A notebook runs after those it reads (kdlib.reproduce.NOTEBOOK_DEPENDENCIES, which reproduce uses too).
