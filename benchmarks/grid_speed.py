@@ -12,9 +12,9 @@ or the CUDA allocator's peak on a GPU):
     (d) the floor: one student-only training loop per grid point on cached teacher logits (training time only)
     smart: ``kdlib.tune.smart_search`` with a third of the grid's trainings, plus replays of the search over many
            sampler seeds on the grid's measured scores (no training) to show how often it lands within 0.5 points
-    (e) the study's default tuned path: ``kdlib.halving.halving_search`` (successive halving, stacked rungs, the
-        default schedule: stops at an eighth and a quarter of the budget ranked by grid-smoothed validation loss,
-        two points trained to the end and picked by final validation accuracy)
+    (e) the study's default tuned path: ``kdlib.halving.halving_search`` with ``DEFAULT_SCHEDULE`` (classic
+        successive halving over stacked rungs: all points for a ninth of the budget, the best third to a third of
+        it, the best third of those to the end, ranked by validation accuracy)
     replay: untimed; for each of ``--replay-seeds`` training seeds (batch order and validation split), the grid
            trained stacked with every point scored at each rung of (e)'s schedule, so that (e)'s choice is
            replayed exactly (survivors train as in the grid); how often it lands within 0.5 validation points of
@@ -194,7 +194,7 @@ def _replays(s: dict, rows: list[dict], trials: int, sampler: str, seeds: int) -
 def _halving_replays(args: argparse.Namespace, s: dict, dev: torch.device) -> list[dict]:
     """(e)'s choice and the full grid's best for each training seed, from one stacked grid per seed whose points
     are all scored at every rung of (e)'s schedule (``kdlib.halving.replay``)."""
-    from kdlib.halving import Checkpointing, HalvingSchedule, Rung, halving_schedule, halving_search, replay
+    from kdlib.halving import DEFAULT_SCHEDULE, Checkpointing, HalvingSchedule, Rung, halving_search, replay
 
     cfg = s["cfg"]
     before = accuracy(predict_logits(s["student"], s["x_test"], dev), s["y_test"])
@@ -207,7 +207,7 @@ def _halving_replays(args: argparse.Namespace, s: dict, dev: torch.device) -> li
         tcfg = cfg.replace(distill={"seed": seed}).distill
         n_fit = len(s["x"]) if _held_out(s) else len(split_validation(len(s["x"]), cfg.val_fraction, seed)[0])
         points = len(s["temps"]) * len(s["alphas"])
-        schedule = halving_schedule(points, tcfg.epochs * math.ceil(n_fit / tcfg.batch_size))
+        schedule = DEFAULT_SCHEDULE.resolve(points, tcfg.epochs * math.ceil(n_fit / tcfg.batch_size))  # (e)'s own
         problem = TuningProblem(
             lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
             cfg.val_fraction, **_held_out(s),
@@ -218,9 +218,8 @@ def _halving_replays(args: argparse.Namespace, s: dict, dev: torch.device) -> li
             resume=Checkpointing(checkpoint=None),
         )  # fmt: skip
         grid_best = best_point(every.rows)
-        shape = (len(s["temps"]), len(s["alphas"]))
-        chosen = every.rows[replay(every.scores, schedule, points, shape)["index"]]
-        out.append({"seed": seed, "grid": grid_best, "halving": chosen})
+        chosen = every.rows[replay(every.scores, schedule, points)["index"]]
+        out.append({"seed": seed, "grid": grid_best, "halving": chosen, "rows": every.rows})
     return out
 
 
@@ -414,18 +413,44 @@ def _report_halving(results: dict[str, dict], reference: dict | None) -> None:
         print(line + f"; trainings' worth {results['e']['trainings']} of {len(results['e']['rows'])}")
     replays = results.get("replay", {}).get("replays") or []
     if replays:
+        from kdlib.stats import mean_interval, proportion_interval
+
         gaps = [(r["grid"]["val_acc"] - r["halving"]["val_acc"]) * 100 for r in replays]
         hits = sum(g <= 0.5 + 1e-9 for g in gaps)
+        rate = proportion_interval(hits, len(replays))
         print(
             f"(e) replayed over {len(replays)} training seeds: within 0.5 validation points of the grid's best in "
-            f"{hits}/{len(replays)} (gaps {', '.join(f'{g:.2f}' for g in gaps)})"
+            f"{hits}/{len(replays)} (95% interval of the rate {rate[0]:.2f}-{rate[1]:.2f}; "
+            f"gaps {', '.join(f'{g:.2f}' for g in gaps)})"
         )
-        grid_gain = statistics.mean(r["grid"]["test_gain"] for r in replays) * 100
-        halving_gain = statistics.mean(r["halving"]["test_gain"] for r in replays) * 100
+        floor = _grid_against_itself(replays)
+        if floor is not None:
+            print(
+                f"the noise floor: the full grid's own choice, trained again with another seed, lands within 0.5 "
+                f"points of that seed's best in {floor[0]}/{floor[1]} seed pairs"
+            )
+        grid_gain = mean_interval(r["grid"]["test_gain"] * 100 for r in replays)
+        halving_gain = mean_interval(r["halving"]["test_gain"] * 100 for r in replays)
+        paired = mean_interval((r["halving"]["test_gain"] - r["grid"]["test_gain"]) * 100 for r in replays)
         print(
-            f"test gain of the chosen point's search student, mean over seeds: grid's choice {grid_gain:.2f} points, "
-            f"halving's choice {halving_gain:.2f} points"
+            f"test gain of the chosen point's search student, mean over seeds (95% t-interval): grid's choice "
+            f"{grid_gain} points, halving's choice {halving_gain} points, halving minus grid {paired} points"
         )
+
+
+def _grid_against_itself(replays: list[dict]) -> tuple[int, int] | None:
+    """How often the grid's best point of one seed, at another seed, is within 0.5 points of that seed's best:
+    the hit rate that noise alone allows a choice not trained with the very seed it is judged on."""
+    if len(replays) < 2 or any("rows" not in r for r in replays):
+        return None
+    hits = pairs = 0
+    for one in replays:
+        index = one["rows"].index(best_point(one["rows"]))
+        for other in replays:
+            if other is not one:
+                pairs += 1
+                hits += (other["grid"]["val_acc"] - other["rows"][index]["val_acc"]) * 100 <= 0.5 + 1e-9
+    return hits, pairs
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,18 +2,9 @@
 
 Every grid point starts, the students trained together as stacks (``tune.stack_students``) for the first rung's
 share of the distillation budget. Each is then scored on the validation split; the best go on, restacked, to the
-next rung, and so on up to the full budget, where the best survivor is chosen. The study's default is classic
-successive halving (``eta=ETA``: keep the best third by validation accuracy at each of geometric stops). The two-
-stop schedule (``schedule=HalvingSchedule(eta=None)``; ``halving_schedule`` without ``eta``) is faster: it stops at
-an eighth and a quarter of the budget, keeps a third of the grid after the first stop and two points after the
-second, and trains those two to the end, where final validation accuracy picks one; it is not the default because it
-lost the optimum on ``dirichlet:0.1`` (benchmarks/grid_speed.py: within 0.5 points of the grid's best in 1 of 10
-seeds, against 9 of 10 on ``iid``). At each of its early stops a third of the places (rounded up) go to the best by
-validation accuracy and the rest to the best by validation loss, averaged with the mean of the point's live
-neighbours on the (T, alpha) grid (``smoothed_losses``). Accuracy finds the optimum where (T, alpha) matters a lot;
-where the points differ by a handful of images a few steps in, the loss, which moves continuously and is pooled over
-a region of the grid, ranks the final accuracies better. ``halving_schedule(..., eta=3)`` gives classic successive
-halving (keep a third at each of geometric stops, rank by accuracy). A point that goes on continues exactly where it
+next rung, and so on up to the full budget, where the best survivor is chosen: classic successive halving
+(``halving_schedule``: keep the best third by validation accuracy at each of geometric stops). ``DEFAULT_SCHEDULE``
+is the study's, and the benchmarks replay that very schedule. A point that goes on continues exactly where it
 stopped: the same weights and optimiser state, the same learning rate schedule (the cosine over the *full* budget)
 and the same seeded batches. So a survivor ends with its full-grid score (to float rounding), and only which points
 survive differs from the grid.
@@ -39,9 +30,8 @@ from torch import nn
 from kdlib.distill import LogitSource, TuningProblem, check_same_classes, frozen_logits
 from kdlib.errors import KDConfigError
 from kdlib.halving_schedule import (
-    CLASSIC,
+    DEFAULT_SCHEDULE,
     ETA,
-    FINAL_KEEP,
     HalvingSchedule,
     Rung,
     _choose,
@@ -49,7 +39,6 @@ from kdlib.halving_schedule import (
     _work,
     halving_schedule,
     replay,
-    smoothed_losses,
 )
 from kdlib.losses import kd_loss
 from kdlib.metrics import accuracy
@@ -86,8 +75,8 @@ from kdlib.tune import (
 )
 
 __all__ = [
+    "DEFAULT_SCHEDULE",
     "ETA",
-    "FINAL_KEEP",
     "SEARCHES",
     "Checkpointing",
     "HalvingResult",
@@ -98,7 +87,6 @@ __all__ = [
     "halving_schedule",
     "halving_search",
     "replay",
-    "smoothed_losses",
 ]
 
 SEARCHES: tuple[str, ...] = ("halving", "grid")
@@ -297,7 +285,7 @@ def halving_search(
     options: RunOptions = DEFAULT_RUN,
     evaluate: Callable[[nn.Module], dict] | None = None,
     *,
-    schedule: HalvingSchedule = CLASSIC,
+    schedule: HalvingSchedule = DEFAULT_SCHEDULE,
     stacking: Stacking = Stacking(),
     resume: Checkpointing = Checkpointing(),
 ) -> HalvingResult:
@@ -306,16 +294,14 @@ def halving_search(
 
     The split is ``problem.split()`` (``distill.grid_search``'s: ``val_fraction`` of ``x``, seeded by
     ``cfg.seed``, unless ``x_val`` and ``y_val`` are given, in which case all of ``x`` trains). ``schedule.rungs``
-    overrides ``halving_schedule(points, steps, schedule.eta)`` (an integer, default ``ETA``: classic halving;
-    ``None``: the two-stop schedule). ``evaluate(student)`` adds columns to a point's row when it is dropped or
-    chosen (analysis only). ``resume.checkpoint``: True (a file under the cache folder named by a digest of the
-    whole problem), a path, or None; the file is removed when the search completes. ``resume.on_rung(rung,
-    scores)`` is called after each rung's checkpoint is written, with that rung's scores (it may raise, to stop the
-    search there).
+    overrides ``halving_schedule(points, steps, schedule.eta)`` (default ``ETA``). ``evaluate(student)`` adds
+    columns to a point's row when it is dropped or chosen (analysis only). ``resume.checkpoint``: True (a file under
+    the cache folder named by a digest of the whole problem), a path, or None; the file is removed when the search
+    completes. ``resume.on_rung(rung, scores)`` is called after each rung's checkpoint is written, with that rung's
+    scores (it may raise, to stop the search there).
     """
     make_student, teacher, cfg = problem.make_student, problem.teacher, problem.cfg
     points = _grid_points(problem.temperatures, problem.alphas)
-    shape = (len(problem.temperatures), len(problem.alphas))
     backend, chunk_size = stacking.backend, stacking.chunk_size
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise KDConfigError("chunk_size", chunk_size, "None (automatic) or an integer >= 1")
@@ -331,7 +317,7 @@ def halving_search(
         (x_fit, y_fit, x_val, y_val),
         cfg=cfg.as_dict(),
         points=points,
-        rungs=[(r.steps, r.keep, r.by) for r in rungs],
+        rungs=[(r.steps, r.keep) for r in rungs],
     )
     path = _resolve_checkpoint(resume.checkpoint, key)
     saved = _read_checkpoint(path, key) if path is not None else None
@@ -373,7 +359,7 @@ def halving_search(
             scored = _score_rung(fixed, state.live, number, rung, total, val_before)
             state.scores.append(scored)
             final = number == len(rungs) - 1
-            state.live = _next_rung(state.live, scored, _kept(scored, rung, final, shape), state.rows, evaluate)
+            state.live = _next_rung(state.live, scored, _kept(scored, rung, final), state.rows, evaluate)
             if path is not None and number < len(rungs) - 1:
                 _write_checkpoint(path, _payload(key, number, state))
             if resume.on_rung is not None:

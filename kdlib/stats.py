@@ -8,6 +8,7 @@ integer number of degrees of freedom has a closed form as a finite series in ``t
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -105,6 +106,18 @@ def mean_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> In
         return Interval(float(data[0]), math.nan, 1, confidence)
     half = t_critical(len(data) - 1, confidence) * float(data.std(ddof=1)) / math.sqrt(len(data))
     return Interval(float(data.mean()), half, len(data), confidence)
+
+
+def proportion_interval(hits: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The Wilson score interval of a rate of ``hits`` in ``n`` trials (e.g. seeds on which a search lands near
+    the grid's best): unlike ``p +- z * se`` it stays within [0, 1] and is not empty at 0 or n hits."""
+    if not is_int(n, numpy=True) or n < 1 or not is_int(hits, numpy=True) or not 0 <= hits <= n:
+        raise KDConfigError("hits", (hits, n), "integers with 0 <= hits <= n and n >= 1")
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    rate, spread = hits / n, z * z / n
+    centre = (rate + spread / 2) / (1 + spread)
+    half = z * math.sqrt(rate * (1 - rate) / n + spread / (4 * n)) / (1 + spread)
+    return max(0.0, round(centre - half, 12)), min(1.0, round(centre + half, 12))
 
 
 def summarise(

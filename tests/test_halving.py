@@ -13,8 +13,8 @@ from kdlib.data import load_dataset
 from kdlib.distill import TuningProblem, best_point, grid_search
 from kdlib.errors import KDConfigError
 from kdlib.halving import (
+    DEFAULT_SCHEDULE,
     ETA,
-    FINAL_KEEP,
     Checkpointing,
     HalvingSchedule,
     Rung,
@@ -23,7 +23,6 @@ from kdlib.halving import (
     halving_schedule,
     halving_search,
     replay,
-    smoothed_losses,
 )
 from kdlib.models import build_model
 from kdlib.train import RunOptions, TrainConfig, seed_everything
@@ -73,67 +72,33 @@ def test_classic_schedule_keeps_a_third_and_ends_at_the_full_budget() -> None:
     assert halving_schedule(25, 81, eta=2) == [Rung(5, 13), Rung(10, 7), Rung(20, 4), Rung(40, 2), Rung(81, 1)]
 
 
-def test_default_schedule_stops_at_an_eighth_and_a_quarter_and_trains_two_to_the_end() -> None:
-    """Rung sizes from the budget: a third of the grid after total/8 steps, FINAL_KEEP after total/4, by loss."""
-    for points, total in ((25, 42), (25, 33), (9, 42), (49, 160)):
-        rungs = halving_schedule(points, total)
-        first, second, last = rungs
-        assert first == Rung(round(total / 8), math.ceil(points / ETA), "both")
-        assert second == Rung(round(total / 4), FINAL_KEEP, "both")
-        assert last == Rung(total, 1)  # ranked by accuracy (the default key), like the full grid's choice
-    spent = 25 * 5 + 9 * (10 - 5) + FINAL_KEEP * (42 - 10)
-    assert spent / (25 * 42) < 0.25  # under a quarter of the grid's student-steps
+def test_the_default_schedule_is_classic_halving_everywhere() -> None:
+    """One default: the search, the function and the benchmarks' replay use the same rungs (a second default, the
+    two-stop schedule, once made the benchmark replay a schedule the study did not run)."""
+    for points, total in ((25, 42), (25, 48), (9, 36), (49, 160)):
+        resolved = DEFAULT_SCHEDULE.resolve(points, total)
+        assert resolved == halving_schedule(points, total) == halving_schedule(points, total, eta=ETA)
     assert halving_schedule(2, 40) == [Rung(40, 1)]  # nothing to halve: the full grid
     assert halving_schedule(25, 1) == [Rung(1, 1)]
-    # stops at least a step apart
-    assert halving_schedule(25, 6) == [Rung(1, 9, "both"), Rung(2, 2, "both"), Rung(6, 1)]
-    assert halving_schedule(4, 40) == [Rung(5, 2, "both"), Rung(40, 1)]  # a stop that would keep as many is left out
 
 
-def test_smoothed_losses_average_each_point_with_its_live_grid_neighbours() -> None:
-    losses = {0: 1.0, 1: 2.0, 3: 4.0, 4: 0.0}  # a 2 x 3 grid (T-major), points 2 and 5 dropped
-    smooth = smoothed_losses(losses, (2, 3))
-    assert smooth[0] == pytest.approx((1.0 + (2.0 + 4.0 + 0.0) / 3) / 2)
-    assert smooth[1] == pytest.approx((2.0 + (1.0 + 4.0 + 0.0) / 3) / 2)
-    assert smooth[4] == pytest.approx((0.0 + (1.0 + 2.0 + 4.0) / 3) / 2)
-    assert smoothed_losses({7: 3.0}, (3, 3)) == {7: 3.0}  # no live neighbour: its own loss
-
-
-def _synthetic_scores(early_loss: dict[int, float], final_acc: dict[int, float], steps: tuple[int, ...]) -> list:
+def _synthetic_scores(early_acc: dict[int, float], final_acc: dict[int, float], steps: tuple[int, ...]) -> list:
     rows = []
     for index in range(9):
         for step in steps[:-1]:
-            rows.append({"index": index, "steps": step, "val_acc": 0.5, "val_loss": early_loss[index]})
+            rows.append({"index": index, "steps": step, "val_acc": early_acc[index], "val_loss": 1.0 - index / 100})
         rows.append({"index": index, "steps": steps[-1], "val_acc": final_acc[index], "val_loss": 1.0})
     return rows
 
 
-def test_a_noisy_early_loss_does_not_drop_the_best_point_that_its_neighbours_vouch_for() -> None:
-    """A 3 x 3 grid whose best region is the top-right corner (points 1, 2, 5). At the early stop, noise makes
-    the best point (2) look worse on its own than two points elsewhere (3, 6); ranked by its own loss it is dropped,
-    ranked by the loss averaged with its neighbours it survives, and the final accuracy picks it."""
-    early = {0: 0.9, 1: 0.5, 2: 0.75, 3: 0.7, 4: 0.8, 5: 0.5, 6: 0.7, 7: 0.95, 8: 0.9}
-    final = {i: 0.40 for i in range(9)} | {1: 0.44, 2: 0.46, 5: 0.43, 3: 0.45, 6: 0.44}
-    schedule = [Rung(2, 3, "loss"), Rung(8, 1)]
+def test_replay_keeps_the_most_accurate_points_and_breaks_ties_by_loss() -> None:
+    """Rungs rank by validation accuracy; equal accuracies go by the lower loss (here the later index)."""
+    early = {i: 0.5 for i in range(9)} | {0: 0.6, 4: 0.6}
+    final = {i: 0.40 for i in range(9)} | {0: 0.45, 8: 0.50, 2: 0.70}
     scores = _synthetic_scores(early, final, (2, 8))
-    assert replay(scores, schedule, 9)["index"] != 2  # unsmoothed: 1, 5 and 3 or 6 go on, 2 is dropped
-    assert replay(scores, schedule, 9, shape=(3, 3))["index"] == 2
-    accuracy_first = [Rung(2, 3), Rung(8, 1)]  # equal early accuracies: the tie goes by own loss, and 2 is dropped
-    assert replay(scores, accuracy_first, 9)["index"] != 2
-    assert replay(scores, [Rung(2, 3, "both"), Rung(8, 1)], 9, shape=(3, 3))["index"] == 2  # 1 by accuracy, 2 by loss
-
-
-def test_both_keeps_the_most_accurate_point_even_when_its_loss_is_worst() -> None:
-    """Where (T, alpha) matters a lot, the most accurate point early may have the highest loss (e.g. a confident
-    student): ``"both"`` keeps it through its accuracy place, ``"loss"`` alone would drop it."""
-    early = {i: 0.5 + 0.01 * i for i in range(9)}  # point 8 has the worst loss, alone and with its neighbours
-    final = {i: 0.40 for i in range(9)} | {8: 0.60}
-    scores = _synthetic_scores(early, final, (2, 8))
-    for row in scores:
-        if row["index"] == 8 and row["steps"] == 2:
-            row["val_acc"] = 0.7  # and by far the best accuracy early
-    assert replay(scores, [Rung(2, 3, "loss"), Rung(8, 1)], 9, shape=(3, 3))["index"] != 8
-    assert replay(scores, [Rung(2, 3, "both"), Rung(8, 1)], 9, shape=(3, 3))["index"] == 8
+    assert replay(scores, [Rung(2, 3), Rung(8, 1)], 9)["index"] == 8  # 0, 4 by accuracy, 8 by loss; 8 ends best
+    assert replay(scores, [Rung(2, 2), Rung(8, 1)], 9)["index"] == 0  # 0 and 4 only
+    assert replay(scores, [Rung(8, 1)], 9)["index"] == 2  # the full grid
 
 
 @pytest.mark.usefixtures("float32_forward")
@@ -190,15 +155,15 @@ def test_halving_keeps_the_best_third_and_survivors_end_with_their_grid_score(pr
 def test_replay_of_scores_gives_the_search_choice(problem) -> None:
     x, y, teacher, student = problem
     total = _total(len(x))
-    schedule = [Rung(4, 4, "loss"), Rung(12, 2), Rung(total, 1)]  # one stop by smoothed loss, one by accuracy
+    schedule = [Rung(4, 4), Rung(12, 2), Rung(total, 1)]
     tuning = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG)
     every_rung = HalvingSchedule(rungs=[Rung(r.steps, 9) for r in schedule])
     everything = halving_search(tuning, QUIET_CPU, schedule=every_rung, resume=NO_CHECKPOINT)
     search = halving_search(tuning, QUIET_CPU, schedule=HalvingSchedule(rungs=schedule), resume=NO_CHECKPOINT)
-    chosen = replay(everything.scores, schedule, 9, shape=(len(TEMPS), len(ALPHAS)))
-    early = smoothed_losses({s["index"]: s["val_loss"] for s in everything.scores if s["steps"] == 4}, (3, 3))
+    chosen = replay(everything.scores, schedule, 9)
+    early = [s for s in everything.scores if s["steps"] == 4]
     survivors = {s["index"] for s in search.scores if s["steps"] == 12}
-    assert survivors == set(sorted(early, key=lambda i: (round(early[i], 5), i))[:4])  # the search smoothed too
+    assert survivors == {s["index"] for s in sorted(early, key=lambda s: (-s["val_acc"], round(s["val_loss"], 5)))[:4]}
     assert (chosen["temperature"], chosen["alpha"]) == (search.best["temperature"], search.best["alpha"])
     assert chosen["val_acc"] == pytest.approx(search.best["val_acc"], abs=1e-9)
     with pytest.raises(KDConfigError, match="scores"):
@@ -262,13 +227,15 @@ def test_bad_halving_input_names_the_field(problem) -> None:
     x, y, teacher, student = problem
     with pytest.raises(KDConfigError, match="eta"):
         halving_schedule(9, 30, eta=1)
+    with pytest.raises(KDConfigError, match="eta"):
+        halving_schedule(9, 30, eta=None)  # type: ignore[arg-type]
     tuning = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG)
     with pytest.raises(KDConfigError, match="rungs"):
         short = HalvingSchedule(rungs=[Rung(5, 3), Rung(7, 1)])  # ends before the full budget
         halving_search(tuning, QUIET_CPU, schedule=short, resume=NO_CHECKPOINT)
     with pytest.raises(KDConfigError, match="rungs"):
-        bad_key = HalvingSchedule(rungs=[Rung(5, 3, "median"), Rung(_total(len(x)), 1)])
-        halving_search(tuning, QUIET_CPU, schedule=bad_key, resume=NO_CHECKPOINT)
+        keeps_none = HalvingSchedule(rungs=[Rung(5, 0), Rung(_total(len(x)), 1)])
+        halving_search(tuning, QUIET_CPU, schedule=keeps_none, resume=NO_CHECKPOINT)
     with pytest.raises(KDConfigError, match="x_val"):
         no_labels = TuningProblem(lambda: copy.deepcopy(student), teacher, x, y, TEMPS, ALPHAS, CFG, x_val=x[:10])
         halving_search(no_labels, RunOptions("cpu"), resume=NO_CHECKPOINT)

@@ -21,7 +21,15 @@ from kdlib.findings import (
     verdict,
     verdict_table,
 )
-from kdlib.stats import interval_table, mean_interval, seeds_note, summarise, t_critical, t_within
+from kdlib.stats import (
+    interval_table,
+    mean_interval,
+    proportion_interval,
+    seeds_note,
+    summarise,
+    t_critical,
+    t_within,
+)
 
 
 @pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 7, 10, 29, 30, 120, 999])
@@ -43,6 +51,20 @@ def test_mean_interval_matches_scipy_t_interval(seed: int) -> None:
     assert interval.mean == pytest.approx(values.mean())
     assert (interval.low, interval.high) == pytest.approx((low, high), rel=1e-9)
     assert interval.contains(values.mean()) and not interval.contains(high + 1e-6)
+
+
+@pytest.mark.parametrize(("hits", "n"), [(0, 10), (1, 10), (5, 10), (9, 10), (10, 10), (58, 90), (3, 7)])
+def test_proportion_interval_matches_scipy_wilson(hits: int, n: int) -> None:
+    low, high = proportion_interval(hits, n)
+    expected = scipy_stats.binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert (low, high) == pytest.approx((expected.low, expected.high), abs=1e-9)
+    assert 0.0 <= low <= hits / n <= high <= 1.0
+
+
+def test_proportion_interval_rejects_impossible_counts() -> None:
+    for hits, n in ((11, 10), (-1, 10), (0, 0), (1.5, 10)):
+        with pytest.raises(KDConfigError, match="hits"):
+            proportion_interval(hits, n)
 
 
 def test_one_value_has_no_interval_and_says_so() -> None:

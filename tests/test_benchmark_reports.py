@@ -1,0 +1,55 @@
+"""What ``benchmarks/grid_speed.py`` prints from the replay of the tuned path, on constructed replays: the hit rate
+with its interval, the noise floor (the grid's own choice at another seed) and the paired test gains."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from kdlib.paths import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def grid_speed():
+    path = PROJECT_ROOT / "benchmarks" / "grid_speed.py"
+    spec = importlib.util.spec_from_file_location("grid_speed_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def _replay(accs: tuple[float, float], chosen: int, gains: tuple[float, float]) -> dict:
+    rows = [
+        {"temperature": 1.0, "alpha": alpha, "val_acc": acc, "test_gain": gain}
+        for alpha, acc, gain in zip((0.1, 0.9), accs, gains, strict=True)
+    ]
+    best = max(rows, key=lambda r: r["val_acc"])
+    return {"grid": dict(best), "halving": dict(rows[chosen]), "rows": rows}
+
+
+def test_replay_report_counts_hits_the_noise_floor_and_paired_gains(grid_speed, capsys) -> None:
+    replays = [
+        _replay((0.50, 0.40), 1, (0.02, 0.00)),  # halving 10 points below the grid's best: a miss
+        _replay((0.45, 0.50), 1, (0.01, 0.03)),  # the grid's best itself: a hit
+        _replay((0.600, 0.598), 1, (0.04, 0.02)),  # 0.2 points below: a hit
+    ]
+    grid_speed._report_halving({"replay": {"replays": replays}}, None)
+    out = capsys.readouterr().out
+    assert "within 0.5 validation points of the grid's best in 2/3" in out
+    assert "gaps 10.00, 0.00, 0.20" in out
+    # seed 0's best (alpha 0.1) misses at seed 1 and hits at seed 2; seed 1's (0.9) misses at 0, hits at 2;
+    # seed 2's (0.1) hits at 0, misses at 1
+    assert "in 3/6 seed pairs" in out
+    # grid's choice gains 2, 3, 4 points; halving's 0, 3, 2: paired differences -2, 0, -2
+    assert "grid's choice +3.00 ±" in out and "halving's choice +1.67 ±" in out and "halving minus grid -1.33 ±" in out
+
+
+def test_without_each_seeds_grid_the_noise_floor_is_left_out(grid_speed, capsys) -> None:
+    replays = [_replay((0.5, 0.4), 0, (0.0, 0.0))]
+    grid_speed._report_halving({"replay": {"replays": replays}}, None)
+    out = capsys.readouterr().out
+    assert "1/1" in out and "noise floor" not in out
