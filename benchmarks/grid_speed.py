@@ -423,7 +423,7 @@ def _report_halving(results: dict[str, dict], reference: dict | None) -> None:
             f"{hits}/{len(replays)} (95% interval of the rate {rate[0]:.2f}-{rate[1]:.2f}; "
             f"gaps {', '.join(f'{g:.2f}' for g in gaps)})"
         )
-        floor = _grid_against_itself(replays)
+        floor = noise_floor([r["rows"] for r in replays if "rows" in r])
         if floor is not None:
             print(
                 f"the noise floor: the full grid's own choice, trained again with another seed, lands within 0.5 "
@@ -438,18 +438,19 @@ def _report_halving(results: dict[str, dict], reference: dict | None) -> None:
         )
 
 
-def _grid_against_itself(replays: list[dict]) -> tuple[int, int] | None:
-    """How often the grid's best point of one seed, at another seed, is within 0.5 points of that seed's best:
-    the hit rate that noise alone allows a choice not trained with the very seed it is judged on."""
-    if len(replays) < 2 or any("rows" not in r for r in replays):
+def noise_floor(grids: list[list[dict]], margin: float = 0.5) -> tuple[int, int] | None:
+    """Of all ordered pairs of seeds' full grids (rows in grid order), how many have the best point of the first
+    within ``margin`` validation points of the second's best, at the second seed: the hit rate that noise allows a
+    choice not trained with the very seed it is judged on. None for fewer than two grids."""
+    if len(grids) < 2:
         return None
     hits = pairs = 0
-    for one in replays:
-        index = one["rows"].index(best_point(one["rows"]))
-        for other in replays:
+    for one in grids:
+        index = one.index(best_point(one))
+        for other in grids:
             if other is not one:
                 pairs += 1
-                hits += (other["grid"]["val_acc"] - other["rows"][index]["val_acc"]) * 100 <= 0.5 + 1e-9
+                hits += (best_point(other)["val_acc"] - other[index]["val_acc"]) * 100 <= margin + 1e-9
     return hits, pairs
 
 

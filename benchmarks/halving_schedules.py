@@ -155,23 +155,12 @@ def outcome(seeds: list[dict], make_rungs) -> dict:
     }
 
 
-def noise_floor(seeds: list[dict]) -> tuple[int, int]:
-    hits = pairs = 0
-    for one in seeds:
-        index = one["rows"].index(best_point(one["rows"]))
-        for other in seeds:
-            if other is not one:
-                pairs += 1
-                hits += (best_point(other["rows"])["val_acc"] - other["rows"][index]["val_acc"]) * 100 <= MARGIN + 1e-9
-    return hits, pairs
-
-
 def analyse(files: dict[str, dict]) -> None:
     print(f"{'scores':<24}{'seeds':>6}  default schedule: hits (95% interval), test gain grid vs. default, points")
     for name, data in files.items():
         got = outcome(data["seeds"], DEFAULT_SCHEDULE.resolve)
         low, high = proportion_interval(got["hits"], got["n"])
-        floor = noise_floor(data["seeds"])
+        floor = grid_speed.noise_floor([entry["rows"] for entry in data["seeds"]], MARGIN)
         print(
             f"{name:<24}{got['n']:>6}  {got['hits']}/{got['n']} ({low:.2f}-{high:.2f}), {got['grid_gain']} vs. "
             f"{got['chosen_gain']} (paired {got['paired']}); work {got['work']:.3f} of the grid's; noise floor "

@@ -11,15 +11,19 @@ import pytest
 from kdlib.paths import PROJECT_ROOT
 
 
-@pytest.fixture(scope="module")
-def grid_speed():
-    path = PROJECT_ROOT / "benchmarks" / "grid_speed.py"
-    spec = importlib.util.spec_from_file_location("grid_speed_under_test", path)
+def _load_benchmark(name: str):
+    """A benchmark script as a module (they live outside the package, beside one another)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", PROJECT_ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    return module
+
+
+@pytest.fixture(scope="module")
+def grid_speed():
+    yield _load_benchmark("grid_speed")
+    sys.modules.pop("grid_speed_under_test", None)
 
 
 def _replay(accs: tuple[float, float], chosen: int, gains: tuple[float, float]) -> dict:
@@ -74,14 +78,9 @@ def _stored_scores(path, seeds: int = 3, steps: int = 6) -> None:
 
 
 @pytest.fixture(scope="module")
-def halving_schedules(grid_speed):
-    path = PROJECT_ROOT / "benchmarks" / "halving_schedules.py"
-    spec = importlib.util.spec_from_file_location("halving_schedules_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+def halving_schedules():
+    yield _load_benchmark("halving_schedules")
+    sys.modules.pop("halving_schedules_under_test", None)
 
 
 def test_schedule_analysis_replays_the_default_and_finds_what_keeps_the_late_winner(
