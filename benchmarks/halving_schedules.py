@@ -118,6 +118,7 @@ def _seed_range(text: str) -> list[int]:
 
 
 def _scores(entry: dict) -> list[dict]:
+    """A seed's stored step x point matrices as ``replay``'s rows."""
     return [
         {"index": i, "steps": step, "val_acc": acc, "val_loss": loss}
         for step, (accs, losses) in enumerate(zip(entry["acc"], entry["loss"], strict=True), start=1)
@@ -134,12 +135,13 @@ def _rungs(stops: tuple[tuple[float, int], ...], total: int) -> list[Rung]:
 
 
 def outcome(seeds: list[dict], make_rungs) -> dict:
-    """Hits within ``MARGIN`` of the grid's best, test gains (points) of both choices, and the share of work."""
+    """Hits within ``MARGIN`` of the grid's best, test gains (points) of both choices, and the share of work
+    (each seed's ``scores``: its ``_scores``, made once by ``analyse``)."""
     gaps, grid_gain, chosen_gain, work = [], [], [], []
     for entry in seeds:
         rows, points = entry["rows"], len(entry["rows"])
         rungs = make_rungs(points, entry["total"])
-        chosen = rows[replay(_scores(entry), rungs, points)["index"]]
+        chosen = rows[replay(entry["scores"], rungs, points)["index"]]
         best = best_point(rows)
         gaps.append((best["val_acc"] - chosen["val_acc"]) * 100)
         grid_gain.append(best["test_gain"] * 100)
@@ -156,6 +158,9 @@ def outcome(seeds: list[dict], make_rungs) -> dict:
 
 
 def analyse(files: dict[str, dict]) -> None:
+    for data in files.values():
+        for entry in data["seeds"]:
+            entry["scores"] = _scores(entry)  # once per seed, not once per schedule replayed
     print(f"{'scores':<24}{'seeds':>6}  default schedule: hits (95% interval), test gain grid vs. default, points")
     for name, data in files.items():
         got = outcome(data["seeds"], DEFAULT_SCHEDULE.resolve)

@@ -123,6 +123,7 @@ def estimate(scale: str, workers: int, overrides: dict) -> dict:
     """Sequential and parallel wall-time estimates of a scale's study, from measured step times."""
     from kdlib.config import scale_config
     from kdlib.halving import DEFAULT_SCHEDULE
+    from kdlib.halving_schedule import _work
 
     cfg = scale_config(scale, **overrides)
     in_shape = (3, 32, 32)
@@ -135,10 +136,7 @@ def estimate(scale: str, workers: int, overrides: dict) -> dict:
     pre_steps, dis_steps = math.ceil(party / pre.batch_size), math.ceil(party / dis.batch_size)
     points = len(cfg.grid_temperatures) * len(cfg.grid_alphas)
     if cfg.tuning_search == "halving":
-        rungs, start, live, work = DEFAULT_SCHEDULE.resolve(points, dis.epochs * dis_steps), 0, points, 0
-        for rung in rungs:
-            work += (rung.steps - start) * live
-            start, live = rung.steps, rung.keep
+        work = _work(DEFAULT_SCHEDULE.resolve(points, dis.epochs * dis_steps), points)
     else:
         work = points * dis.epochs * dis_steps
     method_s = {
