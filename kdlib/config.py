@@ -28,12 +28,16 @@ def __getattr__(name: str) -> Any:
         return method_names()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 STUDY_SCENARIOS: tuple[str, ...] = ("iid", "dirichlet:1.0", "dirichlet:0.5", "dirichlet:0.1", "disjoint")
 TRANSFER_SETS: tuple[str, ...] = ("student", "union", "public")
 SELECTIONS: tuple[str, ...] = ("holdout", "transfer")
 """Where tuned KD scores its (T, alpha) grid: the held-out validation split (``val_size`` samples of the training
 pool with its label mix, default), or a ``val_fraction`` carved from the transfer data (the older criterion)."""
 SCALES: tuple[str, ...] = ("smoke", "full", "paper")
+EPOCH_SELECTIONS: tuple[str, ...] = ("validation", "last")
+"""Which epoch's student a method returns: the one with the best accuracy on the held-out validation split (the
+study's protocol: every method may use that split for this one purpose), or simply the last one."""
 TUNING_SEARCHES: tuple[str, ...] = ("halving", "grid")
 """How tuned KD searches its grid: successive halving over stacked rungs (default), or every point to the end."""
 NULLABLE_FIELDS: tuple[str, ...] = ("n_train", "n_test")
@@ -114,8 +118,12 @@ class StudyConfig(ConfigBase):
     Party 0 of each scenario is the teacher, party 1 the student. ``transfer`` picks the KD data: the student's
     own partition (default), the union of both parties' data, or a public split held out of the training set
     before partitioning (``public_fraction`` of it). ``val_size`` samples of the training set, with its label mix,
-    are held out before that too: no party, transfer set or public split holds them, and tuned KD chooses on them
-    when ``selection`` is ``"holdout"``. ``seeds`` runs of each method use seed, seed + 1, ... (one stored record each).
+    are held out before that too: no party, transfer set or public split holds them. They are the task's validation
+    split, open to every method for the same purpose: each method returns the student of its best epoch on them
+    (``epoch_selection="validation"``), and tuned KD also chooses (T, alpha) there when ``selection`` is
+    ``"holdout"``. DP-KD runs at its reference setting ``dp_temperature=1, dp_alpha=1`` (FantasticGains'
+    ``kl_dp_dist.yaml``: pure KL to the routed target); ``dp_shared`` runs it at the study's shared T and alpha.
+    ``seeds`` runs of each method use seed, seed + 1, ... (one stored record each).
     """
 
     TRAIN_FIELDS: ClassVar[tuple[str, ...]] = ("pretrain", "distill")
@@ -145,7 +153,10 @@ class StudyConfig(ConfigBase):
     transfer: str = "student"
     public_fraction: float = 0.2
     dp_variant: str = "supervised"
+    dp_temperature: float = 1.0
+    dp_alpha: float = 1.0
     dml_temperature: float = 1.0
+    epoch_selection: str = "validation"
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -157,6 +168,13 @@ class StudyConfig(ConfigBase):
         check_temperature(self.temperature)
         check_alpha(self.alpha)
         check_temperature(self.dml_temperature)
+        check_temperature(self.dp_temperature)
+        check_alpha(self.dp_alpha)
+        if self.epoch_selection not in EPOCH_SELECTIONS:
+            raise KDConfigError("epoch_selection", self.epoch_selection, f"one of {', '.join(EPOCH_SELECTIONS)}")
+        if self.epoch_selection == "validation" and self.val_size == 0:
+            allowed = "'last' when val_size is 0 (no validation split to choose the epoch on), or a positive val_size"
+            raise KDConfigError("epoch_selection", self.epoch_selection, allowed)
         for t in self.grid_temperatures:
             check_temperature(t)
         for a in self.grid_alphas:
@@ -200,7 +218,15 @@ class StudyConfig(ConfigBase):
 
     def _check_types(self) -> None:
         """Numbers are finite ints or floats (not strings, bools or None); names are strings; lists hold strings."""
-        for name in ("temperature", "alpha", "dml_temperature", "val_fraction", "public_fraction"):
+        for name in (
+            "temperature",
+            "alpha",
+            "dml_temperature",
+            "dp_temperature",
+            "dp_alpha",
+            "val_fraction",
+            "public_fraction",
+        ):
             value = getattr(self, name)
             if not is_real(value, numpy=True):
                 raise KDConfigError(name, value, "a finite number (an int or a float, not a string, bool or null)")
@@ -208,7 +234,7 @@ class StudyConfig(ConfigBase):
             for value in getattr(self, name):
                 if not is_real(value, numpy=True):
                     raise KDConfigError(name, getattr(self, name), "a list of finite numbers, e.g. '1,4,16'")
-        for name in ("scale", "dataset", "teacher_model", "student_model", "transfer", "dp_variant"):
+        for name in ("scale", "dataset", "teacher_model", "student_model", "transfer", "dp_variant", "epoch_selection"):
             if not isinstance(getattr(self, name), str):
                 raise KDConfigError(name, getattr(self, name), "a string (null is not allowed for this field)")
         for name in ("scenarios", "methods"):
@@ -244,7 +270,7 @@ SCALE_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             grid_temperatures=(1.0, 2.0, 4.0, 8.0, 16.0),
             grid_alphas=(0.1, 0.25, 0.5, 0.75, 0.9),
             val_size=1000,
-            seeds=3,
+            seeds=10,
         ),
         # CPU, 20 clients.
         "federated": dict(

@@ -12,7 +12,7 @@ A run function takes a :class:`MethodRun` (the pre-trained parties, the transfer
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,7 @@ __all__ = [
     "method_label",
     "method_labels",
     "method_names",
+    "methods_with_role",
     "register",
     "registered",
     "unregister",
@@ -71,6 +72,15 @@ class MethodRun:
     progress: bool = True
     on_epoch_end: Callable[[int], dict] | None = None
 
+    def validation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The held-out validation split ``(x_val, y_val)`` (``cfg.val_size`` labelled samples of the task)."""
+        if self.scenario.validation is None or len(self.scenario.validation) == 0:
+            raise KDConfigError(
+                "val_size", self.cfg.val_size, "a positive count: this method uses the validation split"
+            )
+        idx = torch.as_tensor(self.scenario.validation, dtype=torch.long)
+        return self.data.x_train[idx], self.data.y_train[idx]
+
     def test_accuracy(self, model: nn.Module) -> float:
         """A model's accuracy on the test split (for curves and stored analysis, never for a choice)."""
         return accuracy(predict_logits(model, self.data.x_test, self.device), self.data.y_test)
@@ -84,7 +94,10 @@ class Method:
     ``more_fields``: fields that enter the key only under some configs (e.g. tuned KD's ``val_fraction`` when it
     chooses on the transfer data); ``run``: trains ``run.student`` and returns the outcome; ``cost``: how long one
     run takes relative to standard KD's, so that parallel runs start the long ones first (the default, 1, is right
-    for a method that trains one student once).
+    for a method that trains one student once); ``role``: what the findings compare it as (``"untuned"``, the
+    default: a KD method run at fixed settings; ``"tuned"``; ``"baseline"``: no teacher; ``"reference"``: a row that
+    shows what other data give, never a comparator); ``selects_epoch``: whether the runner returns the student of
+    its best validation epoch (False for a method that trains on the validation split itself).
     """
 
     name: str
@@ -93,6 +106,8 @@ class Method:
     run: Callable[[MethodRun], DistillOutcome]
     more_fields: Callable[[StudyConfig], tuple[str, ...]] | None = None
     cost: float = 1.0
+    role: str = "untuned"
+    selects_epoch: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -101,13 +116,23 @@ class Method:
             raise KDConfigError("method label", self.label, "a non-empty label for figures")
         if not callable(self.run):
             raise KDConfigError("method run", self.run, "a function of a MethodRun returning a DistillOutcome")
+        if self.role not in METHOD_ROLES:
+            raise KDConfigError("method role", self.role, f"one of {', '.join(METHOD_ROLES)}")
 
     def key_fields(self, cfg: StudyConfig) -> tuple[str, ...]:
         """The fields that ``more_fields`` adds for this config (none by default)."""
         return tuple(self.more_fields(cfg)) if self.more_fields is not None else ()
 
 
+METHOD_ROLES = ("untuned", "tuned", "baseline", "reference")
+
 _REGISTRY: dict[str, Method] = {}
+
+
+def methods_with_role(role: str, names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The registered methods (of ``names``, if given) that the findings treat as ``role``."""
+    chosen = method_names() if names is None else names
+    return tuple(n for n in chosen if n in _REGISTRY and _REGISTRY[n].role == role)
 
 
 def register(method: Method, *, replace: bool = False) -> Method:
@@ -170,10 +195,22 @@ def _finetune(run: MethodRun) -> DistillOutcome:
     )
 
 
+def _finetune_val(run: MethodRun) -> DistillOutcome:
+    """Reference: fine-tuning on the transfer data plus the labelled validation split (what those labels give on
+    their own, without a teacher)."""
+    x_val, y_val = run.validation()
+    x, y = torch.cat([run.x, x_val]), torch.cat([run.y, y_val])
+    return run_finetune(run.student, x, y, run.cfg.distill, RunOptions(run.device, run.progress, run.on_epoch_end))
+
+
 def _standard(run: MethodRun) -> DistillOutcome:
     cfg = run.cfg
     return run_standard(
-        run.student, run.x, run.y, Teaching(run.teacher, cfg.temperature, cfg.alpha), cfg.distill,
+        run.student,
+        run.x,
+        run.y,
+        Teaching(run.teacher, cfg.temperature, cfg.alpha),
+        cfg.distill,
         RunOptions(run.device, run.progress, run.on_epoch_end),
     )
 
@@ -205,25 +242,44 @@ def _tuned_fields(cfg: StudyConfig) -> tuple[str, ...]:
 def _dml(run: MethodRun) -> DistillOutcome:
     """Mutual learning trains the teacher too: its accuracy afterwards is stored beside the student's."""
     outcome = run_dml(
-        [run.student, run.teacher], run.x, run.y, run.cfg.distill, run.cfg.dml_temperature,
+        [run.student, run.teacher],
+        run.x,
+        run.y,
+        run.cfg.distill,
+        run.cfg.dml_temperature,
         RunOptions(run.device, run.progress, run.on_epoch_end),
     )
     outcome.extra["teacher_acc_after"] = run.test_accuracy(run.teacher)
     return outcome
 
 
+def _dp_at(run: MethodRun, temperature: float, alpha: float) -> DistillOutcome:
+    teaching = PartitionTeaching([run.teacher], temperature, alpha, run.cfg.dp_variant)
+    options = RunOptions(run.device, run.progress, run.on_epoch_end)
+    return run_dp(run.student, run.x, run.y, teaching, run.cfg.distill, options)
+
+
 def _dp(run: MethodRun) -> DistillOutcome:
-    cfg = run.cfg
-    return run_dp(
-        run.student, run.x, run.y, PartitionTeaching([run.teacher], cfg.temperature, cfg.alpha, cfg.dp_variant),
-        cfg.distill, RunOptions(run.device, run.progress, run.on_epoch_end),
-    )
+    """DP-KD at its reference setting (``dp_temperature``, ``dp_alpha``; by default T=1, alpha=1)."""
+    return _dp_at(run, run.cfg.dp_temperature, run.cfg.dp_alpha)
 
 
-register(Method("finetune", "fine-tune (no teacher)", (), _finetune))
+def _dp_shared(run: MethodRun) -> DistillOutcome:
+    """DP-KD at the study's shared T and alpha (those of standard KD)."""
+    return _dp_at(run, run.cfg.temperature, run.cfg.alpha)
+
+
+register(Method("finetune", "fine-tune (no teacher)", (), _finetune, role="baseline"))
 register(Method("standard", "standard KD", ("temperature", "alpha"), _standard))
 _TUNED_FIELDS = ("grid_temperatures", "grid_alphas", "selection", "tuning_search")
 # Costs from the full-scale study on the CPU (figures/full/cpu_run): tuned 415-469 s, DML 160-190 s, standard 62-71 s.
-register(Method("tuned", "tuned KD", _TUNED_FIELDS, _tuned, more_fields=_tuned_fields, cost=6.5))
+register(Method("tuned", "tuned KD", _TUNED_FIELDS, _tuned, more_fields=_tuned_fields, cost=6.5, role="tuned"))
 register(Method("dml", "mutual learning", ("dml_temperature",), _dml, cost=2.6))
-register(Method("dp", "data-partitioning KD", ("temperature", "alpha", "dp_variant"), _dp))
+register(Method("dp", "data-partitioning KD", ("dp_temperature", "dp_alpha", "dp_variant"), _dp))
+register(Method("dp_shared", "DP-KD at shared T, α", ("temperature", "alpha", "dp_variant"), _dp_shared))
+register(
+    Method(
+        "finetune_val", "fine-tune + validation labels (reference)", ("val_size",), _finetune_val, cost=1.1,
+        role="reference", selects_epoch=False,
+    )
+)  # fmt: skip

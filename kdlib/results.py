@@ -39,11 +39,32 @@ from kdlib.paths import PROJECT_ROOT, results_dir, user_folder
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _RECORD_FIELDS: dict[str, type] = {"key": str, "kind": str, "config": dict, "metrics": dict}
 _NUMERIC_ROWS = ("curves", "grid")
+DONE_METRICS: dict[str, tuple[str, ...]] = {
+    "distill": ("acc_before", "acc_after", "gain"),
+    "federated": ("initial_acc", "final_acc"),
+}
+"""Per record kind, the metrics that must be finite numbers for a stored run to count as done (others, such as the
+accuracy on unseen classes, are NaN by design in some scenarios)."""
 
 
-def environment_info() -> dict[str, str]:
-    """Package versions, git revision and how CPU forward passes are computed (``kdlib.precision``; GPUs use
-    float32), stored with every record."""
+def code_revision(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """The code that made a record: ``git`` (the full commit, "" outside a git checkout) and ``dirty`` (whether
+    tracked files differed from that commit; untracked files are not counted)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else False
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", False
+    return {"git": commit, "dirty": dirty}
+
+
+def environment_info() -> dict[str, Any]:
+    """Package versions, the code's revision (``code_revision``) and how CPU forward passes are computed
+    (``kdlib.precision``; GPUs use float32), stored with every record."""
     import torch
 
     from kdlib.precision import precision_label
@@ -55,12 +76,7 @@ def environment_info() -> dict[str, str]:
             info[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    try:
-        info["git"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        info["git"] = ""
+    info.update(code_revision())
     return info
 
 
@@ -137,15 +153,29 @@ class ResultsStore:
         return out
 
     def keys(self) -> set[str]:
-        return {r["key"] for r in self.records()}
+        """The keys whose latest record counts as done (see ``get``)."""
+        latest = {r["key"]: r for r in self.records()}
+        return {key for key, record in latest.items() if self._done(record)}
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The latest record with this key, or None."""
+        """The latest record with this key, or None; None too when that record does not count as done (one of its
+        ``DONE_METRICS`` is NaN or infinite: it is kept, and run again), with a warning naming the key."""
         found = [r for r in self.records() if r["key"] == key]
-        return found[-1] if found else None
+        return found[-1] if found and self._done(found[-1]) else None
 
     def has(self, key: str) -> bool:
+        """Whether ``key`` is done: its latest record is stored and counts as done (``get``)."""
         return self.get(key) is not None
+
+    def _done(self, record: dict[str, Any]) -> bool:
+        bad = not_finite_metrics(record)
+        if bad:
+            warnings.warn(
+                f"{self.path}: the record {record['key']} has a non-finite {', '.join(bad)}: it does not count as "
+                "done and is run again",
+                stacklevel=3,
+            )
+        return not bad
 
     def latest(self, keys: Collection[str]) -> list[dict[str, Any]]:
         """The latest record of each of ``keys`` that is stored, in the order the keys were first stored: a study's
@@ -295,6 +325,14 @@ def _parse_line(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
         if not isinstance(value.get(name), kind):
             return None, f"JSON but not a record (no {kind.__name__} field {name!r})"
     return value, None
+
+
+def not_finite_metrics(record: dict[str, Any]) -> list[str]:
+    """The ``DONE_METRICS`` of the record's kind that it holds as NaN or infinite numbers (an absent one is not
+    counted: older records may lack it)."""
+    metrics = record.get("metrics", {})
+    names = DONE_METRICS.get(record.get("kind", ""), ())
+    return [name for name in names if isinstance(metrics.get(name), float) and not math.isfinite(metrics[name])]
 
 
 def _restore_nan(record: dict[str, Any]) -> dict[str, Any]:

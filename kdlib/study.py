@@ -16,9 +16,12 @@ from functools import cached_property
 import pandas as pd
 import torch
 
+from kdlib.calibration import calibration_metrics
 from kdlib.config import StudyConfig
+from kdlib.cost import model_cost
 from kdlib.data import Dataset, Subsample, load_dataset
 from kdlib.distill import DistillOutcome
+from kdlib.epoch_selection import EpochSelection
 from kdlib.methods import MethodRun, get_method
 from kdlib.metrics import accuracy, distillation_metrics
 from kdlib.parties import Scenario, make_scenario, pretrained_party
@@ -36,7 +39,17 @@ COMMON_FIELDS = (
     "pretrain",
     "distill",
     "transfer",
+    "epoch_selection",
 )
+DISTILL_ORDER_OFFSET = 500
+"""A seed's distillation batches are drawn with ``1000 * seed + 500 + distill.seed`` (``distillation_seed``): apart
+from its parties' pre-training seeds (``1000 * seed + party``), and different for every seed."""
+
+
+def distillation_seed(cfg: StudyConfig) -> int:
+    """The seed of a run's distillation batch order: it changes with the study seed (so a seed varies the
+    subsample, the partition, pre-training and the distillation order), and with ``distill.seed``."""
+    return 1000 * cfg.seed + DISTILL_ORDER_OFFSET + cfg.distill.seed
 
 
 def run_config(cfg: StudyConfig, scenario: str, method: str, *, seed: int | None = None) -> dict:
@@ -97,8 +110,10 @@ class Study:
         return run_key("distill", run_config(self.cfg, scenario, method, seed=seed))
 
     def config_for(self, seed: int | None = None) -> StudyConfig:
-        """The config of one seed's runs (``cfg`` with ``seed`` set; ``None``: ``cfg.seed``)."""
-        return self.cfg if seed is None or seed == self.cfg.seed else self.cfg.replace(seed=seed)
+        """The config of one seed's runs (``cfg`` with ``seed`` set; ``None``: ``cfg.seed``), its distillation
+        batches drawn with ``distillation_seed``."""
+        cfg = self.cfg if seed is None or seed == self.cfg.seed else self.cfg.replace(seed=seed)
+        return cfg.replace(distill={"seed": distillation_seed(cfg)})
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -172,20 +187,33 @@ class Study:
         before = predict_logits(student, data.x_test, self.device)
         teacher_test = predict_logits(teacher, data.x_test, self.device)
         pristine = copy.deepcopy(student)
+        entry = get_method(method)
+        selection = self.epoch_selection(student, scenario, data, entry.selects_epoch)
+        val_before = selection.score() if selection is not None else None
 
-        def test_curve(_epoch: int) -> dict:
-            return {"test_acc": accuracy(predict_logits(student, data.x_test, self.device), data.y_test)}
+        def on_epoch(epoch: int) -> dict:
+            record = {"test_acc": accuracy(predict_logits(student, data.x_test, self.device), data.y_test)}
+            if selection is not None:
+                record["val_acc"] = selection.observe(epoch)
+            return record
 
         run = MethodRun(
             student, teacher, pristine, x, y, data, scenario, self.config_for(seed), device=self.device,
-            progress=self.progress, on_epoch_end=test_curve,
+            progress=self.progress, on_epoch_end=on_epoch,
         )  # fmt: skip
         seed_everything(seed)
         outcome = self._dispatch(method, run)
+        choice: dict = {"chosen_epoch": len(outcome.history)}
+        if selection is not None:
+            choice = {"chosen_epoch": selection.restore(), "val_before": val_before, "val_after": selection.best_score}
+            choice["val_gain"] = selection.best_score - val_before
         after = predict_logits(student, data.x_test, self.device)
         metrics = distillation_metrics(
             before, after, teacher_test, data.y_test, scenario.own_classes(1), data.num_classes
         ).as_dict()
+        metrics.update(choice)
+        metrics.update(calibration_metrics(before, after, teacher_test, data.y_test))
+        metrics.update(model_cost(copy.deepcopy(student).cpu(), data.in_shape))
         extra = dict(outcome.extra)
         grid = extra.pop("grid", None)
         metrics.update({k: v for k, v in extra.items() if not isinstance(v, dict)})
@@ -201,6 +229,18 @@ class Study:
             wall_s=round(time.perf_counter() - started, 3),
             description=data.description,
         )
+
+    def epoch_selection(
+        self, student: torch.nn.Module, scenario: Scenario, data: Dataset, selects_epoch: bool
+    ) -> EpochSelection | None:
+        """The run's watcher of validation accuracy per epoch (``kdlib.epoch_selection``): it chooses the returned
+        epoch under ``epoch_selection="validation"`` when the method ``selects_epoch``, else only records the
+        scores; None when there is no validation split."""
+        if scenario.validation is None or len(scenario.validation) == 0:
+            return None
+        idx = torch.as_tensor(scenario.validation, dtype=torch.long)
+        active = self.cfg.epoch_selection == "validation" and selects_epoch
+        return EpochSelection(student, data.x_train[idx], data.y_train[idx], self.device, active=active)
 
     def _dispatch(self, method: str, run: MethodRun) -> DistillOutcome:
         """The registered method's run function on one run's inputs (``kdlib.methods``)."""

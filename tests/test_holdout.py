@@ -91,7 +91,7 @@ def test_the_holdout_has_the_global_mix_and_is_in_no_party_transfer_or_public_da
 def test_no_holdout_at_val_size_zero_keeps_the_old_split(tmp_path: Path) -> None:
     labels = np.random.default_rng(0).integers(0, 10, 1000)
     dataset = SimpleNamespace(y_train=torch.as_tensor(labels), num_classes=10)
-    cfg = scale_config("smoke", val_size=0, selection="transfer", transfer="public")
+    cfg = scale_config("smoke", val_size=0, selection="transfer", transfer="public", epoch_selection="last")
     scenario = make_scenario(dataset, "dirichlet:0.5", cfg)
     assert scenario.validation is None
     assert len(np.union1d(np.concatenate(scenario.parts), scenario.public)) == len(labels)
@@ -214,7 +214,7 @@ def test_the_public_split_is_drawn_as_before_the_shared_hold_out() -> None:
     for seed, val_size, fraction in ((0, 150, 0.2), (3, 0, 0.35)):
         cfg = scale_config("smoke", dataset="digits", n_train=None, n_test=None, seed=seed, val_size=val_size,
                            selection="transfer" if val_size == 0 else "holdout", transfer="public",
-                           public_fraction=fraction)  # fmt: skip
+                           public_fraction=fraction, epoch_selection="validation" if val_size else "last")  # fmt: skip
         scenario = make_scenario(dataset, "dirichlet:0.5", cfg)
         private = np.arange(len(labels))
         if val_size:

@@ -20,26 +20,30 @@ from kdlib.results import ResultsStore, run_key
 from kdlib.study import Study, run_config
 from kdlib.train import RunOptions, fit
 
-# --------------------------------------------------------------------- the five methods keep their run keys
+# --------------------------------------------------------------------- run keys under the one protocol
 
-OLD_METHOD_FIELDS: dict[str, tuple[str, ...]] = {  # study.METHOD_FIELDS before the registry
+METHOD_FIELDS: dict[str, tuple[str, ...]] = {  # what each method's registry entry adds to the common fields
     "finetune": (),
     "standard": ("temperature", "alpha"),
     "tuned": ("grid_temperatures", "grid_alphas", "selection", "tuning_search"),
     "dml": ("dml_temperature",),
-    "dp": ("temperature", "alpha", "dp_variant"),
+    "dp": ("dp_temperature", "dp_alpha", "dp_variant"),
+    "dp_shared": ("temperature", "alpha", "dp_variant"),
+    "finetune_val": ("val_size",),
 }
-OLD_COMMON_FIELDS = ("dataset", "n_train", "n_test", "seed", "teacher_model", "student_model", "pretrain", "distill",
-                     "transfer")  # fmt: skip
+COMMON = ("dataset", "n_train", "n_test", "seed", "teacher_model", "student_model", "pretrain", "distill", "transfer",
+          "epoch_selection")  # fmt: skip
 
 
-def old_run_config(cfg: StudyConfig, scenario: str, method: str, seed: int) -> dict:
-    """``study.run_config`` as it was written before the registry (the if-chain's field lists)."""
+def expected_run_config(cfg: StudyConfig, scenario: str, method: str, seed: int) -> dict:
+    """A run's identity written out by hand: the common fields (the protocol's ``epoch_selection`` among them),
+    the method's own, ``public_fraction`` for a public transfer set, ``val_fraction`` for tuned KD choosing on the
+    transfer data, and ``val_size`` when there is a validation split."""
     full = {**cfg.as_dict(), "seed": seed}
-    fields = OLD_COMMON_FIELDS + OLD_METHOD_FIELDS[method] + (("public_fraction",) if cfg.transfer == "public" else ())
+    fields = COMMON + METHOD_FIELDS[method] + (("public_fraction",) if cfg.transfer == "public" else ())
     if method == "tuned" and cfg.selection == "transfer":
         fields += ("val_fraction",)
-    if cfg.val_size:
+    if cfg.val_size and "val_size" not in fields:
         fields += ("val_size",)
     return {"scenario": scenario, "method": method, "scale": cfg.scale, **{k: full[k] for k in fields}}
 
@@ -50,21 +54,33 @@ def old_run_config(cfg: StudyConfig, scenario: str, method: str, seed: int) -> d
         {},
         {"transfer": "public", "public_fraction": 0.3},
         {"selection": "transfer", "val_fraction": 0.3},
-        {"val_size": 0, "selection": "transfer", "transfer": "union"},
+        {"val_size": 0, "selection": "transfer", "transfer": "union", "epoch_selection": "last"},
         {"temperature": 2.0, "alpha": 0.9, "dp_variant": "unsupervised", "tuning_search": "grid"},
     ],
 )
 @pytest.mark.parametrize("scale", ["smoke", "full", "paper"])
-def test_the_five_methods_keep_their_run_keys(scale: str, changes: dict) -> None:
+def test_every_method_has_the_run_key_its_entry_declares(scale: str, changes: dict) -> None:
     cfg = scale_config(scale, **changes)
-    assert METHODS == tuple(OLD_METHOD_FIELDS) == cfg.methods
-    for method in OLD_METHOD_FIELDS:
+    assert METHODS == tuple(METHOD_FIELDS) == cfg.methods
+    for method in METHOD_FIELDS:
         for seed in (cfg.seed, cfg.seed + 1):
-            new = run_config(cfg, "dirichlet:0.1", method, seed=seed)
-            old = old_run_config(cfg, "dirichlet:0.1", method, seed)
-            assert new == old
-            assert list(new) == list(old)  # same field order in the stored record too
-            assert run_key("distill", new) == run_key("distill", old)
+            assert run_config(cfg, "dirichlet:0.1", method, seed=seed) == expected_run_config(
+                cfg, "dirichlet:0.1", method, seed
+            )
+
+
+def test_a_change_of_protocol_or_of_dp_settings_changes_exactly_the_runs_it_decides() -> None:
+    cfg = scale_config("full")
+    keys = {m: run_key("distill", run_config(cfg, "iid", m)) for m in METHOD_FIELDS}
+    last = scale_config("full", epoch_selection="last")
+    assert all(run_key("distill", run_config(last, "iid", m)) != keys[m] for m in METHOD_FIELDS)
+    reference_dp = scale_config("full", dp_temperature=4.0, dp_alpha=0.5)
+    changed = {m for m in METHOD_FIELDS if run_key("distill", run_config(reference_dp, "iid", m)) != keys[m]}
+    assert changed == {"dp"}
+    shared = scale_config("full", temperature=2.0)
+    changed = {m for m in METHOD_FIELDS if run_key("distill", run_config(shared, "iid", m)) != keys[m]}
+    assert changed == {"standard", "dp_shared"}
+    assert cfg.dp_temperature == 1.0 and cfg.dp_alpha == 1.0  # FantasticGains' kl_dp_dist.yaml
 
 
 def test_labels_come_from_the_registry() -> None:

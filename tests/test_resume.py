@@ -20,11 +20,12 @@ import pytest
 from safetensors import safe_open
 
 from kdlib.checkpoints import load_checkpoint, save_checkpoint
+from kdlib.methods import method_names
 from kdlib.models import build_model
 from kdlib.paths import PROJECT_ROOT
 
 SCENARIOS = ("iid", "disjoint")
-METHODS = ("finetune", "standard", "tuned", "dml", "dp")
+METHODS = method_names()  # every registered method: the study runs them all by default
 STUDY = [
     sys.executable, "-m", "kdlib", "study", "--scale", "smoke", "--dataset", "digits",
     "--set", "teacher_model=mlp", "--set", "student_model=mlp", "--set", f"scenarios={','.join(SCENARIOS)}",

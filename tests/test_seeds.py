@@ -56,8 +56,9 @@ def test_seeds_must_be_a_positive_count() -> None:
             scale_config("smoke", seeds=bad)
 
 
-def test_full_and_paper_run_three_seeds() -> None:
-    assert scale_config("full").seeds == scale_config("paper").seeds == 3
+def test_full_runs_ten_seeds_and_paper_three() -> None:
+    assert scale_config("full").seeds == 10
+    assert scale_config("paper").seeds == 3
 
 
 def test_an_interrupted_multi_seed_study_resumes_with_only_the_missing_jobs(
