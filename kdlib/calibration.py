@@ -29,6 +29,25 @@ def agreement(logits: torch.Tensor, other: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == other.argmax(dim=1)).float().mean())
 
 
+def reliability_bins(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = ECE_BINS) -> dict[str, list]:
+    """Per equal-width bin of top-class confidence: the sample count, the accuracy and the mean confidence (NaN
+    for an empty bin), the data of a reliability diagram; ``sum(count * |accuracy - confidence|) / n`` is the ECE."""
+    probs = torch.softmax(logits.float(), dim=1)
+    confidence, predicted = probs.max(dim=1)
+    correct = (predicted == labels.long()).float()
+    index = torch.clamp(torch.ceil(confidence * n_bins).long() - 1, 0, n_bins - 1)  # bins (k/n, (k+1)/n]
+    count = torch.bincount(index, minlength=n_bins).float()
+    safe = count.clamp(min=1)
+    accuracy = torch.bincount(index, weights=correct, minlength=n_bins) / safe
+    mean_confidence = torch.bincount(index, weights=confidence, minlength=n_bins) / safe
+    empty = count == 0
+    return {
+        "count": count.long().tolist(),
+        "accuracy": accuracy.masked_fill(empty, float("nan")).tolist(),
+        "confidence": mean_confidence.masked_fill(empty, float("nan")).tolist(),
+    }
+
+
 def calibration_metrics(
     before: torch.Tensor, after: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor
 ) -> dict[str, float]:

@@ -16,7 +16,7 @@ from functools import cached_property
 import pandas as pd
 import torch
 
-from kdlib.calibration import calibration_metrics
+from kdlib.calibration import calibration_metrics, reliability_bins
 from kdlib.config import StudyConfig
 from kdlib.cost import model_cost
 from kdlib.data import Dataset, Subsample, load_dataset
@@ -226,6 +226,10 @@ class Study:
             curves=outcome.history,
             grid=grid,
             parties={"teacher": teacher_meta, "student": student_meta},
+            reliability={
+                "before": reliability_bins(before, data.y_test),
+                "after": reliability_bins(after, data.y_test),
+            },
             wall_s=round(time.perf_counter() - started, 3),
             description=data.description,
         )

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import kdlib.epoch_selection as epoch_selection
-from kdlib.calibration import agreement, expected_calibration_error, negative_log_likelihood
+from kdlib.calibration import agreement, expected_calibration_error, negative_log_likelihood, reliability_bins
 from kdlib.config import scale_config
 from kdlib.cost import model_cost, parameter_count, serialized_bytes
 from kdlib.epoch_selection import EpochSelection
@@ -36,6 +36,20 @@ def test_ece_averages_within_a_shared_bin_before_taking_the_gap() -> None:
     probs = torch.tensor([[0.61, 0.39], [0.62, 0.38]])
     labels = torch.tensor([0, 1])
     assert expected_calibration_error(probs.log(), labels) == pytest.approx(abs(0.5 - 0.615), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_reliability_bins_give_back_the_ece(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(400, 10, generator=generator)
+    labels = torch.randint(0, 10, (400,), generator=generator)
+    bins = reliability_bins(logits, labels)
+    assert sum(bins["count"]) == 400 and len(bins["count"]) == 15
+    ece = (
+        sum(c * abs(a - f) for c, a, f in zip(bins["count"], bins["accuracy"], bins["confidence"], strict=True) if c)
+        / 400
+    )
+    assert ece == pytest.approx(expected_calibration_error(logits, labels), abs=1e-5)
 
 
 def test_nll_and_agreement_by_hand() -> None:
@@ -123,7 +137,12 @@ def _choices(tmp_path: Path, scramble_test: bool | str) -> dict[str, tuple]:
         study._datasets[0] = replace(data, x_test=data.x_test.flip(0), y_test=y)
     out = {}
     for method in GUARD_METHODS:
-        m = study.run("dirichlet:0.3", method)["metrics"]
+        record = study.run("dirichlet:0.3", method)
+        m = record["metrics"]
+        beyond_accuracy = {"ece_before", "ece_after", "nll_after", "agreement_after", "params", "size_bytes",
+                           "latency_b1_ms", "latency_b64_ms", "val_gain", "chosen_epoch"}  # fmt: skip
+        assert beyond_accuracy <= set(m) and sum(record["reliability"]["after"]["count"]) == len(data.y_test)
+        assert record["env"]["git"] and isinstance(record["env"]["dirty"], bool)
         out[method] = (m["chosen_epoch"], m.get("best_temperature"), m.get("best_alpha"))
     return out
 
