@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,12 +22,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.legend import Legend
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from kdlib.errors import KDConfigError
-from kdlib.methods import method_label, method_labels
+from kdlib.methods import method_label, method_labels, method_names
 from kdlib.paths import figures_dir, user_folder
-from kdlib.stats import t_errorbar
+from kdlib.stats import bootstrap_interval, drawing_note, draws_interval, mean_interval
 
 
 def __getattr__(name: str) -> object:
@@ -101,12 +104,24 @@ def widen_for_legend(fig: plt.Figure, legend: Legend) -> None:
     fig.set_figwidth(fig.get_figwidth() + width + 0.2)
 
 
-def _finish(fig: plt.Figure, title: str, caption: str) -> plt.Figure:
+NOTE_LINE_IN = 0.14  # 8-point lines are about 0.14 inch apart
+
+
+def finish_figure(fig: plt.Figure, title: str, caption: str, note: str = "") -> plt.Figure:
+    """Mark the zero bars, set the title, write the caption at the bottom (grey) and, above it, ``note`` (black: what
+    the figure draws, where a legend cannot say it); the figure grows by the note's height so the axes keep theirs."""
     mark_zero_bars(fig)
     fig.suptitle(title, fontsize=12)
     lines = caption_lines(caption, fig.get_figwidth())
+    note_lines = caption_lines(note, fig.get_figwidth()) if note else []
+    if note_lines:
+        fig.set_figheight(fig.get_figheight() + NOTE_LINE_IN * len(note_lines) + 0.05)
+    height = fig.get_figheight()
     fig.text(0.5, 0.005, "\n".join(lines), ha="center", va="bottom", fontsize=8, color="dimgray")
-    bottom = min(0.35, (0.02 + 0.14 * len(lines)) / fig.get_figheight())  # 8-point lines are ~0.14 inch apart
+    caption_top = (0.02 + NOTE_LINE_IN * len(lines)) / height
+    if note_lines:
+        fig.text(0.5, caption_top, "\n".join(note_lines), ha="center", va="bottom", fontsize=8)
+    bottom = min(0.45, caption_top + (NOTE_LINE_IN * len(note_lines) + 0.03 * bool(note_lines)) / height)
     fig.tight_layout(rect=(0, bottom, 1, 0.97))
     _keep_figure_legends_off_the_axes(fig, (0, bottom, 1, 0.97))
     return fig
@@ -166,7 +181,7 @@ def plot_partition_heatmaps(counts: dict[str, np.ndarray], class_names: Sequence
         ax.set_xlabel("class")
         ax.tick_params(axis="x", labelrotation=90, labelsize=7)
         ax.tick_params(axis="y", labelrotation=0)  # seaborn draws row labels upright: on short rows they overlap
-    return _finish(fig, "Who holds which classes: images per party and class", caption)
+    return finish_figure(fig, "Who holds which classes: images per party and class", caption)
 
 
 def plot_heterogeneity(values: dict[str, float], caption: str) -> plt.Figure:
@@ -176,162 +191,504 @@ def plot_heterogeneity(values: dict[str, float], caption: str) -> plt.Figure:
     ax.set_ylabel("heterogeneity (TV distance, 0-1)")
     ax.set_xlabel("scenario")
     ax.set_ylim(0, 1.05)
-    return _finish(fig, "Label skew of each scenario", caption)
+    return finish_figure(fig, "Label skew of each scenario", caption)
+
+
+# ---------------------------------------------------------------------------- seeds: points or intervals
+
+WEAKER_TEACHER = "weaker_teacher"
+"""The column of a frame that marks a run whose teacher scored below the student before distillation."""
+WEAKER_TEACHER_LABEL = "a seed whose teacher is weaker than the student"
+INTERVAL_COLOR = "0.15"
+SEED_POINT = {"marker": "o", "s": 18, "facecolor": "white", "edgecolor": "black", "linewidths": 0.8}
+WEAK_POINT = {"marker": "v", "s": 26, "facecolor": "black", "edgecolor": "black", "linewidths": 0.8}
+LEGEND_WIDTH = 26  # characters per line of a legend entry that explains the drawing
+
+
+def weaker_teacher(frame: pd.DataFrame) -> pd.Series:
+    """Per run: whether its teacher's test accuracy is below the student's before distillation (``teacher_acc <
+    acc_before``, metrics of ``kdlib.metrics.distillation_metrics``). Such a seed is another regime (KD pulls the
+    student towards a weaker model), which a mean over seeds hides: figures mark it. A ``weaker_teacher`` column
+    already in the frame is taken as it is; without either, no run is marked."""
+    if WEAKER_TEACHER in frame:
+        return frame[WEAKER_TEACHER].astype("boolean").fillna(False).astype(bool)
+    if {"teacher_acc", "acc_before"} <= set(frame.columns):
+        return (frame["teacher_acc"] < frame["acc_before"]).astype(bool)
+    return pd.Series(False, index=frame.index)
+
+
+def _wrapped(label: str) -> str:
+    return "\n".join(textwrap.wrap(label, LEGEND_WIDTH, break_on_hyphens=False))
+
+
+@dataclass(frozen=True)
+class SeedView:
+    """How a figure shows its seeds, decided once for all of its bars (or curves): ``n_min``-``n_max`` seeds per
+    bar; with at least ``kdlib.stats.MIN_SEEDS_FOR_INTERVAL`` on every bar, the mean's 95% interval (``bounded``:
+    shares in [0, 1], the percentile bootstrap, which stays within them; otherwise the t-interval), else each seed as
+    a point and no interval. ``weak``: some run has a teacher weaker than the student; its seeds are drawn too
+    (with their own marker) whatever the count, so that both regimes show."""
+
+    n_min: int
+    n_max: int
+    bounded: bool = False
+    weak: bool = False
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, by: Sequence[str], values: Sequence[str], bounded: bool = False) -> SeedView:
+        """The view of ``frame`` (one row per run) whose bars are the groups of ``by``, one bar per column of
+        ``values`` (its non-missing values are the bar's seeds)."""
+        counts = [int(c) for value in values for c in frame.groupby(list(by), sort=False)[value].count() if c > 0]
+        return cls(min(counts, default=0), max(counts, default=0), bounded, bool(weaker_teacher(frame).any()))
+
+    @property
+    def intervals(self) -> bool:
+        """Whether the mean's interval is drawn (enough seeds on every bar)."""
+        return draws_interval(self.n_min)
+
+    @property
+    def points(self) -> bool:
+        """Whether each seed is drawn as a point (few seeds, or two regimes to show)."""
+        return (self.n_max > 1 and not self.intervals) or self.weak
+
+    @property
+    def note(self) -> str:
+        """What is drawn, e.g. "each point one seed (2 seeds), no interval" (``kdlib.stats.drawing_note``)."""
+        return drawing_note(self.n_min, self.n_max, bounded=self.bounded)
+
+    def interval(self, values: Iterable[float]) -> tuple[float, float]:
+        """``(low, high)`` of the mean of ``values``: the percentile bootstrap for shares, else the t-interval."""
+        if self.bounded:
+            return bootstrap_interval(values)
+        found = mean_interval(values)
+        return found.low, found.high
+
+    def legend_handles(self) -> list[Line2D]:
+        """Legend entries that say what is drawn: the interval or the points, and the weak-teacher marker."""
+        point = {"marker": "o", "markerfacecolor": "white", "markeredgecolor": "black", "linestyle": ""}
+        handles = []
+        if self.intervals:
+            handles.append(Line2D([], [], color=INTERVAL_COLOR, marker="|", markersize=10, linestyle="",
+                                  label=_wrapped(self.note)))  # fmt: skip
+            if self.points:
+                handles.append(Line2D([], [], **point, label="one seed"))
+        elif self.n_max > 1:
+            handles.append(Line2D([], [], **point, label=_wrapped(f"bar: mean; {self.note}")))
+        else:
+            handles.append(Line2D([], [], linestyle="", label=_wrapped(self.note)))
+        if self.weak:
+            weak = _wrapped(WEAKER_TEACHER_LABEL)
+            handles.append(Line2D([], [], marker="v", color="black", linestyle="", label=weak))
+        return handles
+
+
+@dataclass(frozen=True)
+class Bars:
+    """What ``draw_seed_bars`` draws: the mean of column ``y`` per group of column ``x`` (a tick each) and value
+    of column ``hue`` (a bar each, side by side). Orders default to first appearance; ``palette``: hue -> colour."""
+
+    x: str
+    y: str
+    hue: str
+    order: Sequence[Any] | None = None
+    hue_order: Sequence[Any] | None = None
+    palette: dict[Any, Any] | None = None
+
+    def orders(self, data: pd.DataFrame) -> tuple[list[Any], list[Any]]:
+        order = list(self.order) if self.order is not None else list(dict.fromkeys(data[self.x]))
+        hues = list(self.hue_order) if self.hue_order is not None else list(dict.fromkeys(data[self.hue]))
+        return order, hues
+
+
+def draw_seed_bars(ax: plt.Axes, data: pd.DataFrame, bars: Bars, view: SeedView) -> None:
+    """Bars of the mean over seeds, and over them, as ``view`` says, the mean's interval or each seed as a point (a
+    white circle; a black triangle for a seed whose teacher is weaker than the student, ``weaker_teacher``). The
+    points of a bar are spread across it in seed order (no random jitter: the same figure every time). Missing
+    values are left out; a bar with none is not drawn. ``data``: one row per run (and seed)."""
+    data = data.reset_index(drop=True)
+    weak = weaker_teacher(data).to_numpy(bool)
+    order, hues = bars.orders(data)
+    palette = bars.palette or dict(zip(hues, sns.color_palette(n_colors=len(hues)), strict=True))
+    width = 0.8 / max(1, len(hues))
+    for j, hue in enumerate(hues):
+        label = str(hue)
+        for i, group in enumerate(order):
+            part = data[(data[bars.x] == group) & (data[bars.hue] == hue) & data[bars.y].notna()]
+            if part.empty:
+                continue
+            if "seed" in part:
+                part = part.sort_values("seed", kind="stable")
+            values = part[bars.y].to_numpy(float)
+            center = i - 0.4 + width * (j + 0.5)
+            ax.bar(center, values.mean(), width, color=palette[hue], label=label, zorder=2)
+            label = "_nolegend_"
+            if view.intervals and len(values) > 1:
+                _draw_interval(ax, center, view.interval(values), width)
+            if view.points:
+                spread = np.linspace(-0.3, 0.3, len(values)) * width if len(values) > 1 else np.zeros(1)
+                _draw_seeds(ax, center + spread, values, weak[part.index.to_numpy()], view.intervals)
+    ax.set_xticks(range(len(order)), [str(g) for g in order])
+    ax.set_xlim(-0.5, len(order) - 0.5)
+
+
+def _draw_interval(ax: plt.Axes, x: float, bounds: tuple[float, float], width: float) -> None:
+    low, high = bounds
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return
+    cap = 0.2 * width
+    ax.plot([x, x], [low, high], color=INTERVAL_COLOR, linewidth=1.5, zorder=3)
+    for end in (low, high):
+        ax.plot([x - cap, x + cap], [end, end], color=INTERVAL_COLOR, linewidth=1.5, zorder=3)
+
+
+def _draw_seeds(ax: plt.Axes, xs: np.ndarray, ys: np.ndarray, weak: np.ndarray, faint: bool) -> None:
+    if (~weak).any():
+        ax.scatter(xs[~weak], ys[~weak], zorder=4, alpha=0.6 if faint else 1.0, **SEED_POINT)
+    if weak.any():
+        ax.scatter(xs[weak], ys[weak], zorder=5, **WEAK_POINT)
+
+
+def seed_legend(ax: plt.Axes, view: SeedView, **kwargs: Any) -> Legend:
+    """``legend_beside`` ``ax`` with the bars of every panel of its figure (once per label: a panel may lack some)
+    and the entries that say what ``view`` draws."""
+    found: dict[str, Any] = {}
+    for panel in ax.figure.axes:
+        for handle, label in zip(*panel.get_legend_handles_labels(), strict=True):
+            found.setdefault(label, handle)
+    return legend_beside(ax, handles=[*found.values(), *view.legend_handles()], **kwargs)
+
+
+def method_order(labels: Iterable[str]) -> list[str]:
+    """Method labels in the registry's order (``kdlib.methods.method_names``), labels of other names after."""
+    present = list(dict.fromkeys(labels))
+    registry = [method_label(name) for name in method_names()]
+    return [label for label in registry if label in present] + [label for label in present if label not in registry]
+
+
+def method_palette(labels: Iterable[str]) -> dict[str, Any]:
+    """One colour per method label, fixed by the method's place in the registry, so a method keeps its colour from
+    figure to figure; labels of unregistered names come after."""
+    present = list(dict.fromkeys(labels))
+    names = method_order([method_label(name) for name in method_names()] + present)
+    colors = sns.color_palette("tab10" if len(names) <= 10 else "husl", len(names))
+    return {label: colors[i] for i, label in enumerate(names) if label in present}
+
+
+def _method_bars(data: pd.DataFrame, x: str, y: str) -> Bars:
+    hues = method_order(data["method"])
+    return Bars(x, y, "method", hue_order=hues, palette=method_palette(hues))
+
+
+DIFFERENCES = ("gain", "val_gain")
+"""Metrics that are differences of accuracies (they may be negative): their interval is the t-interval."""
+
+
+def _is_share(frame: pd.DataFrame, column: str) -> bool:
+    """Whether a column holds shares (accuracies, flip rates) in [0, 1], not differences such as the gain."""
+    return column not in DIFFERENCES and bool(frame[column].dropna().between(0, 1).all())
+
+
+# ------------------------------------------------------------------------------------------------ figures
 
 
 def plot_party_accuracy(frame: pd.DataFrame, caption: str) -> plt.Figure:
-    """Pre-trained parties: accuracy (%) on own and unseen classes per scenario.
+    """Pre-trained parties: accuracy (%) on own and unseen classes per scenario, one panel per role.
 
-    ``frame`` columns: scenario, role (teacher/student), group (all/own/unseen), accuracy (in %).
+    ``frame`` columns: scenario, role (teacher/student), group (all/own/unseen), accuracy (in %); with a seed
+    column, one row per seed (each drawn as a point below ``kdlib.stats.MIN_SEEDS_FOR_INTERVAL`` seeds).
     """
-    grid = sns.catplot(
-        data=frame, x="scenario", y="accuracy", hue="group", col="role", kind="bar", height=3.2, aspect=1.4
-    )
-    grid.set_axis_labels("scenario", "test accuracy (%)")
-    for ax in grid.axes.flat:
+    roles = list(dict.fromkeys(frame["role"]))
+    view = SeedView.of(frame, ["scenario", "role", "group"], ["accuracy"], bounded=True)
+    bars = Bars("scenario", "accuracy", "group", list(dict.fromkeys(frame["scenario"])),
+                list(dict.fromkeys(frame["group"])))  # fmt: skip
+    fig, axes = plt.subplots(1, len(roles), figsize=(4.5 * len(roles), 3.4), squeeze=False, sharey=True)
+    for ax, role in zip(axes[0], roles, strict=True):
+        draw_seed_bars(ax, frame[frame["role"] == role], bars, view)
+        ax.set_title(f"role = {role}", fontsize=10)
+        ax.set_xlabel("scenario")
         ax.tick_params(axis="x", labelrotation=20)
-    return _finish(grid.figure, "Pre-trained parties: accuracy on their own vs. unseen classes", caption)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    seed_legend(axes[0][-1], view, fontsize=8, title="group", title_fontsize=8)
+    return finish_figure(fig, "Pre-trained parties: accuracy on their own vs. unseen classes", caption)
 
 
 def plot_method_gains(frame: pd.DataFrame, caption: str, metric: str = "gain", ylabel: str | None = None) -> plt.Figure:
-    """Bars of a distillation metric (in accuracy points) per scenario and method: the mean over seeds, with its
-    95% t-interval when there are several.
+    """Bars of a distillation metric (in accuracy points) per scenario and method: the mean over seeds with its 95%
+    t-interval from ``kdlib.stats.MIN_SEEDS_FOR_INTERVAL`` seeds on, each seed as a point below that; a seed whose
+    teacher is weaker than the student is marked (``weaker_teacher``). Methods are labelled and ordered by the
+    registry (``kdlib.methods``).
 
-    ``frame``: one row per run (and seed) with columns scenario, method and ``metric`` (a fraction; shown x100).
+    ``frame``: one row per run (and seed) with columns scenario, method and ``metric`` (a fraction; shown x100);
+    teacher_acc and acc_before mark the weak-teacher seeds.
     """
-    data = frame.assign(points=frame[metric] * 100, method=frame["method"].map(method_label))
+    data = frame.assign(points=frame[metric] * 100, method=frame["method"].map(method_label),
+                        **{WEAKER_TEACHER: weaker_teacher(frame)})  # fmt: skip
+    view = SeedView.of(data, ["scenario", "method"], ["points"], bounded=_is_share(frame, metric))
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    sns.barplot(data=data, x="scenario", y="points", hue="method", ax=ax, errorbar=t_errorbar, capsize=0.1)
+    draw_seed_bars(ax, data, _method_bars(data, "scenario", "points"), view)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel(ylabel or f"{metric.replace('_', ' ')} (accuracy points)")
     ax.set_xlabel("scenario")
-    legend_beside(ax, fontsize=8)
-    return _finish(fig, f"Student {metric.replace('_', ' ')} per method and scenario", caption)
+    seed_legend(ax, view, fontsize=8, title="method", title_fontsize=8)
+    return finish_figure(fig, f"Student {metric.replace('_', ' ')} per method and scenario", caption)
+
+
+FLIPS = {"knowledge_gain": "knowledge gained (wrong → right)", "knowledge_loss": "knowledge lost (right → wrong)"}
 
 
 def plot_knowledge_flips(frame: pd.DataFrame, caption: str) -> plt.Figure:
-    """Knowledge gained (wrong->right) and lost (right->wrong), in % of test images, per method and scenario."""
-    long = frame.melt(
-        id_vars=["scenario", "method"],
-        value_vars=["knowledge_gain", "knowledge_loss"],
-        var_name="flip",
-        value_name="share",
-    )
-    long["share"] *= 100
-    long["method"] = long["method"].map(method_label)
-    grid = sns.catplot(data=long, x="scenario", y="share", hue="method", col="flip", kind="bar", height=3.2, aspect=1.4,
-                       errorbar=t_errorbar, capsize=0.1)  # fmt: skip
-    grid.set_axis_labels("scenario", "test images flipped (%)")
-    return _finish(grid.figure, "Knowledge gained and forgotten by the student", caption)
+    """Knowledge gained (wrong->right) and lost (right->wrong), in % of test images, per method and scenario: rates
+    in [0, 1], so from ``kdlib.stats.MIN_SEEDS_FOR_INTERVAL`` seeds on their interval is the percentile bootstrap
+    over seeds (it stays within 0-100%); below that each seed is a point."""
+    data = frame.assign(method=frame["method"].map(method_label), **{WEAKER_TEACHER: weaker_teacher(frame)},
+                        **{column: 100 * frame[column] for column in FLIPS})  # fmt: skip
+    view = SeedView.of(data, ["scenario", "method"], list(FLIPS), bounded=True)
+    fig, axes = plt.subplots(1, len(FLIPS), figsize=(4.5 * len(FLIPS), 3.4), sharey=True)
+    for ax, (column, title) in zip(axes, FLIPS.items(), strict=True):
+        draw_seed_bars(ax, data, _method_bars(data, "scenario", column), view)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("scenario")
+    axes[0].set_ylabel("test images flipped (%)")
+    seed_legend(axes[-1], view, fontsize=8, title="method", title_fontsize=8)
+    return finish_figure(fig, "Knowledge gained and forgotten by the student", caption)
 
 
 def plot_own_unseen(frame: pd.DataFrame, caption: str) -> plt.Figure:
-    """Student accuracy (%) on its own and on its unseen classes, before vs. after, per method."""
+    """Student accuracy (%) on its own and on its unseen classes, before vs. after, per method (one row of panels
+    per scenario); seeds as in ``plot_method_gains``, with the bootstrap interval of accuracies."""
+    weak = weaker_teacher(frame)
     rows = []
-    for _, r in frame.iterrows():
+    for n, (index, r) in enumerate(frame.iterrows()):
         for group in ("own", "unseen"):
             for when in ("before", "after"):
                 rows.append(
                     {
                         "scenario": r["scenario"],
                         "method": method_label(r["method"]),
+                        "seed": r["seed"] if "seed" in frame else n,
                         "group": f"{group} classes",
                         "when": when,
                         "accuracy": 100 * r[f"{group}_{when}"],
+                        WEAKER_TEACHER: bool(weak[index]),
                     }
                 )
-    long = pd.DataFrame(rows).dropna()
-    grid = sns.catplot(
-        data=long,
-        x="method",
-        y="accuracy",
-        hue="when",
-        col="group",
-        row="scenario",
-        kind="bar",
-        height=2.4,
-        aspect=2.0,
-        sharey=False,
-    )
-    grid.set_axis_labels("", "test accuracy (%)")
-    sns.move_legend(grid, "upper right", bbox_to_anchor=(0.99, 0.99), ncol=2, frameon=False, title=None)
-    for ax in grid.axes.flat:
-        ax.tick_params(axis="x", labelrotation=15, labelsize=7)
-        if not ax.patches or all(np.isnan(p.get_height()) for p in ax.patches):
-            ax.set_yticks([])
-            ax.text(0.5, 0.5, "no unseen classes: the student has seen every class", transform=ax.transAxes,
-                    ha="center", va="center", fontsize=8, color="dimgray")  # fmt: skip
-    return _finish(grid.figure, "Own vs. unseen classes, before and after distillation", caption)
+    long = pd.DataFrame(rows)
+    view = SeedView.of(long, ["scenario", "method", "group", "when"], ["accuracy"], bounded=True)
+    scenarios, groups = list(dict.fromkeys(long["scenario"])), list(dict.fromkeys(long["group"]))
+    bars = Bars("method", "accuracy", "when", method_order(long["method"]), ["before", "after"])
+    fig, axes = plt.subplots(len(scenarios), len(groups), figsize=(4.8 * len(groups), 2.4 * len(scenarios) + 0.4),
+                             squeeze=False)  # fmt: skip
+    for row, scenario in zip(axes, scenarios, strict=True):
+        for ax, group in zip(row, groups, strict=True):
+            draw_seed_bars(ax, long[(long["scenario"] == scenario) & (long["group"] == group)], bars, view)
+            ax.set_title(f"scenario = {scenario} | group = {group}", fontsize=9)
+            ax.tick_params(axis="x", labelrotation=15, labelsize=7)
+            if not ax.patches:
+                ax.set_yticks([])
+                ax.text(0.5, 0.5, "no unseen classes: the student has seen every class", transform=ax.transAxes,
+                        ha="center", va="center", fontsize=8, color="dimgray")  # fmt: skip
+        row[0].set_ylabel("test accuracy (%)")
+    seed_legend(axes[0][-1], view, fontsize=8)
+    return finish_figure(fig, "Own vs. unseen classes, before and after distillation", caption)
 
 
 def plot_curves(records: list[dict], caption: str, key: str = "test_acc") -> plt.Figure:
-    """Student test accuracy (%) per distillation epoch, one line per method, one panel per scenario."""
+    """Student test accuracy (%) per distillation epoch, one line per method, one panel per scenario: from
+    ``kdlib.stats.MIN_SEEDS_FOR_INTERVAL`` seeds on, the mean with its percentile-bootstrap band (accuracies stay
+    within 0-100%); below that, one line per seed. Seeds whose teacher is weaker than the student are dashed."""
     rows = [
         {
             "scenario": r["config"]["scenario"],
             "method": method_label(r["config"]["method"]),
+            "seed": r["config"].get("seed", n),
             "epoch": c["epoch"],
             "accuracy": 100 * c[key],
+            WEAKER_TEACHER: bool(r.get("metrics", {}).get("teacher_acc", math.nan)
+                                 < r.get("metrics", {}).get("acc_before", math.nan)),
         }
-        for r in records
+        for n, r in enumerate(records)
         for c in r.get("curves") or []
         if key in c
-    ]
+    ]  # fmt: skip
     data = pd.DataFrame(rows)
-    grid = sns.relplot(
-        data=data,
-        x="epoch",
-        y="accuracy",
-        hue="method",
-        col="scenario",
-        kind="line",
-        marker="o",
-        errorbar=t_errorbar,  # a band: the 95% t-interval over seeds
-        height=2.8,
-        aspect=1.0,
-        col_wrap=min(5, data["scenario"].nunique()),
-    )
-    grid.set_axis_labels("distillation epoch", "student test accuracy (%)")
-    return _finish(grid.figure, "Learning curves of the student", caption)
+    view = SeedView.of(data, ["scenario", "method", "epoch"], ["accuracy"], bounded=True)
+    scenarios, methods = list(dict.fromkeys(data["scenario"])), method_order(data["method"])
+    palette = method_palette(methods)
+    ncols = min(5, len(scenarios))
+    nrows = math.ceil(len(scenarios) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.8 * ncols, 2.8 * nrows), squeeze=False, sharey=True)
+    for ax, scenario in zip(axes.flat, scenarios, strict=False):
+        for method in methods:
+            _draw_curve(ax, data[(data["scenario"] == scenario) & (data["method"] == method)], palette[method], view)
+        ax.set_title(f"scenario = {scenario}", fontsize=10)
+        ax.set_xlabel("distillation epoch")
+    for ax in axes.flat[len(scenarios) :]:
+        fig.delaxes(ax)
+    for row in axes:
+        row[0].set_ylabel("student test accuracy (%)")
+    handles = [Line2D([], [], color=palette[m], marker="o", markersize=3, label=m) for m in methods]
+    if view.intervals:
+        handles.append(Line2D([], [], color="gray", alpha=0.3, linewidth=6, label=_wrapped(f"line: {view.note}")))
+    else:
+        handles.append(Line2D([], [], linestyle="", label=_wrapped(view.note.replace("each point", "each line"))))
+    if view.weak:
+        handles.append(Line2D([], [], color="black", linestyle="--", label=_wrapped(f"dashed: {WEAKER_TEACHER_LABEL}")))
+    legend_beside(axes[0][-1], handles=handles, fontsize=8, title="method", title_fontsize=8)
+    return finish_figure(fig, "Learning curves of the student", caption)
 
 
-def plot_tuning_heatmaps(grids: dict[str, list[dict]], caption: str, value: str = "val_gain") -> plt.Figure:
-    """(T, alpha) heatmaps of a grid score (in points) per scenario; the chosen (best) cell is outlined."""
+def _draw_curve(ax: plt.Axes, part: pd.DataFrame, color: Any, view: SeedView) -> None:
+    """One method's curve in one panel: the mean and its band, or each seed's line (and the weak-teacher seeds)."""
+    if part.empty:
+        return
+    if view.intervals:
+        by_epoch = part.groupby("epoch")["accuracy"]
+        epochs = sorted(by_epoch.groups)
+        bands = np.array([view.interval(by_epoch.get_group(e)) for e in epochs])
+        ax.fill_between(epochs, bands[:, 0], bands[:, 1], color=color, alpha=0.2, linewidth=0)
+        ax.plot(epochs, by_epoch.mean().loc[epochs], color=color, marker="o", markersize=3)
+    for _, line in part.groupby("seed", sort=True):
+        weak = bool(line[WEAKER_TEACHER].iloc[0])
+        if view.intervals and not weak:
+            continue
+        line = line.sort_values("epoch")
+        ax.plot(line["epoch"], line["accuracy"], color=color, linestyle="--" if weak else "-",
+                marker=None if view.intervals else "o", markersize=3, linewidth=1.0)  # fmt: skip
+
+
+def tuning_grids(records: Iterable[dict]) -> tuple[dict[str, list[dict]], dict[str, list[tuple[float, float]]]]:
+    """From tuned KD's records: per scenario, every seed's grid rows (each with its ``seed``) and the (T, alpha)
+    each seed chose (``best_temperature``, ``best_alpha``), for ``plot_tuning_heatmaps(grids, caption,
+    chosen=chosen)``."""
+    grids: dict[str, list[dict]] = {}
+    chosen: dict[str, list[tuple[float, float]]] = {}
+    for record in sorted(records, key=lambda r: r["config"].get("seed", 0)):
+        if not record.get("grid"):
+            continue
+        scenario, seed = record["config"]["scenario"], record["config"].get("seed", 0)
+        grids.setdefault(scenario, []).extend({**row, "seed": seed} for row in record["grid"])
+        metrics = record.get("metrics", {})
+        if "best_temperature" in metrics and "best_alpha" in metrics:
+            chosen.setdefault(scenario, []).append((metrics["best_temperature"], metrics["best_alpha"]))
+    return grids, chosen
+
+
+def chosen_point(rows: Sequence[dict]) -> tuple[float, float]:
+    """The (T, alpha) a search chose from its rows, as the search does: the highest ``val_acc``; with successive
+    halving (rows with a ``rung``) only among the points of the last rung, ties to the lower ``val_loss`` (5
+    decimals), then to the earlier grid point; without rungs, ties to the earlier point."""
+    last = max((row.get("rung", 0) for row in rows), default=0)
+    halving = any("rung" in row for row in rows)
+    finalists = [(i, row) for i, row in enumerate(rows) if row.get("rung", 0) == last]
+
+    def rank(item: tuple[int, dict]) -> tuple[float, float, int]:
+        i, row = item
+        loss = round(row.get("val_loss", 0.0), 5) if halving else 0.0
+        return -row["val_acc"], loss, i
+
+    best = min(finalists, key=rank)[1]
+    return best["temperature"], best["alpha"]
+
+
+def _rung_labels(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """Per (T, alpha) cell: where the cell's score (of some seed) comes from an early rung of successive halving,
+    the share of the training steps it was scored after ("25%", or "25/100%" over seeds), else ""; None without
+    rungs (a full grid search: every cell scored after all the steps)."""
+    if "rung" not in frame:
+        return None
+    last = frame["rung"].max()
+
+    def label(part: pd.DataFrame) -> str:
+        if (part["rung"] == last).all():
+            return ""
+        if "budget" in part:
+            return "/".join(f"{100 * b:.0f}" for b in sorted(set(part["budget"]))) + "%"
+        return "rung " + "/".join(str(int(r)) for r in sorted(set(part["rung"])))
+
+    cells = {key: label(part) for key, part in frame.groupby(["temperature", "alpha"])}
+    return pd.Series(cells).unstack()
+
+
+def plot_tuning_heatmaps(
+    grids: dict[str, list[dict]],
+    caption: str,
+    value: str = "val_gain",
+    chosen: dict[str, Sequence[tuple[float, float]]] | None = None,
+) -> plt.Figure:
+    """(T, alpha) heatmaps of a grid score on the validation split (in points) per scenario, with the point tuned
+    KD chose outlined.
+
+    ``grids``: per scenario, the rows of one seed's search (a record's ``grid``), or of several seeds, each row with
+    its ``seed`` (``tuning_grids``): the cells then show the mean over seeds, and the outline marks the point chosen
+    on most seeds (ties: the earlier grid point), "chosen on k of n seeds" in the panel's title; it need not be the
+    best mean. ``chosen``: per scenario, the (T, alpha) each seed chose (its record's ``best_temperature``,
+    ``best_alpha``); without it, the choice is read off the rows (``chosen_point``). Successive halving scores a
+    point dropped early at its rung: such a cell shows the share of the training steps behind its score, and the
+    choice is made among the last rung's points, so an early cell can show a higher score than the outlined one.
+    """
     n = len(grids)
     fig, axes = plt.subplots(1, n, figsize=(3.3 * n + 0.8, 3.2), squeeze=False)
+    seeds_seen, halving = set(), False
     for ax, (label, rows) in zip(axes[0], grids.items(), strict=True):
         frame = pd.DataFrame(rows)
-        table = frame.pivot_table(index="temperature", columns="alpha", values=value) * 100
-        sns.heatmap(
-            table,
-            ax=ax,
-            annot=True,
-            fmt=".1f",
-            cmap="RdBu",
-            center=0,
-            annot_kws={"fontsize": 7},
-            cbar_kws={"label": f"{value.replace('_', ' ')} (points)"},
-        )
-        finalists = frame[frame["rung"] == frame["rung"].max()] if "rung" in frame else frame  # halving: last rung
-        best = finalists.loc[finalists["val_acc"].idxmax()]
-        i, j = list(table.index).index(best["temperature"]), list(table.columns).index(best["alpha"])
+        if "seed" not in frame:
+            frame["seed"] = 0
+        table = frame.pivot_table(index="temperature", columns="alpha", values=value, aggfunc="mean") * 100
+        rungs = _rung_labels(frame)
+        text = table.map(lambda v: f"{v:.1f}")
+        if rungs is not None:
+            halving = True
+            rungs = rungs.reindex(index=table.index, columns=table.columns).fillna("")
+            text = text.where(rungs == "", text + "\n" + rungs)
+        sns.heatmap(table, ax=ax, annot=text, fmt="", cmap="RdBu", center=0, annot_kws={"fontsize": 6.5},
+                    cbar_kws={"label": f"{value.replace('_', ' ')} (points)"})  # fmt: skip
+        picks = list(chosen[label]) if chosen and label in chosen else [
+            chosen_point(part.to_dict("records")) for _, part in frame.groupby("seed", sort=False)
+        ]  # fmt: skip
+        counts = Counter(picks)
+        grid_order = list(dict.fromkeys(zip(frame["temperature"], frame["alpha"], strict=True)))
+        top = max(counts.values())
+        best = next(p for p in [*grid_order, *counts] if counts.get(p) == top)
+        i, j = list(table.index).index(best[0]), list(table.columns).index(best[1])
         ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, edgecolor="black", linewidth=2))
-        ax.set_title(label, fontsize=10)
+        seeds_seen.add(len(picks))
+        title = label if len(picks) == 1 else f"{label}\noutlined: chosen on {top} of {len(picks)} seeds"
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("alpha (weight of the KD term)")
         ax.set_ylabel("temperature T")
-    return _finish(fig, "Tuned KD: the (T, alpha) grid, chosen cell outlined (by validation accuracy)", caption)
+    return finish_figure(fig, "Tuned KD: the (T, α) grid", caption, _tuning_note(value, max(seeds_seen, default=1), halving))
+
+
+def _tuning_note(value: str, n_seeds: int, halving: bool) -> str:
+    what = f"{value.replace('_', ' ')} on the validation split"
+    if n_seeds > 1:
+        cells = (f"Cells: {what}, mean of {n_seeds} seeds. Outlined: the (T, α) tuned KD chose on most seeds (ties:"
+                 " the earlier grid point); it need not be the best mean.")  # fmt: skip
+    else:
+        cells = f"Cells: {what}, one seed. Outlined: the (T, α) tuned KD chose (the best validation accuracy"
+        cells += " at the last rung)." if halving else ")."
+    if not halving:
+        return cells + " Every cell was scored after all the training steps (full grid search)."
+    return (cells + " Successive halving: a cell with a % was dropped early and scored after that share of the"
+            " training steps; the others after all of them, and the choice is among those.")  # fmt: skip
 
 
 def plot_routing(frame: pd.DataFrame, caption: str) -> plt.Figure:
-    """Data-partitioning KD: share of transfer samples distilled from the teacher vs. the frozen student."""
-    data = frame.assign(teacher=100 * frame["routing_teacher_0"], student=100 * frame["routing_initial_student"])
-    long = data.melt(id_vars=["scenario"], value_vars=["teacher", "student"], var_name="source", value_name="share")
+    """Data-partitioning KD: share of transfer samples distilled from the teacher vs. the frozen student (shares: the
+    percentile-bootstrap interval over seeds from ``kdlib.stats.MIN_SEEDS_FOR_INTERVAL`` seeds on, which stays
+    within 0-100%; each seed a point below that)."""
+    data = frame.assign(teacher=100 * frame["routing_teacher_0"], student=100 * frame["routing_initial_student"],
+                        **{WEAKER_TEACHER: weaker_teacher(frame)})  # fmt: skip
+    view = SeedView.of(data, ["scenario"], ["teacher", "student"], bounded=True)
+    ids = [c for c in ("scenario", "seed", WEAKER_TEACHER) if c in data]
+    long = data.melt(id_vars=ids, value_vars=["teacher", "student"], var_name="source", value_name="share")
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    sns.barplot(data=long, x="scenario", y="share", hue="source", ax=ax, errorbar=t_errorbar, capsize=0.1)
+    draw_seed_bars(ax, long, Bars("scenario", "share", "source"), view)
     ax.set_ylabel("transfer samples routed (%)")
     ax.set_xlabel("scenario")
-    legend_beside(ax, fontsize=8, title="source", title_fontsize=8)
-    return _finish(fig, "Data-partitioning KD: which model teaches which samples", caption)
+    ax.set_ylim(0, 105)
+    seed_legend(ax, view, fontsize=8, title="source", title_fontsize=8)
+    return finish_figure(fig, "Data-partitioning KD: which model teaches which samples", caption)
 
 
 TRANSFER_LABELS = {"student": "student's own data", "union": "both parties' data", "public": "public split"}
@@ -339,32 +696,35 @@ TRANSFER_LABELS = {"student": "student's own data", "union": "both parties' data
 
 def plot_routing_by_transfer(frame: pd.DataFrame, caption: str) -> plt.Figure:
     """Data-partitioning KD under each transfer set: % of samples distilled from the teacher, one bar group per
-    transfer set and one bar per scenario (mean over seeds, 95% t-interval).
+    transfer set and one bar per scenario (seeds and intervals as in ``plot_routing``).
 
     ``frame``: DP-KD runs with columns transfer, scenario and routing_teacher_0 (a fraction).
     """
-    data = frame.assign(teacher=100 * frame["routing_teacher_0"], transfer=frame["transfer"].map(TRANSFER_LABELS))
+    data = frame.assign(teacher=100 * frame["routing_teacher_0"], transfer=frame["transfer"].map(TRANSFER_LABELS),
+                        **{WEAKER_TEACHER: weaker_teacher(frame)})  # fmt: skip
+    view = SeedView.of(data, ["transfer", "scenario"], ["teacher"], bounded=True)
+    order = [label for label in TRANSFER_LABELS.values() if label in set(data["transfer"])]
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    order = [TRANSFER_LABELS[t] for t in TRANSFER_LABELS if TRANSFER_LABELS[t] in set(data["transfer"])]
-    sns.barplot(data=data, x="transfer", y="teacher", hue="scenario", order=order, ax=ax, errorbar=t_errorbar,
-                capsize=0.1)  # fmt: skip
+    draw_seed_bars(ax, data, Bars("transfer", "teacher", "scenario", order), view)
     ax.set_ylabel("samples taught by the teacher (%)")
     ax.set_xlabel("transfer set")
     ax.set_ylim(0, 105)
-    legend_beside(ax, fontsize=8, title="scenario", title_fontsize=8)
-    return _finish(fig, "Data-partitioning KD: the teacher's share under each transfer set", caption)
+    seed_legend(ax, view, fontsize=8, title="scenario", title_fontsize=8)
+    return finish_figure(fig, "Data-partitioning KD: the teacher's share under each transfer set", caption)
 
 
 def plot_selection_criteria(frame: pd.DataFrame, caption: str) -> plt.Figure:
     """Tuned KD's test gain (points) per scenario when (T, alpha) is chosen on the held-out split vs. on a split
-    of the transfer data (mean over seeds, 95% t-interval). ``frame``: tuned runs with a ``selection`` column."""
+    of the transfer data (seeds as in ``plot_method_gains``). ``frame``: tuned runs with a ``selection`` column."""
     labels = {"holdout": "held-out split (task's label mix)", "transfer": "split of the transfer data"}
-    data = frame.assign(points=100 * frame["gain"], criterion=frame["selection"].map(labels))
+    data = frame.assign(points=100 * frame["gain"], criterion=frame["selection"].map(labels),
+                        **{WEAKER_TEACHER: weaker_teacher(frame)})  # fmt: skip
+    view = SeedView.of(data, ["scenario", "criterion"], ["points"])
+    hues = [v for k, v in labels.items() if k in set(frame["selection"])]
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    sns.barplot(data=data, x="scenario", y="points", hue="criterion", ax=ax, errorbar=t_errorbar, capsize=0.1,
-                hue_order=[v for k, v in labels.items() if k in set(frame["selection"])])  # fmt: skip
+    draw_seed_bars(ax, data, Bars("scenario", "points", "criterion", hue_order=hues), view)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("tuned KD test gain (points)")
     ax.set_xlabel("scenario")
-    legend_beside(ax, fontsize=8, title="(T, α) chosen on", title_fontsize=8)
-    return _finish(fig, "Tuned KD: what each selection criterion gains on the test set", caption)
+    seed_legend(ax, view, fontsize=8, title="(T, α) chosen on", title_fontsize=8)
+    return finish_figure(fig, "Tuned KD: what each selection criterion gains on the test set", caption)

@@ -1,16 +1,21 @@
 """Figures of the federated study (notebook 07), in the style of ``kdlib.plots``: each function returns a Figure
-with a title and a caption naming the data set and scale; ``kdlib.plots.save_figure`` writes it."""
+with a title and a caption naming the data set and scale; ``kdlib.plots.save_figure`` writes it.
+
+Frames with a ``seed`` column hold several seeds (one row per seed); as in ``kdlib.plots``, fewer than
+``kdlib.stats.MIN_SEEDS_FOR_INTERVAL`` seeds are drawn one by one, never as an interval."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.lines import Line2D
 
 from kdlib.fl.config import START_LABELS, STARTS
-from kdlib.plots import _finish
+from kdlib.plots import Bars, SeedView, _wrapped, draw_seed_bars, finish_figure
 
 NOT_REACHED = "not reached"
 
@@ -28,22 +33,17 @@ def _ordered(values: Sequence[str], order: Sequence[str]) -> list[str]:
 
 def plot_fl_accuracy(curves: pd.DataFrame, caption: str, scenarios: Sequence[str] | None = None) -> plt.Figure:
     """Global test accuracy (%) per FedAvg round, one panel per scenario, one line per start; the scenario's
-    target dashed. ``curves``: columns scenario, start, round, accuracy (fraction), target (fraction)."""
+    target dashed. ``curves``: columns scenario, start, round, accuracy (fraction), target (fraction), and seed
+    where there are several: then each seed is a line (fewer than ``kdlib.stats.MIN_SEEDS_FOR_INTERVAL`` seeds), or
+    the mean is drawn with its percentile-bootstrap band (accuracies stay within 0-100%)."""
     names = _ordered(curves["scenario"], scenarios or [])
     colors = start_colors()
+    view = SeedView.of(curves, ["scenario", "start", "round"], ["accuracy"], bounded=True)
     fig, axes = plt.subplots(1, len(names), figsize=(3.8 * len(names) + 2.4, 3.4), squeeze=False, sharey=True)
     for ax, scenario in zip(axes[0], names, strict=True):
         part = curves[curves["scenario"] == scenario]
         for start in _ordered(part["start"], STARTS):
-            line = part[part["start"] == start].sort_values("round")
-            ax.plot(
-                line["round"],
-                100 * line["accuracy"],
-                marker="o",
-                markersize=3,
-                color=colors[start],
-                label=START_LABELS.get(start, start),
-            )
+            _draw_start(ax, part[part["start"] == start], colors[start], START_LABELS.get(start, start), view)
         target = part["target"].dropna()
         if len(target):
             ax.axhline(100 * target.iloc[0], color="black", linestyle="--", linewidth=1, label="target")
@@ -51,28 +51,56 @@ def plot_fl_accuracy(curves: pd.DataFrame, caption: str, scenarios: Sequence[str
         ax.set_xlabel("communication round (0 = start)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("global test accuracy (%)")
+    handles, _ = axes[0][-1].get_legend_handles_labels()
+    if view.n_max > 1:  # several seeds: say what the lines are
+        note = view.note.replace("each point", "each line")
+        handles.append(Line2D([], [], color="gray", alpha=0.3, linewidth=6, label=_wrapped(f"line: {note}"))
+                       if view.intervals else Line2D([], [], linestyle="", label=_wrapped(note)))  # fmt: skip
     # beside the last panel, not over it: the curves end at its lower right, where a legend inside would sit
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0, frameon=False)
-    return _finish(fig, "FedAvg from different starting models: accuracy per round", caption)
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0,
+                       frameon=False)  # fmt: skip
+    return finish_figure(fig, "FedAvg from different starting models: accuracy per round", caption)
+
+
+def _draw_start(ax: plt.Axes, part: pd.DataFrame, color: tuple, label: str, view: SeedView) -> None:
+    """One start's curve: its only run, each seed's line, or the mean over seeds with its band."""
+    by_round = part.groupby("round")["accuracy"]
+    rounds = sorted(by_round.groups)
+    if view.intervals:
+        bands = 100 * np.array([view.interval(by_round.get_group(r)) for r in rounds])
+        ax.fill_between(rounds, bands[:, 0], bands[:, 1], color=color, alpha=0.2, linewidth=0)
+    if view.intervals or "seed" not in part or part["seed"].nunique() <= 1:
+        ax.plot(rounds, 100 * by_round.mean().loc[rounds], marker="o", markersize=3, color=color, label=label)
+        return
+    for n, (_, line) in enumerate(part.groupby("seed", sort=True)):
+        line = line.sort_values("round")
+        ax.plot(line["round"], 100 * line["accuracy"], marker="o", markersize=2, linewidth=1, color=color,
+                label=label if n == 0 else "_nolegend_")  # fmt: skip
 
 
 def plot_rounds_to_target(summary: pd.DataFrame, caption: str, rounds: int) -> plt.Figure:
     """Rounds FedAvg needs to reach the target, per scenario and start; a start that never reached it within
     ``rounds`` rounds gets a hatched bar to the top, marked "not reached". Bars of the other starts carry their
-    reduction against the random start. ``summary``: ``kdlib.federated.round_reduction_summary``."""
+    reduction against the random start. ``summary``: ``kdlib.federated.round_reduction_summary``; with several rows
+    per scenario and start (seeds), the bar is the mean over the seeds that reached the target, each seed is a point
+    (a cross at the budget: not reached) and the label says how many reached it."""
     scenarios = list(dict.fromkeys(summary["scenario"]))
     starts = _ordered(summary["start"], STARTS)
     colors = start_colors()
     width = 0.8 / len(starts)
+    several = bool(summary.groupby(["scenario", "start"]).size().max() > 1) if len(summary) else False
     fig, ax = plt.subplots(figsize=(max(11.0, 2.4 * len(scenarios) + 2.4), 4.0))
     for j, start in enumerate(starts):
         for i, scenario in enumerate(scenarios):
-            row = summary[(summary["scenario"] == scenario) & (summary["start"] == start)]
-            if row.empty:
+            cell = summary[(summary["scenario"] == scenario) & (summary["start"] == start)]
+            if cell.empty:
                 continue
-            row = row.iloc[-1]
             x = i - 0.4 + width * (j + 0.5)
             label = START_LABELS.get(start, start) if i == 0 else None
+            if several:
+                _seed_rounds(ax, cell, x, (width, rounds), (colors[start], label))
+                continue
+            row = cell.iloc[-1]
             value = row["rounds_to_target"]
             if pd.isna(value):
                 ax.bar(x, rounds, width, color="white", edgecolor=colors[start], hatch="//", label=label)
@@ -90,7 +118,28 @@ def plot_rounds_to_target(summary: pd.DataFrame, caption: str, rounds: int) -> p
             ha="right")  # fmt: skip
     ax.legend(fontsize=7, ncols=len(starts), loc="upper center")
     title = "Communication rounds to reach the target (labels: rounds, and change against random init)"
-    return _finish(fig, title, caption)
+    if several:
+        title = "Communication rounds to reach the target (bars: mean over the seeds that reached it; points: seeds)"
+    return finish_figure(fig, title, caption)
+
+
+def _seed_rounds(ax: plt.Axes, cell: pd.DataFrame, x: float, size: tuple[float, int], style: tuple) -> None:
+    """One start's bar over seeds: the mean rounds of the seeds that reached the target (hatched to the budget when
+    none did), each seed as a point (a cross at the budget where it did not), and "k/n reached" above."""
+    (width, rounds), (color, label) = size, style
+    cell = cell.sort_values("seed") if "seed" in cell else cell
+    values = cell["rounds_to_target"].to_numpy(float)
+    reached = np.isfinite(values)
+    if reached.any():
+        ax.bar(x, max(float(values[reached].mean()), 0.15), width, color=color, label=label)
+    else:
+        ax.bar(x, rounds, width, color="white", edgecolor=color, hatch="//", label=label)
+    spread = np.linspace(-0.3, 0.3, len(values)) * width if len(values) > 1 else np.zeros(1)
+    ax.scatter(x + spread[reached], values[reached], marker="o", s=14, facecolor="white", edgecolor="black",
+               linewidths=0.8, zorder=4)  # fmt: skip
+    ax.scatter(x + spread[~reached], np.full((~reached).sum(), rounds), marker="x", s=18, color="black", zorder=4)
+    top = max(values[reached].max() if reached.any() else 0.0, rounds if (~reached).any() else 0.0)
+    ax.text(x, top + 0.2, f"{reached.sum()}/{len(values)}\nreached", ha="center", va="bottom", fontsize=7)
 
 
 def _bar_label(value: int, row: pd.Series, start: str) -> str:
@@ -111,23 +160,26 @@ def plot_fl_cost(summary: pd.DataFrame, caption: str) -> plt.Figure:
     palette = {START_LABELS[s]: c for s, c in start_colors().items()}
     scenarios = list(dict.fromkeys(summary["scenario"]))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    sns.barplot(data=data, x="scenario", y="mb_to_target", hue="label", order=scenarios, hue_order=order,
-                palette=palette, ax=axes[0])  # fmt: skip
+    views = [SeedView.of(data, ["scenario", "label"], ["mb_to_target"])]
+    draw_seed_bars(axes[0], data, Bars("scenario", "mb_to_target", "label", scenarios, order, palette), views[0])
     axes[0].set_ylabel("MB communicated to reach the target")
     missing = data[data["mb_to_target"].isna()]
     axes[0].set_title(f"{len(missing)} run(s) {NOT_REACHED}: no bar" if len(missing) else "", fontsize=8)
-    for _, row in missing.iterrows():  # say so where the bar would be, or the gap reads as a lost bar
-        x = scenarios.index(row["scenario"]) - 0.4 + 0.8 / len(order) * (order.index(row["label"]) + 0.5)
+    no_bar = data.groupby(["scenario", "label"])["mb_to_target"].count() == 0  # no seed of the cell reached it
+    for scenario, label in no_bar[no_bar].index:  # say so where the bar would be, or the gap reads as a lost bar
+        x = scenarios.index(scenario) - 0.4 + 0.8 / len(order) * (order.index(label) + 0.5)
         axes[0].text(x, 0, f" {NOT_REACHED}", rotation=90, ha="center", va="bottom", fontsize=7, color="dimgray")
     kd = data[data["start"].str.startswith("kd")]
     kd_order = [o for o in order if o in set(kd["label"])]
-    sns.barplot(data=kd, x="scenario", y="kd_wall_s", hue="label", order=scenarios, hue_order=kd_order,
-                palette=palette, ax=axes[1])  # fmt: skip
+    views.append(SeedView.of(kd, ["scenario", "label"], ["kd_wall_s"]))
+    draw_seed_bars(axes[1], kd, Bars("scenario", "kd_wall_s", "label", scenarios, kd_order, palette), views[1])
     per_round = (summary["fl_wall_s"] / summary["rounds"]).mean()
     axes[1].axhline(per_round, color="black", linestyle="--", linewidth=1, label="one FedAvg round (simulated)")
     axes[1].set_ylabel("KD phase wall time (s)")
-    for ax in axes:
+    for ax, view in zip(axes, views, strict=True):
         ax.set_xlabel("scenario")
         ax.set_ylim(0, ax.get_ylim()[1] * 1.45)  # headroom above the bars for the legend
-        ax.legend(fontsize=7, ncols=2, loc="upper center")
-    return _finish(fig, "What reaching the target costs: communication, and the KD phase's compute", caption)
+        handles, _ = ax.get_legend_handles_labels()
+        extra = view.legend_handles() if view.n_max > 1 else []  # several seeds: what the points or bars are
+        ax.legend(handles=handles + extra, fontsize=7, ncols=2, loc="upper center")
+    return finish_figure(fig, "What reaching the target costs: communication, and the KD phase's compute", caption)

@@ -196,3 +196,63 @@ def t_errorbar(values: Iterable[float]) -> tuple[float, float]:
     if not interval.has_interval:
         return interval.mean, interval.mean
     return interval.low, interval.high
+
+
+# ------------------------------------------------------------------------ what a figure draws of its seeds
+
+MIN_SEEDS_FOR_INTERVAL = 5
+"""Figures draw an interval only over at least this many seeds. With fewer, a t-interval is too wide to read (at 2
+seeds its half-width is 12.7 standard errors) and rests on a normality no one can check, so each seed is drawn as a
+point instead."""
+
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+def draws_interval(n_seeds: int) -> bool:
+    """Whether a figure over ``n_seeds`` seeds (per bar or point) draws an interval rather than the seeds."""
+    return n_seeds >= MIN_SEEDS_FOR_INTERVAL
+
+
+def bootstrap_interval(
+    values: Iterable[float], confidence: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """``(low, high)`` of the percentile-bootstrap interval of the mean of the finite ``values`` (resampled with a
+    fixed ``seed``, so a figure is the same every time). It lies within the values' range, so a mean of shares in
+    [0, 1] keeps its interval in [0, 1], unlike a t-interval. NaN for no value; one value: ``(value, value)``."""
+    if not 0.0 < confidence < 1.0:
+        raise KDConfigError("confidence", confidence, "a probability strictly between 0 and 1")
+    data = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if len(data) == 0:
+        return math.nan, math.nan
+    if len(data) == 1 or np.all(data == data[0]):
+        return float(data[0]), float(data[0])
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(max(low, data.min())), float(min(high, data.max()))
+
+
+def seeds_range(n_min: int, n_max: int) -> str:
+    """``"3 seeds"``, ``"1 seed"`` or ``"2-4 seeds"`` (seeds per bar, when bars differ)."""
+    count = f"{n_min}" if n_min == n_max else f"{n_min}-{n_max}"
+    return f"{count} seed{'' if n_max == 1 else 's'}"
+
+
+def drawing_note(n_min: int, n_max: int | None = None, *, bounded: bool = False, confidence: float = CONFIDENCE) -> str:
+    """What a figure over ``n_min``-``n_max`` seeds per bar draws, for its legend or caption: each seed as a point
+    (fewer than ``MIN_SEEDS_FOR_INTERVAL``), or the mean with its t-interval (``bounded``: shares in [0, 1], with the
+    percentile-bootstrap interval, which stays within [0, 1])."""
+    n_max = n_min if n_max is None else n_max
+    if n_max <= 1:
+        return "one seed, no interval"
+    if not draws_interval(n_min):
+        return f"each point one seed ({seeds_range(n_min, n_max)}), no interval"
+    kind = "percentile-bootstrap interval" if bounded else "t-interval"
+    return f"mean, {round(100 * confidence)}% {kind} over {seeds_range(n_min, n_max)}"
+
+
+def seeds_count(n_seeds: int) -> str:
+    """The caption phrase for a study over ``n_seeds`` seeds that leaves to each figure what it draws of them
+    (``drawing_note``): ``"1 seed"``, ``"3 seeds"``."""
+    return seeds_range(n_seeds, n_seeds)

@@ -26,7 +26,7 @@ from kdlib.methods import MethodRun, get_method
 from kdlib.metrics import accuracy, distillation_metrics
 from kdlib.parties import Scenario, make_scenario, pretrained_party
 from kdlib.results import ResultsStore, run_key
-from kdlib.stats import interval_table, seeds_note
+from kdlib.stats import interval_table, seeds_count
 from kdlib.train import predict_logits, resolve_device, seed_everything, set_cpu_threads
 
 COMMON_FIELDS = (
@@ -157,7 +157,7 @@ class Study:
         """What a figure's caption says of this study: the models, the seeds, and any departure from the scale."""
         from kdlib.config import scale_departures
 
-        text = f"teacher {self.cfg.teacher_model}, student {self.cfg.student_model}; {seeds_note(self.cfg.seeds)}"
+        text = f"teacher {self.cfg.teacher_model}, student {self.cfg.student_model}; {seeds_count(self.cfg.seeds)}"
         if changed := scale_departures(self.cfg):
             text += "; changed: " + ", ".join(changed)
         return text

@@ -96,6 +96,22 @@ def test_the_fl_accuracy_legend_sits_beside_the_panels_not_over_them():
 
 
 def test_a_figure_legend_at_the_right_does_not_cover_the_panels():
+    """A figure-level legend (seaborn's catplot puts one at the right) is kept off the axes by ``finish_figure``."""
+    from kdlib.plots import finish_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax in axes:
+        ax.bar([0, 1, 2], [1.0, 2.0, 3.0], label="bars")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", title="a long legend title here")
+    finish_figure(fig, "title", "a caption")
+    (legend,) = fig.legends
+    box = legend.get_window_extent().transformed(fig.transFigure.inverted())
+    assert box.x1 <= 1.0
+    assert not any(box.overlaps(ax.get_position()) for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_the_party_accuracy_legend_sits_beside_the_panels():
     import pandas as pd
 
     from kdlib.plots import plot_party_accuracy
@@ -106,10 +122,12 @@ def test_a_figure_legend_at_the_right_does_not_cover_the_panels():
          for g, a in (("all", 35.0), ("own", 70.0), ("unseen", 0.0))]
     )  # fmt: skip
     fig = plot_party_accuracy(frame, "a caption")
-    (legend,) = fig.legends
+    fig.canvas.draw()
+    legend = fig.axes[-1].get_legend()
     box = legend.get_window_extent().transformed(fig.transFigure.inverted())
     assert box.x1 <= 1.0
     assert not any(box.overlaps(ax.get_position()) for ax in fig.axes)
+    assert [t.get_text() for t in legend.get_texts()][:3] == ["all", "own", "unseen"]
     plt.close(fig)
 
 
