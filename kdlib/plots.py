@@ -656,7 +656,9 @@ def plot_tuning_heatmaps(
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("alpha (weight of the KD term)")
         ax.set_ylabel("temperature T")
-    return finish_figure(fig, "Tuned KD: the (T, α) grid", caption, _tuning_note(value, max(seeds_seen, default=1), halving))
+    return finish_figure(
+        fig, "Tuned KD: the (T, α) grid", caption, _tuning_note(value, max(seeds_seen, default=1), halving)
+    )
 
 
 def _tuning_note(value: str, n_seeds: int, halving: bool) -> str:
