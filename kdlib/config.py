@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Self
 from kdlib.data import check_dataset_name
 from kdlib.errors import KDConfigError
 from kdlib.losses import check_alpha, check_temperature
-from kdlib.models import MODEL_NAMES
+from kdlib.models import MODEL_NAMES, PUBLISHED_TEACHERS
 from kdlib.partition import parse_partition
 from kdlib.results import config_key as config_key  # re-exported: a run's identity is the store's business
 from kdlib.train import TrainConfig
@@ -207,9 +207,14 @@ class StudyConfig(ConfigBase):
         if self.selection == "holdout" and self.val_size == 0:
             raise KDConfigError("val_size", 0, "a positive count when selection is 'holdout' (or selection='transfer')")
         check_dataset_name(self.dataset)
-        for name in ("teacher_model", "student_model"):
-            if getattr(self, name) not in MODEL_NAMES:
-                raise KDConfigError(name, getattr(self, name), f"one of {', '.join(MODEL_NAMES)}")
+        if self.teacher_model not in (*MODEL_NAMES, *PUBLISHED_TEACHERS):
+            allowed = f"one of {', '.join(MODEL_NAMES)}, or a published checkpoint: {', '.join(PUBLISHED_TEACHERS)}"
+            raise KDConfigError("teacher_model", self.teacher_model, allowed)
+        if self.teacher_model in PUBLISHED_TEACHERS and self.dataset != "cifar10":
+            allowed = "a model trained here: the published checkpoints know CIFAR-10 only (or --dataset cifar10)"
+            raise KDConfigError("teacher_model", self.teacher_model, allowed)
+        if self.student_model not in MODEL_NAMES:
+            raise KDConfigError("student_model", self.student_model, f"one of {', '.join(MODEL_NAMES)}")
         for name in ("pretrain", "distill"):
             if not isinstance(getattr(self, name), TrainConfig):
                 raise KDConfigError(name, getattr(self, name), "a TrainConfig or a dict of its fields")

@@ -6,7 +6,9 @@ CIFAR-sized inputs ``(3, 32, 32)`` as well as on sklearn digits ``(1, 8, 8)``.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,7 @@ __all__ = [
     "count_parameters",
     "default_pretrained_folder",
     "load_hf_model",
+    "check_file_digest",
     "load_pretrained_resnet",
     "save_hf_model",
 ]
@@ -50,6 +53,10 @@ RESNET_BLOCKS: dict[str, int] = {
 PRETRAINED_RESNETS: tuple[str, ...] = ("resnet20", "resnet32", "resnet44", "resnet56")
 
 MODEL_NAMES: tuple[str, ...] = ("mlp", "cnn", "cnn-small", *RESNET_BLOCKS, "vit-tiny", "convnext-tiny")
+
+PUBLISHED_PREFIX = "published:"
+"""A teacher named ``published:resnet56`` (or 20/32/44) is the published checkpoint, not a party trained here."""
+PUBLISHED_TEACHERS: tuple[str, ...] = tuple(f"{PUBLISHED_PREFIX}{name}" for name in PRETRAINED_RESNETS)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -309,8 +316,22 @@ def default_pretrained_folder() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "shared" / "pretrained"
 
 
+def check_file_digest(path: Path) -> str:
+    """The file's SHA-256, checked against the hex digits after the last ``-`` of its name (akamaster's files are
+    named ``resnet56-4bfd9763.th``: the digest's first 8 digits); a mismatch is a one-line ``KDConfigError``."""
+    expected = path.stem.rsplit("-", 1)[-1].lower()
+    if not re.fullmatch(r"[0-9a-f]{8,64}", expected):
+        raise KDConfigError("checkpoint", str(path), "a file named <model>-<first hex digits of its SHA-256>.th")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(expected):
+        allowed = f"the file whose SHA-256 starts with {expected}; this one's starts with {digest[:8]}: it is damaged"
+        raise KDConfigError("checkpoint", str(path), allowed + " or not the published one (copy it again)")
+    return digest
+
+
 def load_pretrained_resnet(name: str, folder: str | Path | None = None) -> nn.Module:
-    """Load a published akamaster CIFAR-10 ResNet (``resnet20/32/44/56``) strictly, in eval mode.
+    """Load a published akamaster CIFAR-10 ResNet (``resnet20/32/44/56``) strictly, in eval mode, after checking
+    the file against the SHA-256 prefix in its name (``check_file_digest``).
 
     The checkpoint's ``best_prec1`` (published test accuracy, %) is kept as ``model.best_prec1``.
     """
@@ -324,6 +345,7 @@ def load_pretrained_resnet(name: str, folder: str | Path | None = None) -> nn.Mo
             "or set KDLIB_PRETRAINED to the folder that holds them"
         )
     path = matches[0]
+    check_file_digest(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, ...

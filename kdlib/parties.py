@@ -16,7 +16,7 @@ from kdlib.config import StudyConfig
 from kdlib.data import Dataset, stratified_subset
 from kdlib.errors import KDConfigError
 from kdlib.metrics import accuracy, group_accuracy
-from kdlib.models import build_model
+from kdlib.models import PUBLISHED_PREFIX, build_model, load_pretrained_resnet
 from kdlib.partition import PartitionSpec, parse_partition, partition_indices
 from kdlib.paths import cache_dir as default_cache_dir
 from kdlib.results import config_key
@@ -147,6 +147,27 @@ def cached_party(
     return meta
 
 
+def published_party(dataset: Dataset, model_name: str, device: str = "auto") -> tuple[nn.Module, dict]:
+    """A published CIFAR-10 checkpoint as party 0 (``published:resnet56``): loaded after its SHA-256 check, not
+    trained here. It was trained by others on all 50,000 original CIFAR-10 training images (PNG, not the JPEG
+    re-encoding here), so it has seen every class, the student's own images and the validation split."""
+    name = model_name.removeprefix(PUBLISHED_PREFIX)
+    if dataset.name != "cifar10" or dataset.num_classes != 10:
+        raise KDConfigError("teacher_model", model_name, "a trained-here model: the published ones know CIFAR-10 only")
+    model = load_pretrained_resnet(name)
+    logits = predict_logits(model, dataset.x_test, device)
+    every_class = list(range(dataset.num_classes))
+    meta = {
+        "config": {"model": model_name, "published_test_acc": model.best_prec1 / 100},
+        "test_acc": accuracy(logits, dataset.y_test),
+        "own_acc": accuracy(logits, dataset.y_test),
+        "unseen_acc": float("nan"),
+        "own_classes": every_class,
+        "train_size": 50_000,
+    }
+    return model, meta
+
+
 def pretrained_party(
     dataset: Dataset, scenario: Scenario, party: int, model_name: str, cfg: StudyConfig, device: str = "auto",
     **options: bool,
@@ -157,6 +178,8 @@ def pretrained_party(
     unknown = set(options) - {"progress"}
     if unknown:
         raise TypeError(f"pretrained_party() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    if model_name.startswith(PUBLISHED_PREFIX):
+        return published_party(dataset, model_name, device)
     progress = options.get("progress", True)
     seed_everything(cfg.seed * 1000 + party)
     model = build_model(model_name, dataset.num_classes, dataset.in_shape)

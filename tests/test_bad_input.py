@@ -273,9 +273,9 @@ CASES = [
     Case("corrupted checkpoint metadata", lambda t: load_checkpoint(mlp(), checkpoint_bad_meta(t)), KDConfigError,
          ("checkpoint metadata=", "party.json", "corrupted")),
     Case("truncated published checkpoint", lambda t: load_pretrained_resnet("resnet20", truncated_pretrained(t)),
-         KDConfigError, ("checkpoint=", "resnet20-12fca82f.th", "corrupted or truncated")),
+         KDConfigError, ("checkpoint=", "resnet20-12fca82f.th", "SHA-256", "damaged")),
     Case("published checkpoint with pickled code", lambda t: load_pretrained_resnet("resnet20", pickled_pretrained(t)),
-         KDConfigError, ("checkpoint=", "resnet20-12fca82f.th", "readable torch checkpoint")),
+         KDConfigError, ("checkpoint=", "resnet20-12fca82f.th", "SHA-256", "damaged")),  # never unpickled
     Case("missing published checkpoint", lambda t: load_pretrained_resnet("resnet20", t), FileNotFoundError,
          ("resnet20-*.th", "KDLIB_PRETRAINED")),
     Case("corrupted data cache", lambda t: quiet_load("cifar10", corrupted_cache(t)), FileNotFoundError,

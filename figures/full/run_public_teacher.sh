@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The public-teacher scenario at full scale: the teacher is the published CIFAR-10 ResNet-56 from ../shared/pretrained
+# (checked against the SHA-256 prefix in its file name), the student the study's resnet8 pre-trained on its own
+# partition as in the main study; every method, under iid and dirichlet:0.1, seed by seed, into this folder's store
+# (resumable). The published teacher was trained by others on all 50,000 original CIFAR-10 training images.
+#
+#   bash figures/full/run_public_teacher.sh [FIRST_SEED] [LAST_SEED]      # default 0 9
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+first=${1:-0}
+last=${2:-9}
+export KDLIB_RESULTS=${KDLIB_RESULTS:-figures/full} KDLIB_WORKERS=${KDLIB_WORKERS:-2}
+for seed in $(seq "$first" "$last"); do
+    echo "== seed $seed: public teacher $(date -u +%H:%M:%S)"
+    python -m kdlib study --scale full --quiet --seed "$seed" --set seeds=1 --set teacher_model=published:resnet56 \
+        --set scenarios=iid,dirichlet:0.1
+done
+echo "== done $(date -u +%H:%M:%S)"
