@@ -41,10 +41,19 @@ def study_notebooks(only: str | None = None) -> list[Path]:
 
 
 def declared_parameters(path: Path) -> set[str]:
-    """The names of a notebook's papermill parameters."""
-    import papermill as pm
+    """The names of a notebook's papermill parameters: the names assigned in its cell tagged ``parameters`` (read
+    with ``json`` and ``ast``, not papermill, so that a bad ``--set`` fails in a few seconds)."""
+    import ast
+    import json
 
-    return {p["name"] for p in pm.inspect_notebook(str(path)).values()}
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    names: set[str] = set()
+    for cell in tagged:
+        for node in ast.parse("".join(cell["source"])).body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
 
 
 def notebook_parameters(
@@ -85,16 +94,21 @@ def failure_line(notebook: str, error: Any) -> str:
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def check_overrides(scale: str, overrides: dict[str, Any]) -> None:
-    """Fail before the first notebook runs when an override of a study-config field is bad.
-
-    Keys that are not ``StudyConfig`` fields are left to the notebooks that declare them as parameters.
-    """
+def check_overrides(scale: str, overrides: dict[str, Any], notebook_keys: frozenset[str] = frozenset()) -> None:
+    """Fail before the first notebook runs when an override is bad: a key that is neither a field of the study's
+    or the federated study's config nor a parameter some study notebook declares (``notebook_keys``, e.g. a typo
+    such as ``n_trian``), or a bad value of a study-config field. Parameter values are checked by the notebooks."""
     from dataclasses import fields
 
     from kdlib.config import StudyConfig, scale_config
+    from kdlib.fl.config import FederatedConfig
 
     known = {f.name for f in fields(StudyConfig)}
+    allowed = known | {f.name for f in fields(FederatedConfig)} | set(notebook_keys)
+    for key in overrides:
+        if key not in allowed:
+            choices = ", ".join(sorted(allowed - {"scale"}))
+            raise KDConfigError("--set", key, f"a config field or a notebook parameter: {choices}")
     scale_config(scale, **{k: v for k, v in overrides.items() if k in known})
 
 
@@ -165,10 +179,10 @@ def reproduce(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise KDConfigError("workers", workers, "an integer >= 1 (notebooks run at once)")
     notebooks = study_notebooks(only)
-    check_overrides(scale, overrides or {})
+    notebook_keys = frozenset().union(*(declared_parameters(path) for path in study_notebooks()))
+    check_overrides(scale, overrides or {}, notebook_keys)
     out_dir = user_folder(output, "output", PROJECT_ROOT / "runs" / "notebooks")
     out_dir.mkdir(parents=True, exist_ok=True)
-    notebook_keys = frozenset().union(*(declared_parameters(path) for path in study_notebooks()))
     figures = GALLERY_DIR if gallery else figures_dir()
     kernel_env = {**os.environ, "KDLIB_FIGURES": str(figures)}
 

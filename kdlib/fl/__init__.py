@@ -36,31 +36,57 @@ to target, reductions) and ``study`` (``FederatedStudy``, ``open_federated``).
 
 from __future__ import annotations
 
-from kdlib.fl.analysis import (
-    compare_with_paper,
-    round_reduction,
-    round_reduction_summary,
-    rounds_to_target,
-    scenario_target,
-    target_metrics,
-)
-from kdlib.fl.client_app import client_app
-from kdlib.fl.config import FL_SCENARIOS, KD_STARTS, KIND, START_LABELS, STARTS, FederatedConfig, federated_scale_config
-from kdlib.fl.server_app import (
-    Federation,
-    FLJob,
-    FLRun,
-    MeteredFedAvg,
-    aggregate_state_dicts,
-    model_bytes,
-    run_fedavg,
-    sample_clients,
-)
-from kdlib.fl.simulation import SimulationOptions, quiet_flower, simulate, torch_threads
-from kdlib.fl.starts import KDRecipe, Start, distill_averaged
-from kdlib.fl.study import FederatedStudy, group_key, open_federated, run_config
-from kdlib.fl.task import ClientSplit, DataSpec, client_data, split_clients
-from kdlib.plots import caption  # one caption function for both studies
+import importlib
+from typing import Any
+
+_HOMES: dict[str, str] = {
+    "caption": "kdlib.plots",  # one caption function for both studies
+    "ClientSplit": "kdlib.fl.task",
+    "DataSpec": "kdlib.fl.task",
+    "FLJob": "kdlib.fl.server_app",
+    "FLRun": "kdlib.fl.server_app",
+    "FL_SCENARIOS": "kdlib.fl.config",
+    "FederatedConfig": "kdlib.fl.config",
+    "FederatedStudy": "kdlib.fl.study",
+    "Federation": "kdlib.fl.server_app",
+    "KDRecipe": "kdlib.fl.starts",
+    "KD_STARTS": "kdlib.fl.config",
+    "KIND": "kdlib.fl.config",
+    "MeteredFedAvg": "kdlib.fl.server_app",
+    "STARTS": "kdlib.fl.config",
+    "START_LABELS": "kdlib.fl.config",
+    "SimulationOptions": "kdlib.fl.simulation",
+    "Start": "kdlib.fl.starts",
+    "aggregate_state_dicts": "kdlib.fl.server_app",
+    "client_app": "kdlib.fl.client_app",
+    "client_data": "kdlib.fl.task",
+    "compare_with_paper": "kdlib.fl.analysis",
+    "distill_averaged": "kdlib.fl.starts",
+    "federated_scale_config": "kdlib.fl.config",
+    "group_key": "kdlib.fl.study",
+    "model_bytes": "kdlib.fl.server_app",
+    "open_federated": "kdlib.fl.study",
+    "quiet_flower": "kdlib.fl.simulation",
+    "round_reduction": "kdlib.fl.analysis",
+    "round_reduction_summary": "kdlib.fl.analysis",
+    "rounds_to_target": "kdlib.fl.analysis",
+    "run_config": "kdlib.fl.study",
+    "run_fedavg": "kdlib.fl.server_app",
+    "sample_clients": "kdlib.fl.server_app",
+    "scenario_target": "kdlib.fl.analysis",
+    "simulate": "kdlib.fl.simulation",
+    "split_clients": "kdlib.fl.task",
+    "target_metrics": "kdlib.fl.analysis",
+    "torch_threads": "kdlib.fl.simulation",
+}
+"""Where each public name lives: imported on first use, so that ``import kdlib.fl.config`` (the CLI's
+checks) does not load Flower, Ray and the plots."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "FL_SCENARIOS",

@@ -1,0 +1,39 @@
+"""The command line: the ``kdlib`` console script, and ``reproduce --set`` checked before any kernel starts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdlib.errors import KDConfigError
+from kdlib.reproduce import check_overrides, declared_parameters, study_notebooks
+
+
+def test_the_console_script_is_installed_and_answers_help() -> None:
+    beside = Path(sys.executable).parent / "kdlib"  # where pip puts it, whether or not a shim is on the PATH
+    script = str(beside) if beside.exists() else shutil.which("kdlib")
+    assert script is not None, "pip install -e . installs the kdlib command (pyproject.toml [project.scripts])"
+    done = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "reproduce" in done.stdout
+
+
+@pytest.mark.parametrize("pair", ["n_trian=1", "foo=1"])
+def test_an_unknown_set_key_fails_in_one_line_before_any_notebook(pair: str, tmp_path) -> None:
+    done = subprocess.run([sys.executable, "-m", "kdlib", "reproduce", "--output", str(tmp_path / "nb"), "--set", pair],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and pair.split("=")[0] in lines[0] and "notebook parameter" in lines[0]
+    assert not (tmp_path / "nb").exists()  # nothing ran
+
+
+def test_known_keys_pass_the_check_and_a_notebook_parameter_counts_as_known() -> None:
+    keys = frozenset().union(*(declared_parameters(p) for p in study_notebooks()))
+    assert {"federated", "overrides", "scale"} <= keys
+    check_overrides("smoke", {"n_train": 500, "federated": False, "num_clients": 4}, keys)
+    with pytest.raises(KDConfigError, match="n_trian"):
+        check_overrides("smoke", {"n_trian": 500}, keys)
