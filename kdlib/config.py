@@ -157,6 +157,8 @@ class StudyConfig(ConfigBase):
     dp_alpha: float = 1.0
     dml_temperature: float = 1.0
     epoch_selection: str = "validation"
+    method_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per method, its own settings over the defaults its registry entry declares (``Method.settings``)."""
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -165,6 +167,9 @@ class StudyConfig(ConfigBase):
             raise KDConfigError("methods", self.methods, f"a non-empty list from {', '.join(known)}")
         if not self.scenarios:
             raise KDConfigError("scenarios", self.scenarios, "at least one partition scenario, e.g. 'iid'")
+        from kdlib.methods import check_method_settings  # here: the registry imports the KD code
+
+        object.__setattr__(self, "method_settings", check_method_settings(self.method_settings, self.methods))
         check_temperature(self.temperature)
         check_alpha(self.alpha)
         check_temperature(self.dml_temperature)

@@ -12,9 +12,9 @@ A run function takes a :class:`MethodRun` (the pre-trained parties, the transfer
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -71,6 +71,17 @@ class MethodRun:
     device: str = "auto"
     progress: bool = True
     on_epoch_end: Callable[[int], dict] | None = None
+    method: str = ""
+
+    def setting(self, name: str) -> Any:
+        """One of the running method's own settings (``Method.settings``, overridden by ``cfg.method_settings``)."""
+        method = self.cfg.method_settings.get(self.method, {})
+        if name in method:
+            return method[name]
+        defaults = get_method(self.method).settings if self.method else {}
+        if name not in defaults:
+            raise KDConfigError("method setting", name, f"one of {', '.join(defaults) or '(none)'} for {self.method}")
+        return defaults[name]
 
     def validation(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The held-out validation split ``(x_val, y_val)`` (``cfg.val_size`` labelled samples of the task)."""
@@ -97,7 +108,10 @@ class Method:
     for a method that trains one student once); ``role``: what the findings compare it as (``"untuned"``, the
     default: a KD method run at fixed settings; ``"tuned"``; ``"baseline"``: no teacher; ``"reference"``: a row that
     shows what other data give, never a comparator); ``selects_epoch``: whether the runner returns the student of
-    its best validation epoch (False for a method that trains on the validation split itself).
+    its best validation epoch (False for a method that trains on the validation split itself); ``settings``: the
+    method's own parameters and their defaults (e.g. ``{"beta": 8.0}``), set per study with
+    ``--set method_settings='{"name": {"beta": 2}}'``, read in the run function with ``run.setting("beta")``, and
+    part of the method's run key: a new method needs no field in ``StudyConfig``.
     """
 
     name: str
@@ -108,6 +122,7 @@ class Method:
     cost: float = 1.0
     role: str = "untuned"
     selects_epoch: bool = True
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -118,6 +133,12 @@ class Method:
             raise KDConfigError("method run", self.run, "a function of a MethodRun returning a DistillOutcome")
         if self.role not in METHOD_ROLES:
             raise KDConfigError("method role", self.role, f"one of {', '.join(METHOD_ROLES)}")
+        if not isinstance(self.settings, Mapping) or not all(isinstance(k, str) for k in self.settings):
+            raise KDConfigError("method settings", self.settings, "a mapping of parameter names to default values")
+
+    def resolved_settings(self, cfg: StudyConfig) -> dict[str, Any]:
+        """The method's settings under ``cfg``: its defaults, with ``cfg.method_settings[name]`` over them."""
+        return {**self.settings, **cfg.method_settings.get(self.name, {})}
 
     def key_fields(self, cfg: StudyConfig) -> tuple[str, ...]:
         """The fields that ``more_fields`` adds for this config (none by default)."""
@@ -127,6 +148,21 @@ class Method:
 METHOD_ROLES = ("untuned", "tuned", "baseline", "reference")
 
 _REGISTRY: dict[str, Method] = {}
+
+
+def check_method_settings(value: Any, methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``StudyConfig.method_settings`` checked against the registry: each key a registered method, each setting one
+    the method declares (``Method.settings``); returns it as a plain dict."""
+    allowed = 'a mapping {method: {setting: value}}, e.g. {"dkd": {"beta": 2.0}}, of settings the methods declare'
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise KDConfigError("method_settings", value, allowed)
+    for name, settings in value.items():
+        declared = get_method(name).settings
+        unknown = [k for k in settings if k not in declared]
+        if unknown:
+            choices = ", ".join(declared) or "none"
+            raise KDConfigError(f"method_settings.{name}", unknown[0], f"a setting {name} declares ({choices})")
+    return {name: dict(settings) for name, settings in value.items()}
 
 
 def methods_with_role(role: str, names: Sequence[str] | None = None) -> tuple[str, ...]:

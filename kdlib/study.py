@@ -65,9 +65,12 @@ def run_config(cfg: StudyConfig, scenario: str, method: str, *, seed: int | None
         full["seed"] = cfg.replace(seed=seed).seed  # validated like the config's own seed
     fields = COMMON_FIELDS + entry.fields + (("public_fraction",) if cfg.transfer == "public" else ())
     fields += entry.key_fields(cfg)
-    if cfg.val_size:
+    if cfg.val_size and "val_size" not in fields:
         fields += ("val_size",)
-    return {"scenario": scenario, "method": method, "scale": cfg.scale, **{k: full[k] for k in fields}}
+    config = {"scenario": scenario, "method": method, "scale": cfg.scale, **{k: full[k] for k in fields}}
+    if entry.settings:  # a method's own settings (none of the built-in methods has any: their keys stay)
+        config["settings"] = entry.resolved_settings(cfg)
+    return config
 
 
 @dataclass
@@ -199,7 +202,7 @@ class Study:
 
         run = MethodRun(
             student, teacher, pristine, x, y, data, scenario, self.config_for(seed), device=self.device,
-            progress=self.progress, on_epoch_end=on_epoch,
+            progress=self.progress, on_epoch_end=on_epoch, method=method,
         )  # fmt: skip
         seed_everything(seed)
         outcome = self._dispatch(method, run)
