@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from kdlib.config import SCALES, scale_config
-from kdlib.errors import KDConfigError
+from kdlib.errors import ONE_LINE_ERRORS, KDConfigError
 from kdlib.methods import method_names
 
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return dispatch(args)
-    except (KDConfigError, FileNotFoundError, PermissionError) as error:
+    except ONE_LINE_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -1,7 +1,9 @@
 """Model checkpoints as safetensors files (no pickle), written atomically, with a JSON side-car of metadata.
 
-The side-car also holds the SHA-256 digest of the weights file (``"__weights__"``); loading verifies it before the
-weights are trusted, so damaged weights fail with a message instead of giving a model that silently scores 10%.
+The side-car also holds the SHA-256 digest of the weights file and one of its own content (``"__weights__"``);
+loading verifies both before either is trusted, so damaged weights fail with a message instead of giving a model that
+silently scores 10%, and an edited side file (a teacher's ``test_acc`` changed by hand) is refused instead of being
+stored with every later run.
 Files are written with the permissions the umask allows (like any other file the user writes), and a file that
 cannot be read for lack of permission is reported as that, not as corrupted.
 """
@@ -23,7 +25,8 @@ from torch import nn
 from kdlib.errors import KDConfigError
 
 WEIGHTS_FIELD = "__weights__"
-"""The side-car entry ``{"sha256": ..., "bytes": ...}`` of the weights file; ``load_checkpoint`` strips it."""
+"""The side-car entry ``{"sha256": ..., "bytes": ..., "meta_sha256": ...}``: the weights file's digest and size,
+and the digest of the side-car's content (:func:`metadata_digest`); ``load_checkpoint`` strips it."""
 
 
 def _umask() -> int:
@@ -73,7 +76,9 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any] | N
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         data = Path(tmp).read_bytes()
-        meta[WEIGHTS_FIELD] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        weights = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        meta = json.loads(json.dumps(meta, default=str))  # what the side file will hold, and its digest cover
+        meta[WEIGHTS_FIELD] = {**weights, "meta_sha256": metadata_digest(meta, weights)}
         atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=1, default=str).encode())
         _publish(tmp, path)
     except BaseException:
@@ -82,13 +87,21 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any] | N
     return path
 
 
+def metadata_digest(meta: dict[str, Any], weights: dict[str, Any]) -> str:
+    """The SHA-256 of a side-car's content: its metadata (as JSON, keys sorted) and the weights' digest and size."""
+    payload = {"meta": meta, "weights": {"sha256": weights.get("sha256"), "bytes": weights.get("bytes")}}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def load_checkpoint(model: nn.Module, path: str | Path, required: Iterable[str] = ()) -> dict[str, Any]:
     """Load weights saved by ``save_checkpoint`` into ``model`` (strictly); return the metadata.
 
-    Before the weights are trusted, their SHA-256 is checked against the side-car's. A missing side-car, one without
-    the digest or without a ``required`` field, a digest that does not match, and a truncated or corrupted file all
-    raise :class:`KDConfigError` (a ``ValueError``) naming the file and saying to delete it; a file this user may not
-    read raises ``PermissionError``. Only safetensors are read: nothing is unpickled.
+    Before the weights and the metadata are trusted, their SHA-256 digests are checked against the side-car's. A
+    missing side-car, one without the digests or without a ``required`` field, a side-car whose content was edited,
+    weights whose digest does not match, and a truncated or corrupted file all raise :class:`KDConfigError` (a
+    ``ValueError``) naming the file and saying to delete it; a file this user may not read raises
+    ``PermissionError``. Only safetensors are read: nothing is unpickled.
     """
     path = Path(path)
     if not path.exists():
@@ -109,6 +122,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, required: Iterable[str] 
             str(path.with_suffix(".json")),
             f"a side file with the fields {', '.join(missing)}, which it lacks: delete it and {path.name} and rerun",
         )
+    _check_metadata(path, meta, weights)
     data = _read(path)
     if hashlib.sha256(data).hexdigest() != weights["sha256"]:
         raise KDConfigError(
@@ -161,3 +175,22 @@ def _read_side_car(path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise KDConfigError("checkpoint metadata", str(meta_path), "a JSON object; delete it and rerun")
     return meta
+
+
+def _check_metadata(path: Path, meta: dict[str, Any], weights: dict[str, Any]) -> None:
+    """The side-car's content against its own digest: refused when it was edited, or written without one."""
+    meta_path = path.with_suffix(".json")
+    stored = weights.get("meta_sha256")
+    if not isinstance(stored, str):
+        allowed = (
+            f"a side file holding the digest of its own content, which this one lacks (an older kdlib wrote it): "
+            f"delete the checkpoint cache {path.parent} (or {path.name} and {meta_path.name}) and rerun: the "
+            "models will be trained again"
+        )
+        raise KDConfigError("checkpoint metadata", str(meta_path), allowed)
+    if metadata_digest(meta, weights) != stored:
+        allowed = (
+            f"the side file as written with {path.name}, but its content no longer matches its digest (it was "
+            f"edited or damaged): delete it and {path.name} and rerun: the model will be trained again"
+        )
+        raise KDConfigError("checkpoint metadata", str(meta_path), allowed)

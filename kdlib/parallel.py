@@ -12,12 +12,15 @@ key is stored is skipped: several workers, or several ``kdlib study`` processes 
 once, and each record is written once (by the worker that computed it, with the store's own locked append).
 On a cluster of several machines the results and cache folders (``KDLIB_RESULTS``, ``KDLIB_CACHE``) and the data
 must be on a file system that every node sees, and every node needs kdlib's Python dependencies; kdlib itself is
-shipped to the workers.
+shipped to the workers. A cluster address is probed first (``check_address``): where nothing listens it fails in
+seconds, in one line. An error whose message is the whole story (``kdlib.errors.ONE_LINE_ERRORS``: bad input, a
+damaged checkpoint) raised in a worker reaches the caller as itself, as it would with one worker.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdlib.config import StudyConfig
-from kdlib.errors import KDConfigError
+from kdlib.errors import ONE_LINE_ERRORS, KDConfigError
 from kdlib.methods import get_method
 from kdlib.progress import tqdm
 from kdlib.results import ResultsStore, config_key
@@ -33,7 +36,7 @@ from kdlib.results import ResultsStore, config_key
 if TYPE_CHECKING:
     from kdlib.study import Study
 
-__all__ = ["Job", "launch_order", "resolve_address", "resolve_workers", "run_claimed", "run_jobs"]
+__all__ = ["Job", "check_address", "launch_order", "resolve_address", "resolve_workers", "run_claimed", "run_jobs"]
 
 Job = tuple[str, str, int]
 """(scenario, method, seed)."""
@@ -41,6 +44,8 @@ _ENV_PASSED = (
     "KDLIB_RESULTS", "KDLIB_CACHE", "KDLIB_DATA", "KDLIB_PRETRAINED", "KDLIB_CIFAR10_ARCHIVE", "KDLIB_THREADS",
     "KDLIB_PRECISION",
 )  # fmt: skip
+PROBE_TIMEOUT_S = 5.0
+"""How long ``check_address`` waits for a cluster's head to accept a connection (Ray itself retries for minutes)."""
 
 
 def resolve_workers(workers: int | str | None) -> int:
@@ -65,6 +70,33 @@ def resolve_address(address: str | None) -> str | None:
     if value is None or not value.strip():
         return None
     return value.strip()
+
+
+def check_address(address: str, source: str = "ray_address", timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds, in one line naming ``source``, when nothing accepts a connection at the
+    address's host and port; an address without a port (``auto``, ``local``) is left to Ray."""
+    target = _host_port(address)
+    if target is None:
+        return
+    host, port = target
+    allowed = "the address of a running Ray cluster (its head's host:port, or ray://host:port)"
+    if not 0 < port < 2**16:
+        raise KDConfigError(source, address, f"{allowed}; {port} is not a TCP port (1-65535)")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        advice = "start it (ray start --head), or leave it unset to run Ray on this machine"
+        raise KDConfigError(source, address, f"{allowed}: {host}:{port} did not answer ({reason}); {advice}") from None
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port``, ``[v6]:port`` or ``ray://host:port``; None when there is no port."""
+    host, sep, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or len(port) > 6:
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def _job_key(study: Study, job: Job) -> str:
@@ -97,6 +129,8 @@ def run_jobs(
     """Run the jobs (skipping stored ones), in this process or on Ray; the records go to ``study.store``."""
     count = resolve_workers(workers)
     cluster = resolve_address(address)
+    if cluster is not None:
+        check_address(cluster, "ray_address" if address is not None else "RAY_ADDRESS")
     if count == 1 and cluster is None:
         _run_here(study, jobs, force)
         return
@@ -240,10 +274,10 @@ def _run_on_ray(study: Study, jobs: list[Job], workers: int | None, address: str
                 job = pending.pop(done[0])
                 try:
                     key = ray.get(done[0])
-                except ray.exceptions.RayTaskError as error:
+                except ray.exceptions.RayError as error:
                     for ref in pending:
                         ray.cancel(ref, force=True)
-                    raise error.as_instanceof_cause() from None
+                    raise _driver_error(error) from None
                 if key is None:  # another process is computing it: come back to it at the end, and wait then
                     deferred.append(job)
                 else:
@@ -253,3 +287,17 @@ def _run_on_ray(study: Study, jobs: list[Job], workers: int | None, address: str
                     queue, deferred = [(job, True) for job in deferred], []
     finally:
         bar.close()
+
+
+def _driver_error(error: Exception) -> Exception:
+    """What the driver raises for a failed task: an error whose message is the whole story (``ONE_LINE_ERRORS``:
+    bad input, a damaged checkpoint, a missing file) as itself, one line as with one worker; anything else as Ray
+    reports it, with the worker's traceback."""
+    import ray
+
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, ONE_LINE_ERRORS):
+        return cause
+    if isinstance(error, ray.exceptions.RayTaskError):
+        return error.as_instanceof_cause()
+    return error

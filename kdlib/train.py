@@ -106,16 +106,19 @@ def set_cpu_threads(threads: int | None = None) -> int:
 
     One thread is the default because the study's models are small: on a shared machine, more threads per process
     make training slower, not faster (the README gives the measurements); set ``KDLIB_THREADS=2`` on an idle one.
+    At most 4 threads per core are accepted: more only exhaust the machine's threads.
     """
+    limit = 4 * (os.cpu_count() or 1)
+    allowed = f"an integer >= 1 and <= {limit} (4 per core of this machine's {limit // 4})"
     if threads is None:
         text = os.environ.get("KDLIB_THREADS", "1").strip()
-        if not re.fullmatch(r"[0-9]+", text, re.ASCII) or int(text) < 1:
-            raise KDConfigError("KDLIB_THREADS", os.environ["KDLIB_THREADS"], "an integer >= 1, e.g. KDLIB_THREADS=1")
+        if not re.fullmatch(r"[0-9]{1,9}", text, re.ASCII) or not 1 <= int(text) <= limit:
+            raise KDConfigError("KDLIB_THREADS", os.environ["KDLIB_THREADS"], f"{allowed}, e.g. KDLIB_THREADS=1")
         value = int(text)
     else:
         value = threads
-    if not is_int(value) or value < 1:
-        raise KDConfigError("threads", value, "an integer >= 1")
+    if not is_int(value) or not 1 <= value <= limit:
+        raise KDConfigError("threads", value, allowed)
     torch.set_num_threads(value)
     return value
 

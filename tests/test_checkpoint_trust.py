@@ -83,8 +83,19 @@ def test_a_party_side_file_lacking_fields_or_of_another_config_fails(tmp_path: P
     with pytest.raises(KDConfigError, match="test_acc"):
         pretrained_party(data, scenario, 0, "mlp", cfg, "cpu", progress=False)
     side.write_text(json.dumps({**stored, "config": {**stored["config"], "party": 1}}))
+    with pytest.raises(KDConfigError, match="no longer matches its digest"):  # an edited side file
+        pretrained_party(data, scenario, 0, "mlp", cfg, "cpu", progress=False)
+    side.write_text(json.dumps(stored))
+    weights = side.with_suffix(".safetensors")
+    other = pretrained_party(data, scenario, 1, "mlp", cfg, "cpu", progress=False)[1]  # party 1's own pair of files
+    assert other["config"]["party"] == 1
+    (other_side,) = [p for p in side.parent.glob("*.json") if p != side]
+    saved = weights.read_bytes()
+    weights.write_bytes(other_side.with_suffix(".safetensors").read_bytes())  # party 1's intact files as party 0's
+    side.write_text(other_side.read_text())
     with pytest.raises(KDConfigError, match="another's"):
         pretrained_party(data, scenario, 0, "mlp", cfg, "cpu", progress=False)
+    weights.write_bytes(saved)
     side.write_text(json.dumps(stored))
     assert pretrained_party(data, scenario, 0, "mlp", cfg, "cpu", progress=False)[1]["test_acc"] == meta["test_acc"]
 

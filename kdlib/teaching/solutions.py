@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Any
 
 from kdlib.teaching.ex1_kd_loss import _solution_kd_loss, _solution_soft_targets
 from kdlib.teaching.ex2_temperature import _SOLUTION_TEMPERATURE_PREDICTION, _solution_entropy
 from kdlib.teaching.ex3_partitions import _solution_dirichlet_split, _solution_heatmap_answers
 from kdlib.teaching.ex4_tuning import _solution_pick_best, _solution_tuning_explanation
+from kdlib.validation import env_bool, strict_bool
 
 SOLUTIONS_ENV = "KDLIB_SOLUTIONS"
 """Set to 1 in a kernel's environment, it runs every exercise notebook with the model answers (what the test suite
@@ -45,4 +45,4 @@ def show_solution(name: str) -> None:
 def solutions_wanted(requested: bool) -> bool:
     """Whether an exercise notebook swaps in the model answers: its ``solutions`` parameter says so (papermill's
     ``-p solutions True``), or the kernel runs with ``KDLIB_SOLUTIONS=1``."""
-    return bool(requested) or os.environ.get(SOLUTIONS_ENV, "").strip() == "1"
+    return strict_bool("solutions", requested) or env_bool(SOLUTIONS_ENV, False)
