@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from kdlib.disk import writing
 from kdlib.errors import KDConfigError
 
 WEIGHTS_FIELD = "__weights__"
@@ -46,7 +47,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with writing(path, tmp), os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -72,7 +73,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any] | N
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_model(model, tmp)
+        with writing(path, tmp):
+            save_model(model, tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         data = Path(tmp).read_bytes()

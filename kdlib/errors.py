@@ -40,7 +40,24 @@ class KDConfigError(ValueError):
         return [f"{type(self).__name__}: {self}"]
 
 
-ONE_LINE_ERRORS: tuple[type[Exception], ...] = (KDConfigError, FileNotFoundError, PermissionError)
+class DiskFullError(OSError):
+    """A write that failed because the disk is full: names the path and what to do (``kdlib.disk``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: no space left on the device: free some space and rerun (stored runs are kept)")
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path,)
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+ONE_LINE_ERRORS: tuple[type[Exception], ...] = (KDConfigError, FileNotFoundError, PermissionError, DiskFullError)
 """Errors whose message is the whole story: the command line prints them as ``error: <message>`` and exits with 2,
 and the parallel study raises them as themselves when a Ray worker raised them."""
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdlib.disk import writing
 from kdlib.distill import LogitSource, TuningProblem, check_same_classes, frozen_logits
 from kdlib.errors import KDConfigError
 from kdlib.halving_schedule import (
@@ -255,7 +256,8 @@ def _problem_key(
 def _write_checkpoint(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(payload, partial)
+    with writing(path, partial):
+        torch.save(payload, partial)
     os.replace(partial, path)  # a kill mid-write leaves the previous checkpoint whole
 
 

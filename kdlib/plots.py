@@ -5,6 +5,7 @@ scale."""
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -25,6 +26,7 @@ from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from kdlib.disk import writing
 from kdlib.errors import KDConfigError
 from kdlib.methods import method_label, method_labels, method_names
 from kdlib.paths import figures_dir, user_folder
@@ -156,8 +158,11 @@ def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None) ->
     folder = user_folder(folder, "folder", figures_dir())
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.svg"]
-    fig.savefig(paths[0], dpi=130)
-    fig.savefig(paths[1])
+    for path, options in zip(paths, ({"dpi": 130}, {}), strict=True):
+        partial = path.with_name(f".{path.name}.tmp")
+        with writing(path, partial):
+            fig.savefig(partial, format=path.suffix[1:], **options)
+        os.replace(partial, path)  # a full disk leaves the previous figure, not half a new one
     return paths
 
 

@@ -33,7 +33,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from kdlib.errors import KDConfigError
+from kdlib.disk import writing
+from kdlib.errors import DiskFullError, KDConfigError
 from kdlib.paths import PROJECT_ROOT, results_dir, user_folder
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -241,10 +242,15 @@ class ResultsStore:
         line = strict_json(record).encode() + b"\n"
         with self._locked() as handle:
             _mend_tail(handle, self.path.with_name(self.path.name + ".cut"))
-            handle.seek(0, os.SEEK_END)
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+            end = handle.seek(0, os.SEEK_END)
+            try:
+                with writing(self.path):
+                    handle.write(line)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except DiskFullError:
+                handle.truncate(end)  # no partial record: the store ends where it ended
+                raise
         return record
 
     def frame(self, kind: str | None = None):
