@@ -14,7 +14,7 @@ import pytest
 
 from kdlib.config import scale_config
 from kdlib.dataset_cache import CacheError
-from kdlib.errors import KDConfigError
+from kdlib.errors import DiskFullError, KDConfigError
 from kdlib.paths import PROJECT_ROOT
 from kdlib.results import ResultsStore
 from kdlib.stacking import UnsupportedModel
@@ -26,6 +26,7 @@ EXAMPLES: dict[type[Exception], Exception] = {
     CacheError: CacheError("data/digits.npz: not an .npz archive"),
     UnsupportedModel: UnsupportedModel("vit-tiny cannot be stacked"),
     TeachingCheckError: TeachingCheckError("Expected 0.5, got 0.25."),
+    DiskFullError: DiskFullError("results/study.jsonl"),
 }
 TINY = dict(
     dataset="digits", n_train=None, n_test=None, teacher_model="mlp", student_model="mlp", scenarios=("iid",),
