@@ -154,7 +154,9 @@ def dispatch(args: argparse.Namespace) -> int:
             )
         return 0
     if args.command == "run":
-        record = study.run(args.scenario, args.method, force=args.force)
+        from kdlib.parallel import run_claimed  # the study's per-key claim: never computed twice beside a study
+
+        record = run_claimed(study, (args.scenario, args.method, cfg.seed), force=args.force)
         print(json.dumps({k: v for k, v in record["metrics"].items()}, indent=1))
         return 0
     workers = args.workers if args.workers is not None else os.environ.get("KDLIB_WORKERS", "auto")

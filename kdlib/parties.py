@@ -134,17 +134,23 @@ def cached_party(
     """The party cache of both studies: ``model`` (built and seeded by the caller) gets the weights cached for
     ``settings`` (``<cache>/<folder>/<config_key(settings)>.safetensors``), else ``train(model)`` trains it and
     returns its metadata, saved beside the weights with ``settings`` as ``config``. Returns the metadata; a side
-    file that lacks a ``required`` field or holds another config is refused (delete it to train again)."""
+    file that lacks a ``required`` field or holds another config is refused (delete it to train again). A lock
+    beside the checkpoint (``<key>.lock``) lets one process train a party while others on the same cache wait for
+    it and then load it: no party is trained twice, whatever mix of commands shares the cache."""
+    from filelock import FileLock
+
     path = Path(cache_dir or default_cache_dir()) / folder / f"{config_key(settings)}.safetensors"
-    if path.exists():
-        meta = load_checkpoint(model, path, required=required)
-        if meta["config"] != json.loads(json.dumps(settings, default=str)):
-            allowed = f"the side file of this party's config, but it holds another's: delete it and {path.name}"
-            raise KDConfigError("checkpoint metadata", str(path.with_suffix(".json")), allowed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_suffix(".lock"))):  # one process trains a party; the others wait, then load it
+        if path.exists():
+            meta = load_checkpoint(model, path, required=required)
+            if meta["config"] != json.loads(json.dumps(settings, default=str)):
+                allowed = f"the side file of this party's config, but it holds another's: delete it and {path.name}"
+                raise KDConfigError("checkpoint metadata", str(path.with_suffix(".json")), allowed)
+            return meta
+        meta = {"config": settings, **train(model)}
+        save_checkpoint(model.cpu(), path, meta)
         return meta
-    meta = {"config": settings, **train(model)}
-    save_checkpoint(model.cpu(), path, meta)
-    return meta
 
 
 def published_party(dataset: Dataset, model_name: str, device: str = "auto") -> tuple[nn.Module, dict]:
