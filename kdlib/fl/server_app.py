@@ -1,184 +1,174 @@
-"""The Flower server side: seeded client sampling, metered FedAvg, centralised evaluation, and one FedAvg run."""
+"""The ``ServerApp`` (``server_app``) that ``flwr run .`` runs: the federated study of a run config, on the grid and
+clients Flower gives it (``fedavg`` holds the FedAvg it runs; its names are importable from here too).
+
+``pyproject.toml`` names it under ``[tool.flwr.app.components]``; its run config (``[tool.flwr.app.config]``,
+``flwr run . --run-config "key=value ..."``) picks the scale, scenario(s), start(s), seed and rounds, and the
+clients are the federation's SuperNodes (their ``partition-id`` / ``num-partitions`` node config).
+"""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+import re
+from collections.abc import Mapping
+from logging import INFO
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
-from torch import nn
+from flwr.app import Context
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
 
 from kdlib.errors import KDConfigError
-from kdlib.fl.config import FederatedConfig
-from kdlib.fl.task import DataSpec
-from kdlib.metrics import accuracy
-from kdlib.train import predict_logits
+from kdlib.fl.config import FederatedConfig, federated_scale_config
+from kdlib.fl.fedavg import (
+    Federation,
+    FLJob,
+    FLRun,
+    MeteredFedAvg,
+    active_grid,
+    aggregate_state_dicts,
+    discover_clients,
+    make_evaluator,
+    model_bytes,
+    run_fedavg,
+    run_jobs,
+    sample_clients,
+    use_grid,
+)
+from kdlib.fl.study import FederatedStudy
+from kdlib.results import ResultsStore
+from kdlib.validation import strict_bool
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "TINY",
+    "FLJob",
+    "FLRun",
+    "Federation",
+    "MeteredFedAvg",
+    "active_grid",
+    "aggregate_state_dicts",
+    "app_config",
+    "discover_clients",
+    "main",
+    "make_evaluator",
+    "model_bytes",
+    "open_app_study",
+    "parse_set",
+    "report",
+    "run_fedavg",
+    "run_jobs",
+    "sample_clients",
+    "server_app",
+    "use_grid",
+]
 
 
-def sample_clients(num_clients: int, fraction: float, seed: int, server_round: int) -> list[int]:
-    """The clients (partition ids) of one round: seeded, the same for every start of a scenario."""
-    k = max(1, min(num_clients, round(num_clients * fraction)))
-    if k == num_clients:
-        return list(range(num_clients))
-    rng = np.random.default_rng([seed, server_round])
-    return sorted(int(c) for c in rng.choice(num_clients, size=k, replace=False))
+TINY: dict[str, Any] = {
+    "dataset": "digits",
+    "n_train": None,
+    "n_test": None,
+    "model": "mlp",
+    "pretrain": {"epochs": 3},
+    "kd": {"epochs": 3},
+    "local": {"epochs": 1},
+    "rounds": 3,
+}
+"""``tiny = true``: scikit-learn's bundled digits (no download), an MLP, short training: a run of seconds."""
+
+OWN_KEYS = {"scale", "dataset", "scenarios", "starts", "rounds", "seed", "num_clients"}
+"""Fields that ``set`` may not name: they have run-config keys of their own, or come from the federation."""
 
 
-class MeteredFedAvg(FedAvg):
-    """Flower's FedAvg with seeded client sampling by partition id, replies aggregated in partition order (so
-    the float sums do not depend on arrival order), failed clients raised instead of skipped, and the bytes of
-    the arrays sent down and received up counted per round."""
-
-    def __init__(self, nodes: dict[int, int], fraction_fit: float, seed: int) -> None:
-        super().__init__(fraction_train=fraction_fit, fraction_evaluate=0.0, min_available_nodes=len(nodes))
-        self.nodes = nodes
-        self.seed = seed
-        self.bytes_down: dict[int, int] = {}
-        self.bytes_up: dict[int, int] = {}
-        self.train_loss: dict[int, float] = {}
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> list[Message]:
-        chosen = sample_clients(len(self.nodes), self.fraction_train, self.seed, server_round)
-        config["server-round"] = server_round
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        self.bytes_down[server_round] = arrays.count_bytes() * len(chosen)
-        return [Message(record, dst_node_id=self.nodes[c], message_type=MessageType.TRAIN) for c in chosen]
-
-    def aggregate_train(self, server_round: int, replies: Any) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
-        failed = [m for m in replies if m.has_error()]
-        if failed:
-            raise RuntimeError(f"{len(failed)} client(s) failed in round {server_round}: {failed[0].error.reason}")
-        replies.sort(key=lambda m: int(m.content["info"]["partition-id"]))
-        self.bytes_up[server_round] = sum(m.content[self.arrayrecord_key].count_bytes() for m in replies)
-        arrays, metrics = super().aggregate_train(server_round, replies)
-        if metrics is not None:
-            self.train_loss[server_round] = float(metrics["train-loss"])
-        return arrays, metrics
+def parse_set(text: str) -> dict[str, Any]:
+    """The ``set`` run-config value, ``"n_train=500 local={\"epochs\": 2}"``, as fields: space-separated
+    ``field=value`` pairs (a space inside a JSON value is fine), values JSON where they parse, else strings."""
+    overrides: dict[str, Any] = {}
+    for pair in re.split(r"\s+(?=[A-Za-z_]\w*=)", text.strip()) if text.strip() else []:
+        key, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_]\w*", key):
+            raise KDConfigError(
+                "set", pair, "field=value pairs separated by spaces, e.g. 'n_train=500 local={\"epochs\": 2}'"
+            )
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
 
 
-def aggregate_state_dicts(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict:
-    """FedAvg's weighted mean of ``state_dict``s, by the function Flower's ``FedAvg.aggregate_train`` applies to
-    the clients' replies (``aggregate_arrayrecords``): exactly what the server does each round."""
-    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
-
-    if not states:
-        raise KDConfigError("states", 0, "at least one state_dict to aggregate")
-    replies = [
-        RecordDict({"arrays": ArrayRecord(dict(s)), "metrics": MetricRecord({"num-examples": float(w)})})
-        for s, w in zip(states, weights, strict=True)
-    ]
-    return dict(aggregate_arrayrecords(replies, "num-examples").to_torch_state_dict())
-
-
-@dataclass
-class FLJob:
-    """One FedAvg run: a scenario, a named start and its initial weights."""
-
-    scenario: str
-    start: str
-    initial: dict[str, torch.Tensor]
-    spec: DataSpec
-
-
-@dataclass
-class FLRun:
-    """What one FedAvg run returns: per-round curve (round 0 = the start) and its wall time."""
-
-    curve: list[dict]
-    wall_s: float
-
-
-def discover_clients(grid: Grid, num_clients: int, timeout_s: float = 120.0) -> dict[int, int]:
-    """Ask every node for its partition id: ``{partition id: node id}``."""
-    deadline = time.monotonic() + timeout_s
-    while len(list(grid.get_node_ids())) < num_clients:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(list(grid.get_node_ids()))} of {num_clients} clients came up")
-        time.sleep(0.05)
-    ask = [
-        Message(RecordDict({"ask": ConfigRecord({"what": "partition-id"})}), dst_node_id=n, message_type="query")
-        for n in grid.get_node_ids()
-    ]
-    replies = list(grid.send_and_receive(ask, timeout=timeout_s))
-    failed = [m for m in replies if m.has_error()]
-    if failed or len(replies) != num_clients:
-        reason = failed[0].error.reason if failed else f"{len(replies)} replies"
-        raise RuntimeError(f"client discovery failed: {reason}")
-    return {int(m.content["info"]["partition-id"]): m.metadata.src_node_id for m in replies}
-
-
-def make_evaluator(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str) -> Callable:
-    """Centralised evaluation on the test set: ``evaluate_fn(round, arrays) -> MetricRecord``."""
-
-    def evaluate(_server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        model.load_state_dict(arrays.to_torch_state_dict())
-        logits = predict_logits(model, x, device)
-        loss = float(F.cross_entropy(logits, y))
-        return MetricRecord({"accuracy": accuracy(logits, y), "loss": loss})
-
-    return evaluate
-
-
-@dataclass(frozen=True)
-class Federation:
-    """The server's side of a simulation: the grid, the connected clients (``{partition id: node id}``), the
-    centralised evaluation, and the device and torch threads the clients train with."""
-
-    grid: Grid
-    nodes: dict[int, int]
-    evaluate: Callable
-    device: str
-    threads: int = 1
-
-
-def run_fedavg(federation: Federation, job: FLJob, cfg: FederatedConfig) -> FLRun:
-    """FedAvg from ``job.initial`` for ``cfg.rounds`` rounds on the connected clients; one row per round."""
-    started = time.perf_counter()
-    strategy = MeteredFedAvg(federation.nodes, cfg.fraction_fit, cfg.seed)
-    train_config = ConfigRecord(
-        {
-            "data-spec": job.spec.to_json(),
-            "model": cfg.model,
-            "local": json.dumps(cfg.local.as_dict()),
-            "seed": cfg.seed,
-            "device": federation.device,
-            "threads": federation.threads,
-        }
-    )
-    result = strategy.start(
-        grid=federation.grid,
-        initial_arrays=ArrayRecord(job.initial),
-        num_rounds=cfg.rounds,
-        train_config=train_config,
-        evaluate_fn=federation.evaluate,
-    )
-    curve = []
-    for server_round, record in sorted(result.evaluate_metrics_serverapp.items()):
-        curve.append(
-            {
-                "round": int(server_round),
-                "accuracy": float(record["accuracy"]),
-                "loss": float(record["loss"]),
-                "bytes_down": strategy.bytes_down.get(server_round, 0),
-                "bytes_up": strategy.bytes_up.get(server_round, 0),
-                "train_loss": strategy.train_loss.get(server_round),
-            }
+def app_config(run_config: Mapping[str, Any], num_clients: int) -> FederatedConfig:
+    """The ``FederatedConfig`` of a ``flwr run``: the ``scale``'s, then ``tiny``'s values, then the keys
+    ``dataset``, ``scenario``, ``start`` (random, the baseline, always runs too), ``seed`` and
+    ``num-server-rounds`` (0 or "": the scale's), then ``set``; ``num_clients`` is the federation's size."""
+    rc = dict(run_config)
+    overrides: dict[str, Any] = dict(TINY) if strict_bool("tiny", rc.get("tiny", False)) else {}
+    if rc.get("dataset"):
+        overrides["dataset"] = rc["dataset"]
+    if rc.get("scenario"):
+        overrides["scenarios"] = rc["scenario"]
+    if rc.get("start"):
+        starts = [s.strip() for s in str(rc["start"]).split(",") if s.strip()]
+        overrides["starts"] = tuple(dict.fromkeys(["random", *starts]))
+    if rc.get("num-server-rounds"):
+        overrides["rounds"] = rc["num-server-rounds"]
+    if "seed" in rc:
+        overrides["seed"] = rc["seed"]
+    extra = parse_set(str(rc.get("set", "")))
+    taken = sorted(OWN_KEYS & set(extra))
+    if taken:
+        allowed = (
+            "other fields: scale, dataset, scenarios, starts, rounds and seed have run-config keys of their own "
+            "(scale, dataset, scenario, start, num-server-rounds, seed); num_clients is the number of SuperNodes"
         )
-    return FLRun(curve, time.perf_counter() - started)
+        raise KDConfigError("set", ", ".join(taken), allowed)
+    return federated_scale_config(str(rc.get("scale", "smoke")), **{**overrides, **extra, "num_clients": num_clients})
 
 
-def model_bytes(model: nn.Module) -> int:
-    """Bytes of a model's ``state_dict`` as Flower sends it (array payloads and key names)."""
-    return ArrayRecord(model.state_dict()).count_bytes()
+def _folder(run_config: Mapping[str, Any], key: str) -> str | None:
+    value = str(run_config.get(key, "") or "").strip()
+    return value or None
 
+
+def open_app_study(run_config: Mapping[str, Any], num_clients: int) -> FederatedStudy:
+    """The ``FederatedStudy`` a run config asks for, on the project's ``study`` store (``results-dir`` or
+    ``KDLIB_RESULTS``), as the notebooks open it: its records are theirs."""
+    store = ResultsStore.open("study", _folder(run_config, "results-dir"))
+    device = str(run_config.get("device", "auto") or "auto")
+    cfg = app_config(run_config, num_clients)
+    return FederatedStudy(cfg, store, device=device, progress=False, data_root=_folder(run_config, "data-dir"))
+
+
+def report(study: FederatedStudy, summary: pd.DataFrame) -> str:
+    """What a ``flwr run`` prints at the end: each run's accuracy per round, and the rounds each start saves."""
+    c = study.cfg
+    lines = [
+        f"kdlib federated study, {c.dataset}, {study.caption_details()}, seed {c.seed}: stored in {study.store.path}"
+    ]
+    for record in study.records():
+        accs = " ".join(f"{row['accuracy']:.3f}" for row in record["curves"])
+        lines.append(
+            f"  {record['config']['scenario']} / {record['config']['start']}: accuracy per round from 0: {accs}"
+        )
+    if not summary.empty:
+        columns = [k for k in ("scenario", "start", "rounds_to_target", "reduction_pct", "status") if k in summary]
+        lines.append(summary[columns].to_string(index=False))
+    return "\n".join(lines)
+
+
+server_app = ServerApp()
+"""The federated study as a Flower ``ServerApp``: ``flwr run .`` (see ``[tool.flwr.app]`` in pyproject.toml)."""
+
+
+@server_app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Find the clients, build the study of the run config, run its missing (scenario, start) runs on this grid
+    (all of them with ``force = true``), store them like the notebooks do, and log their curves."""
+    nodes = discover_clients(grid)
+    study = open_app_study(context.run_config, len(nodes))
+    log(INFO, "kdlib: %d clients, scenarios %s, starts %s", len(nodes), study.cfg.scenarios, study.cfg.starts)
+    with use_grid(grid, nodes):
+        summary = study.run_all(force=strict_bool("force", context.run_config.get("force", False)))
+    log(INFO, "%s", report(study, summary))

@@ -1,5 +1,6 @@
 """Flower's Simulation Engine on Ray: the runs of one call in one simulation, Ray started quietly and bounded,
-and its worker processes waited for (``/proc``) before returning."""
+and its worker processes waited for (``/proc``) before returning. Inside the ``ServerApp`` of ``flwr run``
+(``fedavg.use_grid``) the runs go to that run's grid and clients instead."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from torch import nn
 
 from kdlib.fl.client_app import client_app
 from kdlib.fl.config import FederatedConfig
-from kdlib.fl.server_app import (
+from kdlib.fl.fedavg import (
     Federation,
     FLJob,
     FLRun,
+    active_grid,
     discover_clients,
     make_evaluator,
-    run_fedavg,
+    run_jobs,
 )
 from kdlib.paths import environment
 from kdlib.progress import tqdm
@@ -80,15 +82,22 @@ def simulate(
     ``on_done(job, run)`` is called after each job (e.g. to store it). Ray is started here (quiet, bounded:
     ``num_cpus``, a 200 MB object store, no dashboard, no runtime environment to build) and shut down by Flower at
     the end, also on errors; this function waits until Ray's worker processes have exited before it returns.
+
+    Called within ``fedavg.use_grid`` (the ``ServerApp`` that ``flwr run`` runs), the jobs run on that grid
+    and its clients, which train on their own device (``"auto"`` picks theirs), and no simulation is started here.
     """
     import importlib.util
 
+    options = options or SimulationOptions()
+    active = active_grid()
+    if active is not None:
+        _run_on_grid(active, jobs, cfg, evaluate_data, on_done, options)
+        return
     if importlib.util.find_spec("ray") is None:
         raise ImportError('Flower\'s Simulation Engine needs Ray: pip install "flwr[simulation]"')
     import ray
     from flwr.simulation import run_simulation
 
-    options = options or SimulationOptions()
     verbose = options.verbose
     dev = resolve_device(options.device)
     cpus = max(1, options.num_cpus or os.cpu_count() or 1)
@@ -102,14 +111,19 @@ def simulate(
     errors: list[BaseException] = []
     helpers: set[int] = set()
 
+    labels = iter([f"{job.scenario} / {job.start}" for job in jobs])
+
+    def done(job: FLJob, run: FLRun) -> None:  # on_done, then the bar moves on to the next job
+        on_done(job, run)
+        bar.update(1)
+        bar.set_postfix_str(next(labels, ""))
+
     @server_app.main()
     def _main(grid: Grid, _context: Context) -> None:
         try:
             federation = Federation(grid, discover_clients(grid, cfg.num_clients), evaluate, str(dev))
-            for job in jobs:
-                bar.set_postfix_str(f"{job.scenario} / {job.start}")
-                on_done(job, run_fedavg(federation, job, cfg))
-                bar.update(1)
+            bar.set_postfix_str(next(labels, ""))
+            run_jobs(federation, jobs, cfg, done)
         except BaseException as error:  # re-raised in the caller's thread below
             errors.append(error)
             raise
@@ -137,6 +151,23 @@ def simulate(
         wait_for_exit(helpers)
     if errors:
         raise errors[0]
+
+
+def _run_on_grid(
+    active: tuple[Grid, dict[int, int]],
+    jobs: Sequence[FLJob],
+    cfg: FederatedConfig,
+    evaluate_data: tuple[torch.Tensor, torch.Tensor, nn.Module],
+    on_done: Callable[[FLJob, FLRun], None],
+    options: SimulationOptions,
+) -> None:
+    """``simulate`` within ``fedavg.use_grid``: the jobs on the grid and clients of the running Flower run."""
+    grid, nodes = active
+    if len(nodes) != cfg.num_clients:
+        raise RuntimeError(f"the config has {cfg.num_clients} clients, this Flower run {len(nodes)}")
+    x_test, y_test, model = evaluate_data
+    evaluate = make_evaluator(model, x_test, y_test, str(resolve_device(options.device)))
+    run_jobs(Federation(grid, nodes, evaluate, str(options.device)), jobs, cfg, on_done)
 
 
 @contextmanager

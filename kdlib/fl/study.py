@@ -23,11 +23,7 @@ from kdlib.fl.analysis import (
     target_metrics,
 )
 from kdlib.fl.config import KD_STARTS, KIND, STARTS, FederatedConfig, federated_scale_config
-from kdlib.fl.server_app import (
-    FLJob,
-    FLRun,
-    model_bytes,
-)
+from kdlib.fl.fedavg import FLJob, FLRun, model_bytes
 from kdlib.fl.simulation import SimulationOptions, simulate, torch_threads
 from kdlib.fl.starts import KDRecipe, Start, distill_averaged
 from kdlib.fl.task import ClientSplit, DataSpec, cached_dataset, cached_split

@@ -1,5 +1,5 @@
-"""The task every client and the server share: the data set, its split among the clients (after a public split
-that no client gets), and a client's own partition, loaded once per process."""
+"""The task every client and the server share: the model, the data set, its split among the clients (after a
+public split that no client gets), and a client's own partition, loaded once per process."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from kdlib.data import Dataset, Subsample, load_dataset
+from kdlib.models import build_model
 from kdlib.parties import hold_out_public
 from kdlib.partition import parse_partition, partition_indices
 
@@ -72,3 +74,7 @@ def client_data(spec: DataSpec, client: int) -> tuple[torch.Tensor, torch.Tensor
     idx = torch.as_tensor(cached_split(spec).parts[client])
     return data.x_train[idx], data.y_train[idx], data
 
+
+def task_model(name: str, data: Dataset) -> nn.Module:
+    """A fresh model ``name`` (``kdlib.models``) for the data set's classes and input shape."""
+    return build_model(name, data.num_classes, data.in_shape)
