@@ -209,6 +209,12 @@ class StudyConfig(ConfigBase):
             raise KDConfigError("tuning_search", self.tuning_search, f"one of {', '.join(TUNING_SEARCHES)}")
         if isinstance(self.n_train, int) and self.val_size >= self.n_train:
             raise KDConfigError("val_size", self.val_size, f"fewer than n_train ({self.n_train}) samples")
+        if self.selection == "holdout" and self.val_fraction != StudyConfig.val_fraction:
+            allowed = (
+                f"the default ({StudyConfig.val_fraction}): it is used only with selection='transfer' (tuned KD then "
+                "chooses on that share of the transfer data); under 'holdout' it chooses on the validation split"
+            )
+            raise KDConfigError("val_fraction", self.val_fraction, allowed)
         if self.selection == "holdout" and self.val_size == 0:
             raise KDConfigError("val_size", 0, "a positive count when selection is 'holdout' (or selection='transfer')")
         check_dataset_name(self.dataset)

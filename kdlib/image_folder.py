@@ -88,6 +88,19 @@ def decode_tree(folder: Path, description: str, progress: bool) -> RawData:
     return RawData(x_train, y_train, x_test, y_test, names, description)
 
 
+def check_layout(folder: Path) -> None:
+    """Refuse, in one line, a folder that is not an image folder: it needs ``train/`` and ``test/``, each with one
+    sub-folder per class holding images (checked before any file of the tree is read)."""
+    allowed = "an image folder: PATH/train/<class>/*.png|jpg and PATH/test/<class>/*.png|jpg"
+    for split in ("train", "test"):
+        split_dir = folder / split
+        if not split_dir.is_dir():
+            raise KDConfigError("image folder", str(folder), f"{allowed} (no {split}/ folder in it)")
+        classes = _list_classes(split_dir)
+        if not classes or not any(_list_images(c) for c in classes):
+            raise KDConfigError("image folder", str(folder), f"{allowed} (no class folder with images in {split}/)")
+
+
 def _fingerprint(folder: Path) -> str:
     """A cheap summary (file count, total size, latest mtime) that changes when the tree changes."""
     count = size = latest = 0
@@ -110,6 +123,7 @@ def load_imagefolder(folder: Path, root: Path, progress: bool) -> RawData:
             return raw
         raise FileNotFoundError(f"image folder {folder} does not exist (and no cache {cache})"
                                 + (f"; {problem}" if problem else ""))
+    check_layout(folder)
     current = _fingerprint(folder)
     if raw is not None and stored in ("", current):
         return raw

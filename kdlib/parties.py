@@ -25,6 +25,8 @@ from kdlib.validation import is_int
 
 PARTY_META_FIELDS = ("config", "test_acc", "own_acc", "unseen_acc", "own_classes", "train_size")
 """What a pre-trained party's checkpoint side file must hold (checked on load)."""
+MIN_PARTY_SAMPLES = 10
+"""The fewest training samples a party may be left with after the validation and public splits."""
 OWN_CLASS_SHARE = 0.01
 """A class counts as one of a party's own classes when it makes up at least this share of the party's data."""
 
@@ -100,6 +102,12 @@ def make_scenario(dataset: Dataset, text: str, cfg: StudyConfig, num_parties: in
         private = np.setdiff1d(private, validation)
     if cfg.transfer == "public":
         public, private = hold_out_public(labels, private, cfg.public_fraction, cfg.seed)
+        if len(private) < MIN_PARTY_SAMPLES * num_parties:
+            allowed = (
+                f"a smaller fraction: it leaves {len(private)} of {len(private) + len(public)} samples for "
+                f"{num_parties} parties (at least {MIN_PARTY_SAMPLES} each), e.g. public_fraction=0.2"
+            )
+            raise KDConfigError("public_fraction", cfg.public_fraction, allowed)
     local = partition_indices(labels[private], spec, seed=cfg.seed, num_classes=dataset.num_classes)
     parts = tuple(np.sort(private[p]) for p in local)
     return Scenario(text, spec, parts, public, dataset.num_classes, labels, validation)

@@ -544,7 +544,8 @@ def test_every_float_of_a_study_config_is_a_finite_number(field: str, value: obj
 
 
 def test_good_values_still_pass() -> None:
-    cfg = scale_config("smoke", seed=2**32 - 1, val_fraction=0.05, temperature=2, pretrain={"augment": True})
+    cfg = scale_config("smoke", seed=2**32 - 1, val_fraction=0.05, selection="transfer", temperature=2,
+                       pretrain={"augment": True})  # fmt: skip
     assert cfg.seed == 2**32 - 1 and cfg.pretrain.augment is True and cfg.temperature == 2
     assert scale_config("smoke", n_train=None).n_train is None  # null still means "all" where it has a meaning
     assert parse_partition("dirichlet:0.5").alpha == 0.5 and parse_partition("disjoint:3").classes_per_party == 3
@@ -653,3 +654,21 @@ def test_a_notebook_study_checks_its_cache_and_figures_folders_when_opened(
     monkeypatch.setenv(variable, str(blocker))
     with pytest.raises(KDConfigError, match=variable):
         open_study("smoke", dataset="digits", results=str(tmp_path / "r"))
+
+
+def test_messages_name_the_parameter_and_what_to_do(tmp_path: Path) -> None:
+    """public_fraction that leaves the parties nothing, val_fraction where it has no effect, and a folder that is
+    not an image folder: each refused in one line naming the parameter."""
+    from kdlib.data import load_dataset
+    from kdlib.parties import make_scenario
+
+    data = load_dataset("digits")
+    cfg = scale_config("smoke", dataset="digits", n_train=None, n_test=None, transfer="public", public_fraction=0.999)
+    with pytest.raises(KDConfigError, match=r"public_fraction=0\.999.*a smaller fraction.*for 2 parties"):
+        make_scenario(data, "iid", cfg)
+    with pytest.raises(KDConfigError, match=r"val_fraction=0\.999.*only with selection='transfer'"):
+        scale_config("smoke", val_fraction=0.999)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("not an image")
+    with pytest.raises(KDConfigError, match=r"image folder=.*no train/ folder"):
+        load_dataset(f"imagefolder:{tmp_path / 'notes'}", tmp_path / "data")
