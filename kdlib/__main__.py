@@ -1,4 +1,7 @@
-"""Command line: ``python -m kdlib {pretrain,run,study,reproduce} --scale smoke|full|paper``."""
+"""kdlib's command line: pre-train parties, run one KD method or the whole study, or execute the notebooks.
+
+Every command takes --scale smoke|full|paper and --set FIELD=VALUE for any config field; `kdlib COMMAND --help`
+lists its options."""
 
 from __future__ import annotations
 
@@ -29,25 +32,31 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+SCENARIO_HELP = "a partition: iid, dirichlet:0.5, disjoint, disjoint:3, disjoint:0-4|5-9 or quantity:1.5"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m kdlib", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="kdlib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--scale", choices=SCALES, default="smoke", help="parameter set (default: smoke)")
         p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
         p.add_argument("--dataset", default=None, help="digits, cifar10 (default), cifar100 or imagefolder:PATH")
-        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--seed", type=int, default=None, help="the first seed (default: 0); --set seeds=N runs N")
         p.add_argument("--results", default=None, help="results folder (default: results/)")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field (repeatable), e.g. n_train=5000 or distill='{\"epochs\": 8}'")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("pretrain", help="pre-train the teacher and student of one scenario; print accuracies")
     common(p)
-    p.add_argument("--scenario", default="disjoint")
+    p.add_argument("--scenario", default="disjoint", help=SCENARIO_HELP + " (default: disjoint)")
     p = sub.add_parser("run", help="one KD method on one scenario")
     common(p)
-    p.add_argument("--scenario", required=True)
+    p.add_argument("--scenario", required=True, help=SCENARIO_HELP)
     p.add_argument("--method", required=True, choices=method_names(), help="a registered method (kdlib.methods)")
     p.add_argument("--force", action="store_true", help="run again even if stored")
     p = sub.add_parser("study", help="every method on every scenario; prints the gain table")

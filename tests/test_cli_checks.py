@@ -37,3 +37,20 @@ def test_known_keys_pass_the_check_and_a_notebook_parameter_counts_as_known() ->
     check_overrides("smoke", {"n_train": 500, "federated": False, "num_clients": 4}, keys)
     with pytest.raises(KDConfigError, match="n_trian"):
         check_overrides("smoke", {"n_trian": 500}, keys)
+
+
+def test_every_option_of_every_command_has_help_text() -> None:
+    import argparse
+
+    from kdlib.__main__ import build_parser
+
+    parser = build_parser()
+    assert "``" not in (parser.description or "")  # plain text, not reST markup, in the terminal
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, sub in commands.choices.items()
+        for action in sub._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert missing == []
