@@ -166,10 +166,12 @@ def interval_table(
 ) -> pd.DataFrame:
     """A table of ``"mean ± half-width"`` strings (written as ``cells`` says) per index and column."""
     summary = summarise(frame, [index, columns], value, cells.scale)
+    most = int(summary["n"].max()) if len(summary) else 0
     texts = {
         (row[index], row[columns]): Interval(row["mean"], row["half_width"], int(row["n"])).text(
             cells.digits, signed=cells.signed
         )
+        + (f" (n={int(row['n'])})" if 1 < int(row["n"]) < most else "")  # a cell short of seeds says so
         for _, row in summary.iterrows()
     }
     rows = list(order[0] or dict.fromkeys(summary[index]))

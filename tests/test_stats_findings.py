@@ -84,3 +84,11 @@ def test_summary_and_table_per_group() -> None:
     assert list(table.index) == ["iid", "disjoint"]
     assert table.loc["iid", "b"] == "+5.00 ± 0.00" and table.loc["disjoint", "b"] == ""
     assert table.loc["disjoint", "a"].startswith("-1.00 ± ")
+
+
+def test_a_cell_with_fewer_seeds_than_the_rest_says_how_many() -> None:
+    rows = [("iid", "a", s, g) for s, g in enumerate([0.01, 0.02, 0.03])]
+    rows += [("iid", "b", 0, 0.05), ("iid", "b", 1, 0.07)]
+    frame = pd.DataFrame(rows, columns=["scenario", "method", "seed", "gain"])
+    table = interval_table(frame, "gain")
+    assert table.loc["iid", "b"].endswith("(n=2)") and "n=" not in table.loc["iid", "a"]
