@@ -78,6 +78,36 @@ def notebook_parameters(
     return {k: v for k, v in params.items() if k in declared}
 
 
+_BAR_LINE = re.compile(r"\|\s*[\d.]+[kMG]?/[\d.?]+[kMG]?\s*\[|\d+(?:it|nb|file|B) \[")
+"""A line that tqdm drew: ``desc:  40%|####      | 24/60 [00:01<00:02, ...]`` or ``desc: 12it [00:01, ...]``."""
+
+
+def is_progress_text(text: str) -> bool:
+    """Whether a stream output holds only progress-bar lines (and blank ones)."""
+    lines = [line for line in re.split(r"[\r\n]+", text) if line.strip()]
+    return bool(lines) and all(_BAR_LINE.search(line) for line in lines)
+
+
+def strip_progress_bars(path: Path) -> int:
+    """Remove the progress-bar stream outputs from an executed notebook (a training cell leaves a hundred lines of
+    them), keeping every other output; returns how many were removed."""
+    import nbformat
+
+    if not path.exists():
+        return 0
+    notebook = nbformat.read(path, as_version=4)
+    removed = 0
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = [o for o in cell.outputs if not (o.output_type == "stream" and is_progress_text(o.text))]
+        removed += len(cell.outputs) - len(kept)
+        cell.outputs = kept
+    if removed:
+        nbformat.write(notebook, path)
+    return removed
+
+
 def failure_line(notebook: str, error: Any) -> str:
     """One line for a failed notebook: a bad parameter's ``KDConfigError`` (found in the error's name, value or
     traceback, where it may be wrapped in another error) names the notebook and the parameter; any other error
@@ -208,7 +238,9 @@ def reproduce(
                     execution_timeout=execution.cell_timeout,
                 )
         except pm.PapermillExecutionError as error:
+            strip_progress_bars(target)
             return f"{failure_line(path.name, error)}\nThe executed copy is {target}."
+        strip_progress_bars(target)
         bar.write(f"{path.name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
         return None
 

@@ -101,3 +101,22 @@ def test_dependencies_name_real_notebooks() -> None:
 def test_a_bad_worker_count_is_refused(workers: object) -> None:
     with pytest.raises(KDConfigError, match="workers"):
         reproduce.reproduce("smoke", only="00", execution=reproduce.Execution(progress=False, workers=workers))
+
+
+def test_executed_notebooks_keep_their_output_but_not_the_progress_bars(tmp_path) -> None:
+    import nbformat
+
+    from kdlib.reproduce import is_progress_text, strip_progress_bars
+
+    bars = "DP-KD:  33%|###3      | 20/60 [00:00<00:00, 399.73it/s, loss=0.018]\r\nstudy (smoke): 12it [00:01, 9.1it/s]\n"
+    assert is_progress_text(bars)
+    assert not is_progress_text("Gain in accuracy points | mean ± 95% half-width\n")
+    assert not is_progress_text(bars + "teacher: mlp (50,826 parameters)\n")  # mixed text is kept whole
+    cell = nbformat.v4.new_code_cell("run()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=bars),
+                    nbformat.v4.new_output("stream", name="stdout", text="Gain: +1.00\n")]  # fmt: skip
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
+    assert strip_progress_bars(path) == 1
+    (kept,) = nbformat.read(path, as_version=4).cells[0].outputs
+    assert kept.text == "Gain: +1.00\n"
