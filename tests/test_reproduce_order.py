@@ -108,7 +108,8 @@ def test_executed_notebooks_keep_their_output_but_not_the_progress_bars(tmp_path
 
     from kdlib.reproduce import is_progress_text, strip_progress_bars
 
-    bars = "DP-KD:  33%|###3      | 20/60 [00:00<00:00, 399.73it/s, loss=0.018]\r\nstudy (smoke): 12it [00:01, 9.1it/s]\n"
+    bars = "DP-KD:  33%|###3      | 20/60 [00:00<00:00, 399.73it/s, loss=0.018]\r\n"
+    bars += "study (smoke): 12it [00:01, 9.1it/s]\n"
     assert is_progress_text(bars)
     assert not is_progress_text("Gain in accuracy points | mean ± 95% half-width\n")
     assert not is_progress_text(bars + "teacher: mlp (50,826 parameters)\n")  # mixed text is kept whole
