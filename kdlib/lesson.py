@@ -81,6 +81,21 @@ def setup(scale: str = "smoke", *, transfer: str | None = None, overrides: Any =
     return study
 
 
+def setup_federated(scale: str = "smoke", *, overrides: Any = None, **parameters: Any) -> Any:
+    """Open notebook 07's federated study from its papermill parameters and print what it runs on (the
+    ``FederatedStudy`` of :func:`kdlib.fl.open_federated`; ``overrides``: FederatedConfig fields, or their YAML)."""
+    from kdlib.config import notebook_overrides
+    from kdlib.fl import open_federated
+
+    fed = open_federated(scale, **parameters, **notebook_overrides(overrides))
+    cfg, data = fed.cfg, fed.dataset
+    print(data.description, "|", len(data.x_train), "train /", len(data.x_test), "test images")
+    print(f"scenarios: {', '.join(cfg.scenarios)} | {cfg.num_clients} clients | model {cfg.model} | "
+          f"{cfg.rounds} rounds x {cfg.local.epochs} local epoch(s), fraction_fit {cfg.fraction_fit:g}")
+    print(f"public split: {cfg.public_fraction:.0%} of the training set | target: {cfg.target_rule()}")
+    return fed
+
+
 def variant(study: Study, **changes: Any) -> Study:
     """The same study (results store, device) with some config fields changed, e.g. ``transfer="union"``."""
     from kdlib.study import Study
