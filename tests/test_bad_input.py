@@ -629,7 +629,8 @@ def test_every_study_notebook_normalises_overrides_before_using_them() -> None:
         code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
         code = [src for src in code if not src.lstrip().startswith("# Parameters")]
         uses = [i for i, src in enumerate(code) if "overrides" in src]
-        via_setup = ["lesson.setup(" in src and "overrides=overrides" in src for src in code]
+        setups = ("lesson.setup(", "lesson.setup_federated(")
+        via_setup = [any(c in src for c in setups) and "overrides=overrides" in src for src in code]
         normalised = [i for i, src in enumerate(code) if "notebook_overrides(overrides)" in src or via_setup[i]]
         assert uses and normalised and normalised[0] == uses[0], path.name
 

@@ -90,8 +90,11 @@ def test_two_ray_workers_store_the_same_records_as_one_by_one(tmp_path: Path, is
     table = parallel.run_all(workers=2)
     first, second = _records(one_by_one.store.path), _records(parallel.store.path)
     assert len(first) == len(one_by_one.jobs()) >= 6 and first.keys() == second.keys()
+    def computed(metrics: dict) -> dict:  # latency is a timing of this machine's moment, not a computed result
+        return {k: v for k, v in metrics.items() if not k.startswith("latency_")}
+
     for key, record in first.items():
-        assert record["metrics"] == second[key]["metrics"], record["config"]["method"]
+        assert computed(record["metrics"]) == computed(second[key]["metrics"]), record["config"]["method"]
         assert record["grid"] == second[key]["grid"]
     assert table.equals(one_by_one.gain_table())
     assert any((tmp_path / "cache-ray").rglob("*.safetensors"))
