@@ -105,10 +105,10 @@ def variant(study: Study, **changes: Any) -> Study:
 
 
 def show_figure(fig: plt.Figure, name: str) -> None:
-    """Save ``fig`` as ``name`` in the figures folder (``plots.save_figure``), then show it."""
+    """Save ``fig`` as ``name`` in the figures folder (``kdlib.figure_layout.save_figure``), then show it."""
     import matplotlib.pyplot as plt
 
-    from kdlib.plots import save_figure
+    from kdlib.figure_layout import save_figure
 
     save_figure(fig, name)
     plt.show()

@@ -5,13 +5,9 @@ scale."""
 from __future__ import annotations
 
 import math
-import os
-import textwrap
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import matplotlib
 
@@ -22,148 +18,33 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
 
-from kdlib.disk import writing
-from kdlib.errors import KDConfigError
-from kdlib.methods import method_label, method_labels, method_names
-from kdlib.paths import figures_dir, user_folder
-from kdlib.stats import bootstrap_interval, drawing_note, draws_interval, mean_interval
+from kdlib.figure_layout import (
+    finish_figure,
+    legend_beside,
+)
+from kdlib.methods import method_label, method_labels
+from kdlib.plots_seeds import (
+    WEAKER_TEACHER,
+    WEAKER_TEACHER_LABEL,
+    Bars,
+    SeedView,
+    draw_seed_bars,
+    is_share,
+    method_bars,
+    method_order,
+    method_palette,
+    seed_legend,
+    weaker_teacher,
+    wrapped,
+)
 
 
 def __getattr__(name: str) -> object:
     if name == "METHOD_LABELS":  # ``{method: label}`` of the registry (``kdlib.methods``) as it is now
         return method_labels()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def study_caption(description: str, scale: str, n_train: int, n_test: int, extra: str = "") -> str:
-    """One line naming the data, its size and the scale, for the bottom of every figure."""
-    text = f"{description}, {scale} scale: {n_train:,} train / {n_test:,} test images"
-    return f"{text}; {extra}" if extra else text
-
-
-class CaptionedStudy(Protocol):
-    """What ``caption`` reads of a study (the distillation study and the federated one both are)."""
-
-    cfg: Any
-    dataset: Any
-
-    def caption_details(self) -> str: ...
-
-
-def caption(study: CaptionedStudy, extra: str = "") -> str:
-    """The caption line of a figure from a study, the distillation study or the federated one: data set, scale,
-    sizes, the study's own details (``study.caption_details()``) and ``extra``."""
-    data = study.dataset
-    details = study.caption_details() + (f"; {extra}" if extra else "")
-    return study_caption(data.description, study.cfg.scale, len(data.x_train), len(data.x_test), details)
-
-
-def caption_lines(caption: str, fig_width_in: float) -> list[str]:
-    """The caption wrapped to the figure's width (8-point text: about 15 characters per inch), in as few lines as
-    that allows and with lines of even length, so that no word is left alone on the last line."""
-    width = max(40, int(fig_width_in * 15))
-    lines = textwrap.wrap(caption, width) or [""]
-    for narrower in range(math.ceil(len(caption) / len(lines)), width):
-        balanced = textwrap.wrap(caption, narrower)
-        if len(balanced) == len(lines):
-            return balanced
-    return lines
-
-
-def mark_zero_bars(fig: plt.Figure) -> int:
-    """Draw a short line and a "0" on every bar of height zero, which would otherwise look like missing data
-    (bars of missing data have a NaN height and stay empty). Returns how many bars were marked."""
-    marked = 0
-    for ax in fig.axes:
-        for bar in list(ax.patches):
-            if not isinstance(bar, Rectangle) or bar.get_width() <= 0 or bar.get_height() != 0:
-                continue
-            x0, x1, y = bar.get_x(), bar.get_x() + bar.get_width(), bar.get_y()
-            color = bar.get_facecolor() if bar.get_facecolor()[3] > 0 else bar.get_edgecolor()
-            ax.plot([x0, x1], [y, y], color=color, linewidth=3, solid_capstyle="butt", zorder=3)
-            ax.annotate("0", (0.5 * (x0 + x1), y), xytext=(0, 1.5), textcoords="offset points", ha="center",
-                        va="bottom", fontsize=7, color="dimgray")  # fmt: skip
-            marked += 1
-    return marked
-
-
-def legend_beside(ax: plt.Axes, **kwargs: Any) -> Legend:
-    """The axes' legend at its right, outside the data area (inside it would cover bars or error bars wherever they
-    reach the top), with the figure widened by the legend's width so the axes keep their size. ``kwargs`` go to
-    ``ax.legend``."""
-    legend = ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False, **kwargs)
-    widen_for_legend(ax.figure, legend)
-    return legend
-
-
-def widen_for_legend(fig: plt.Figure, legend: Legend) -> None:
-    """Make ``fig`` wider by the width of ``legend`` (placed outside the axes) and a small gap."""
-    width = legend.get_window_extent().width / fig.dpi
-    fig.set_figwidth(fig.get_figwidth() + width + 0.2)
-
-
-NOTE_LINE_IN = 0.14  # 8-point lines are about 0.14 inch apart
-
-
-def finish_figure(fig: plt.Figure, title: str, caption: str, note: str = "") -> plt.Figure:
-    """Mark the zero bars, set the title, write the caption at the bottom (grey) and, above it, ``note`` (black: what
-    the figure draws, where a legend cannot say it); the figure grows by the note's height so the axes keep theirs."""
-    mark_zero_bars(fig)
-    fig.suptitle(title, fontsize=12)
-    lines = caption_lines(caption, fig.get_figwidth())
-    note_lines = caption_lines(note, fig.get_figwidth()) if note else []
-    if note_lines:
-        fig.set_figheight(fig.get_figheight() + NOTE_LINE_IN * len(note_lines) + 0.05)
-    height = fig.get_figheight()
-    fig.text(0.5, 0.005, "\n".join(lines), ha="center", va="bottom", fontsize=8, color="dimgray")
-    caption_top = (0.02 + NOTE_LINE_IN * len(lines)) / height
-    if note_lines:
-        fig.text(0.5, caption_top, "\n".join(note_lines), ha="center", va="bottom", fontsize=8)
-    bottom = min(0.45, caption_top + (NOTE_LINE_IN * len(note_lines) + 0.03 * bool(note_lines)) / height)
-    fig.tight_layout(rect=(0, bottom, 1, 0.97))
-    _keep_figure_legends_off_the_axes(fig, (0, bottom, 1, 0.97))
-    return fig
-
-
-def _keep_figure_legends_off_the_axes(fig: plt.Figure, rect: tuple[float, float, float, float]) -> None:
-    """tight_layout ignores figure-level legends (seaborn's catplot puts one at the right), so the axes can grow
-    under them: narrow the layout until no figure legend overlaps an axes' data area."""
-    left, bottom, right, top = rect
-    for _ in range(3):  # a second pass settles the tick labels of the resized axes
-        moved = False
-        for legend in fig.legends:
-            box = legend.get_window_extent().transformed(fig.transFigure.inverted())
-            if not any(box.overlaps(ax.get_position()) for ax in fig.axes):
-                continue
-            if box.x0 > 0.5:  # a legend at the right: the axes end left of it
-                right, moved = min(right, box.x0 - 0.01), True
-            else:  # one along the top: the axes start below it
-                top, moved = min(top, box.y0 - 0.01), True
-        if not moved:
-            return
-        fig.tight_layout(rect=(left, bottom, right, top))
-
-
-def save_figure(fig: plt.Figure, name: str, folder: str | Path | None = None) -> list[Path]:
-    """Save ``fig`` as ``<folder>/<name>.png`` and ``.svg`` (folder default: :func:`kdlib.paths.figures_dir`).
-
-    ``name`` is a plain file name (no folders, no '..'); ``folder`` follows :func:`kdlib.paths.user_folder`.
-    """
-    if not isinstance(name, str) or not name.strip() or Path(name).name != name or name in (".", ".."):
-        raise KDConfigError("name", name, "a plain figure file name without folders, e.g. '03_standard_gain'")
-    folder = user_folder(folder, "folder", figures_dir())
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{name}.png", folder / f"{name}.svg"]
-    for path, options in zip(paths, ({"dpi": 130}, {}), strict=True):
-        partial = path.with_name(f".{path.name}.tmp")
-        with writing(path, partial):
-            fig.savefig(partial, format=path.suffix[1:], **options)
-        os.replace(partial, path)  # a full disk leaves the previous figure, not half a new one
-    return paths
 
 
 def plot_partition_heatmaps(counts: dict[str, np.ndarray], class_names: Sequence[str], caption: str) -> plt.Figure:
@@ -197,200 +78,6 @@ def plot_heterogeneity(values: dict[str, float], caption: str) -> plt.Figure:
     ax.set_xlabel("scenario")
     ax.set_ylim(0, 1.05)
     return finish_figure(fig, "Label skew of each scenario", caption)
-
-
-# ---------------------------------------------------------------------------- seeds: points or intervals
-
-WEAKER_TEACHER = "weaker_teacher"
-"""The column of a frame that marks a run whose teacher scored below the student before distillation."""
-WEAKER_TEACHER_LABEL = "a seed whose teacher is weaker than the student"
-INTERVAL_COLOR = "0.15"
-SEED_POINT = {"marker": "o", "s": 18, "facecolor": "white", "edgecolor": "black", "linewidths": 0.8}
-WEAK_POINT = {"marker": "v", "s": 26, "facecolor": "black", "edgecolor": "black", "linewidths": 0.8}
-LEGEND_WIDTH = 26  # characters per line of a legend entry that explains the drawing
-
-
-def weaker_teacher(frame: pd.DataFrame) -> pd.Series:
-    """Per run: whether its teacher's test accuracy is below the student's before distillation (``teacher_acc <
-    acc_before``, metrics of ``kdlib.metrics.distillation_metrics``). Such a seed is another regime (KD pulls the
-    student towards a weaker model), which a mean over seeds hides: figures mark it. A ``weaker_teacher`` column
-    already in the frame is taken as it is; without either, no run is marked."""
-    if WEAKER_TEACHER in frame:
-        return frame[WEAKER_TEACHER].astype("boolean").fillna(False).astype(bool)
-    if {"teacher_acc", "acc_before"} <= set(frame.columns):
-        return (frame["teacher_acc"] < frame["acc_before"]).astype(bool)
-    return pd.Series(False, index=frame.index)
-
-
-def _wrapped(label: str) -> str:
-    return "\n".join(textwrap.wrap(label, LEGEND_WIDTH, break_on_hyphens=False))
-
-
-@dataclass(frozen=True)
-class SeedView:
-    """How a figure shows its seeds, decided once for all of its bars (or curves): ``n_min``-``n_max`` seeds per
-    bar; with at least ``kdlib.stats.MIN_SEEDS_FOR_INTERVAL`` on every bar, the mean's 95% interval (``bounded``:
-    shares in [0, 1], the percentile bootstrap, which stays within them; otherwise the t-interval), else each seed as
-    a point and no interval. ``weak``: some run has a teacher weaker than the student; its seeds are drawn too
-    (with their own marker) whatever the count, so that both regimes show."""
-
-    n_min: int
-    n_max: int
-    bounded: bool = False
-    weak: bool = False
-
-    @classmethod
-    def of(cls, frame: pd.DataFrame, by: Sequence[str], values: Sequence[str], bounded: bool = False) -> SeedView:
-        """The view of ``frame`` (one row per run) whose bars are the groups of ``by``, one bar per column of
-        ``values`` (its non-missing values are the bar's seeds)."""
-        counts = [int(c) for value in values for c in frame.groupby(list(by), sort=False)[value].count() if c > 0]
-        return cls(min(counts, default=0), max(counts, default=0), bounded, bool(weaker_teacher(frame).any()))
-
-    @property
-    def intervals(self) -> bool:
-        """Whether the mean's interval is drawn (enough seeds on every bar)."""
-        return draws_interval(self.n_min)
-
-    @property
-    def points(self) -> bool:
-        """Whether each seed is drawn as a point (few seeds, or two regimes to show)."""
-        return (self.n_max > 1 and not self.intervals) or self.weak
-
-    @property
-    def note(self) -> str:
-        """What is drawn, e.g. "each point one seed (2 seeds), no interval" (``kdlib.stats.drawing_note``)."""
-        return drawing_note(self.n_min, self.n_max, bounded=self.bounded)
-
-    def interval(self, values: Iterable[float]) -> tuple[float, float]:
-        """``(low, high)`` of the mean of ``values``: the percentile bootstrap for shares, else the t-interval."""
-        if self.bounded:
-            return bootstrap_interval(values)
-        found = mean_interval(values)
-        return found.low, found.high
-
-    def legend_handles(self) -> list[Line2D]:
-        """Legend entries that say what is drawn: the interval or the points, and the weak-teacher marker."""
-        point = {"marker": "o", "markerfacecolor": "white", "markeredgecolor": "black", "linestyle": ""}
-        handles = []
-        if self.intervals:
-            handles.append(Line2D([], [], color=INTERVAL_COLOR, marker="|", markersize=10, linestyle="",
-                                  label=_wrapped(self.note)))  # fmt: skip
-            if self.points:
-                handles.append(Line2D([], [], **point, label="one seed"))
-        elif self.n_max > 1:
-            handles.append(Line2D([], [], **point, label=_wrapped(f"bar: mean; {self.note}")))
-        else:
-            handles.append(Line2D([], [], linestyle="", label=_wrapped(self.note)))
-        if self.weak:
-            weak = _wrapped(WEAKER_TEACHER_LABEL)
-            handles.append(Line2D([], [], marker="v", color="black", linestyle="", label=weak))
-        return handles
-
-
-@dataclass(frozen=True)
-class Bars:
-    """What ``draw_seed_bars`` draws: the mean of column ``y`` per group of column ``x`` (a tick each) and value
-    of column ``hue`` (a bar each, side by side). Orders default to first appearance; ``palette``: hue -> colour."""
-
-    x: str
-    y: str
-    hue: str
-    order: Sequence[Any] | None = None
-    hue_order: Sequence[Any] | None = None
-    palette: dict[Any, Any] | None = None
-
-    def orders(self, data: pd.DataFrame) -> tuple[list[Any], list[Any]]:
-        order = list(self.order) if self.order is not None else list(dict.fromkeys(data[self.x]))
-        hues = list(self.hue_order) if self.hue_order is not None else list(dict.fromkeys(data[self.hue]))
-        return order, hues
-
-
-def draw_seed_bars(ax: plt.Axes, data: pd.DataFrame, bars: Bars, view: SeedView) -> None:
-    """Bars of the mean over seeds, and over them, as ``view`` says, the mean's interval or each seed as a point (a
-    white circle; a black triangle for a seed whose teacher is weaker than the student, ``weaker_teacher``). The
-    points of a bar are spread across it in seed order (no random jitter: the same figure every time). Missing
-    values are left out; a bar with none is not drawn. ``data``: one row per run (and seed)."""
-    data = data.reset_index(drop=True)
-    weak = weaker_teacher(data).to_numpy(bool)
-    order, hues = bars.orders(data)
-    palette = bars.palette or dict(zip(hues, sns.color_palette(n_colors=len(hues)), strict=True))
-    width = 0.8 / max(1, len(hues))
-    for j, hue in enumerate(hues):
-        label = str(hue)
-        for i, group in enumerate(order):
-            part = data[(data[bars.x] == group) & (data[bars.hue] == hue) & data[bars.y].notna()]
-            if part.empty:
-                continue
-            if "seed" in part:
-                part = part.sort_values("seed", kind="stable")
-            values = part[bars.y].to_numpy(float)
-            center = i - 0.4 + width * (j + 0.5)
-            ax.bar(center, values.mean(), width, color=palette[hue], label=label, zorder=2)
-            label = "_nolegend_"
-            if view.intervals and len(values) > 1:
-                _draw_interval(ax, center, view.interval(values), width)
-            if view.points:
-                spread = np.linspace(-0.3, 0.3, len(values)) * width if len(values) > 1 else np.zeros(1)
-                _draw_seeds(ax, center + spread, values, weak[part.index.to_numpy()], view.intervals)
-    ax.set_xticks(range(len(order)), [str(g) for g in order])
-    ax.set_xlim(-0.5, len(order) - 0.5)
-
-
-def _draw_interval(ax: plt.Axes, x: float, bounds: tuple[float, float], width: float) -> None:
-    low, high = bounds
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return
-    cap = 0.2 * width
-    ax.plot([x, x], [low, high], color=INTERVAL_COLOR, linewidth=1.5, zorder=3)
-    for end in (low, high):
-        ax.plot([x - cap, x + cap], [end, end], color=INTERVAL_COLOR, linewidth=1.5, zorder=3)
-
-
-def _draw_seeds(ax: plt.Axes, xs: np.ndarray, ys: np.ndarray, weak: np.ndarray, faint: bool) -> None:
-    if (~weak).any():
-        ax.scatter(xs[~weak], ys[~weak], zorder=4, alpha=0.6 if faint else 1.0, **SEED_POINT)
-    if weak.any():
-        ax.scatter(xs[weak], ys[weak], zorder=5, **WEAK_POINT)
-
-
-def seed_legend(ax: plt.Axes, view: SeedView, **kwargs: Any) -> Legend:
-    """``legend_beside`` ``ax`` with the bars of every panel of its figure (once per label: a panel may lack some)
-    and the entries that say what ``view`` draws."""
-    found: dict[str, Any] = {}
-    for panel in ax.figure.axes:
-        for handle, label in zip(*panel.get_legend_handles_labels(), strict=True):
-            found.setdefault(label, handle)
-    return legend_beside(ax, handles=[*found.values(), *view.legend_handles()], **kwargs)
-
-
-def method_order(labels: Iterable[str]) -> list[str]:
-    """Method labels in the registry's order (``kdlib.methods.method_names``), labels of other names after."""
-    present = list(dict.fromkeys(labels))
-    registry = [method_label(name) for name in method_names()]
-    return [label for label in registry if label in present] + [label for label in present if label not in registry]
-
-
-def method_palette(labels: Iterable[str]) -> dict[str, Any]:
-    """One colour per method label, fixed by the method's place in the registry, so a method keeps its colour from
-    figure to figure; labels of unregistered names come after."""
-    present = list(dict.fromkeys(labels))
-    names = method_order([method_label(name) for name in method_names()] + present)
-    colors = sns.color_palette("tab10" if len(names) <= 10 else "husl", len(names))
-    return {label: colors[i] for i, label in enumerate(names) if label in present}
-
-
-def _method_bars(data: pd.DataFrame, x: str, y: str) -> Bars:
-    hues = method_order(data["method"])
-    return Bars(x, y, "method", hue_order=hues, palette=method_palette(hues))
-
-
-DIFFERENCES = ("gain", "val_gain")
-"""Metrics that are differences of accuracies (they may be negative): their interval is the t-interval."""
-
-
-def _is_share(frame: pd.DataFrame, column: str) -> bool:
-    """Whether a column holds shares (accuracies, flip rates) in [0, 1], not differences such as the gain."""
-    return column not in DIFFERENCES and bool(frame[column].dropna().between(0, 1).all())
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -428,9 +115,9 @@ def plot_method_gains(frame: pd.DataFrame, caption: str, metric: str = "gain", y
     """
     data = frame.assign(points=frame[metric] * 100, method=frame["method"].map(method_label),
                         **{WEAKER_TEACHER: weaker_teacher(frame)})  # fmt: skip
-    view = SeedView.of(data, ["scenario", "method"], ["points"], bounded=_is_share(frame, metric))
+    view = SeedView.of(data, ["scenario", "method"], ["points"], bounded=is_share(frame, metric))
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    draw_seed_bars(ax, data, _method_bars(data, "scenario", "points"), view)
+    draw_seed_bars(ax, data, method_bars(data, "scenario", "points"), view)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel(ylabel or f"{metric.replace('_', ' ')} (accuracy points)")
     ax.set_xlabel("scenario")
@@ -450,7 +137,7 @@ def plot_knowledge_flips(frame: pd.DataFrame, caption: str) -> plt.Figure:
     view = SeedView.of(data, ["scenario", "method"], list(FLIPS), bounded=True)
     fig, axes = plt.subplots(1, len(FLIPS), figsize=(4.5 * len(FLIPS), 3.4), sharey=True)
     for ax, (column, title) in zip(axes, FLIPS.items(), strict=True):
-        draw_seed_bars(ax, data, _method_bars(data, "scenario", column), view)
+        draw_seed_bars(ax, data, method_bars(data, "scenario", column), view)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("scenario")
     axes[0].set_ylabel("test images flipped (%)")
@@ -533,11 +220,11 @@ def plot_curves(records: list[dict], caption: str, key: str = "test_acc") -> plt
         row[0].set_ylabel("student test accuracy (%)")
     handles = [Line2D([], [], color=palette[m], marker="o", markersize=3, label=m) for m in methods]
     if view.intervals:
-        handles.append(Line2D([], [], color="gray", alpha=0.3, linewidth=6, label=_wrapped(f"line: {view.note}")))
+        handles.append(Line2D([], [], color="gray", alpha=0.3, linewidth=6, label=wrapped(f"line: {view.note}")))
     else:
-        handles.append(Line2D([], [], linestyle="", label=_wrapped(view.note.replace("each point", "each line"))))
+        handles.append(Line2D([], [], linestyle="", label=wrapped(view.note.replace("each point", "each line"))))
     if view.weak:
-        handles.append(Line2D([], [], color="black", linestyle="--", label=_wrapped(f"dashed: {WEAKER_TEACHER_LABEL}")))
+        handles.append(Line2D([], [], color="black", linestyle="--", label=wrapped(f"dashed: {WEAKER_TEACHER_LABEL}")))
     legend_beside(axes[0][-1], handles=handles, fontsize=8, title="method", title_fontsize=8)
     return finish_figure(fig, "Learning curves of the student", caption)
 

@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from kdlib.calibration import ECE_BINS
+from kdlib.figure_layout import finish_figure
 from kdlib.methods import method_label
-from kdlib.plots import finish_figure  # the one caption layout of every figure
 
 
 def pooled_bins(records: Sequence[dict], when: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

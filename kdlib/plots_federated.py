@@ -1,5 +1,5 @@
 """Figures of the federated study (notebook 07), in the style of ``kdlib.plots``: each function returns a Figure
-with a title and a caption naming the data set and scale; ``kdlib.plots.save_figure`` writes it.
+with a title and a caption naming the data set and scale; ``kdlib.figure_layout.save_figure`` writes it.
 
 Frames with a ``seed`` column hold several seeds (one row per seed); as in ``kdlib.plots``, fewer than
 ``kdlib.stats.MIN_SEEDS_FOR_INTERVAL`` seeds are drawn one by one, never as an interval."""
@@ -14,8 +14,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
+from kdlib.figure_layout import finish_figure
 from kdlib.fl.config import START_LABELS, STARTS
-from kdlib.plots import Bars, SeedView, _wrapped, draw_seed_bars, finish_figure
+from kdlib.plots_seeds import Bars, SeedView, draw_seed_bars, wrapped
 
 NOT_REACHED = "not reached"
 
@@ -54,8 +55,8 @@ def plot_fl_accuracy(curves: pd.DataFrame, caption: str, scenarios: Sequence[str
     handles, _ = axes[0][-1].get_legend_handles_labels()
     if view.n_max > 1:  # several seeds: say what the lines are
         note = view.note.replace("each point", "each line")
-        handles.append(Line2D([], [], color="gray", alpha=0.3, linewidth=6, label=_wrapped(f"line: {note}"))
-                       if view.intervals else Line2D([], [], linestyle="", label=_wrapped(note)))  # fmt: skip
+        handles.append(Line2D([], [], color="gray", alpha=0.3, linewidth=6, label=wrapped(f"line: {note}"))
+                       if view.intervals else Line2D([], [], linestyle="", label=wrapped(note)))  # fmt: skip
     # beside the last panel, not over it: the curves end at its lower right, where a legend inside would sit
     axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0,
                        frameon=False)  # fmt: skip

@@ -320,8 +320,8 @@ def open_study(
 
 
 def caption(study: Study, extra: str = "") -> str:
-    """The caption line of a figure from this study (``kdlib.plots.caption``, the one caption function of both
+    """The caption line of a figure from this study (``kdlib.figure_layout.caption``, the one caption function of both
     studies: data set, scale, sizes, the study's ``caption_details()`` and ``extra``)."""
-    from kdlib.plots import caption as figure_caption  # here: matplotlib only for figures
+    from kdlib.figure_layout import caption as figure_caption  # here: matplotlib only for figures
 
     return figure_caption(study, extra)

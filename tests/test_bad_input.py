@@ -24,10 +24,10 @@ from kdlib.config import StudyConfig, scale_config
 from kdlib.data import load_dataset
 from kdlib.distill import Teaching, run_standard
 from kdlib.errors import KDConfigError
+from kdlib.figure_layout import save_figure
 from kdlib.losses import kd_loss
 from kdlib.models import build_model, load_pretrained_resnet
 from kdlib.partition import PartitionSpec, parse_partition, partition_indices
-from kdlib.plots import save_figure
 from kdlib.results import ResultsStore
 from kdlib.study import open_study
 from kdlib.train import RunOptions, TrainConfig

@@ -42,12 +42,12 @@ def test_the_figure_caption_names_the_departures(tmp_path):
 
 
 def test_one_caption_function_serves_both_studies(tmp_path):
-    from kdlib import plots
+    from kdlib import figure_layout
     from kdlib.fl import caption as fl_caption
     from kdlib.fl import open_federated
     from kdlib.study import caption, open_study
 
-    assert fl_caption is plots.caption
+    assert fl_caption is figure_layout.caption
     fed = open_federated("smoke", device="cpu", results=str(tmp_path), dataset="digits", n_train=500, n_test=200,
                          progress=False)  # fmt: skip
     text = fl_caption(fed, "target: 95%")
@@ -55,7 +55,7 @@ def test_one_caption_function_serves_both_studies(tmp_path):
     assert text.endswith(f"{fed.cfg.num_clients} clients, {fed.cfg.model}, {fed.cfg.rounds} rounds x 1 local "
                          "epoch(s); target: 95%")  # fmt: skip
     study = open_study("smoke", device="cpu", results=str(tmp_path), dataset="digits", n_train=500, n_test=200)
-    assert caption(study, "x") == plots.caption(study, "x") == plots.caption(study) + "; x"
+    assert caption(study, "x") == figure_layout.caption(study, "x") == figure_layout.caption(study) + "; x"
 
 
 @pytest.mark.parametrize("make", [StudyConfig, FederatedConfig])

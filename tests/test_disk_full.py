@@ -22,7 +22,7 @@ import kdlib.halving as halving  # noqa: E402
 import kdlib.results as results  # noqa: E402
 from kdlib.disk import is_disk_full  # noqa: E402
 from kdlib.errors import ONE_LINE_ERRORS, DiskFullError  # noqa: E402
-from kdlib.plots import save_figure  # noqa: E402
+from kdlib.figure_layout import save_figure  # noqa: E402
 from kdlib.results import ResultsStore  # noqa: E402
 
 CONFIG = {"scenario": "iid", "method": "standard", "seed": 0}

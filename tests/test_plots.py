@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from kdlib.plots import caption_lines, plot_heterogeneity  # noqa: E402
+from kdlib.figure_layout import caption_lines
+from kdlib.plots import plot_heterogeneity  # noqa: E402
 
 LONG = (
     "CIFAR-10 (JPEG re-encoded), paper scale: 50,000 train / 10,000 test images; teacher resnet56, student "
@@ -48,7 +49,7 @@ def test_caption_lines_are_balanced_so_no_word_is_left_alone():
 
 
 def test_a_zero_bar_is_marked_and_a_missing_one_is_not():
-    from kdlib.plots import mark_zero_bars
+    from kdlib.figure_layout import mark_zero_bars
 
     fig, ax = plt.subplots()
     ax.bar([0, 1, 2], [0.0, 5.0, float("nan")])
@@ -97,7 +98,7 @@ def test_the_fl_accuracy_legend_sits_beside_the_panels_not_over_them():
 
 def test_a_figure_legend_at_the_right_does_not_cover_the_panels():
     """A figure-level legend (seaborn's catplot puts one at the right) is kept off the axes by ``finish_figure``."""
-    from kdlib.plots import finish_figure
+    from kdlib.figure_layout import finish_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
     for ax in axes:

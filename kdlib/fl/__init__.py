@@ -40,7 +40,7 @@ import importlib
 from typing import Any
 
 _HOMES: dict[str, str] = {
-    "caption": "kdlib.plots",  # one caption function for both studies
+    "caption": "kdlib.figure_layout",  # one caption function for both studies
     "ClientSplit": "kdlib.fl.task",
     "DataSpec": "kdlib.fl.task",
     "FLJob": "kdlib.fl.fedavg",

@@ -137,7 +137,7 @@ class FederatedStudy:
         return model, cached_party(model, settings, train, folder="federated", cache_dir=self.cache_dir)
 
     def caption_details(self) -> str:
-        """What a figure's caption says of this study: clients, model and budget (``kdlib.plots.caption``)."""
+        """What a figure's caption says of this study: clients, model and budget (``kdlib.figure_layout.caption``)."""
         c = self.cfg
         return f"{c.num_clients} clients, {c.model}, {c.rounds} rounds x {c.local.epochs} local epoch(s)"
 
