@@ -49,7 +49,7 @@ def test_the_gpu_session_script_stores_and_packs_everything_it_runs(tmp_path: Pa
         tar.extractall(unpacked, filter="data")
     records = [json.loads(line) for line in (unpacked / "results" / "study.jsonl").read_text().splitlines()]
     assert {(r["config"]["scenario"], r["config"]["method"]) for r in records} == {
-        (s, m) for s in ("iid", "disjoint") for m in ("finetune", "standard", "tuned", "dml", "dp")
+        (s, m) for s in ("iid", "disjoint") for m in method_names()
     }
     assert all(r["config"]["scale"] == "paper" and r["config"]["distill"]["epochs"] == 1 for r in records)
 
