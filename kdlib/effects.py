@@ -50,17 +50,17 @@ class Ratio:
         return f"{self.value:+.{digits}f}% [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
 
 
-def denominator_rule(base: Interval, minimum: float = MIN_DENOMINATOR_POINTS) -> str:
+def denominator_rule(base: Interval, minimum: float = MIN_DENOMINATOR_POINTS, name: str = "the untuned gain") -> str:
     """Why a ratio over ``base`` (the comparator's gain in points) is undefined, or "" when it is defined: at least
     two seeds, an interval that excludes 0, and a positive mean of at least ``minimum`` points."""
     if not base.has_interval:
-        return f"{base.n} seed{'s' if base.n != 1 else ''}: no interval for the untuned gain"
+        return f"{base.n} seed{'s' if base.n != 1 else ''}: no interval for {name}"
     if base.low <= 0 <= base.high:
-        return "the untuned gain is about 0 (its interval holds 0)"
+        return f"{name} is about 0 (its interval holds 0)"
     if abs(base.mean) < minimum:
-        return f"the untuned gain is about 0 (|{base.mean:+.2f}| < {minimum:g} points)"
+        return f"{name} is about 0 (|{base.mean:+.2f}| < {minimum:g})"
     if base.mean < 0:
-        return f"the untuned method loses accuracy ({base.mean:+.2f} points): no relative gain over a loss"
+        return f"{name} is negative ({base.mean:+.2f}): no relative gain over a loss"
     return ""
 
 
@@ -86,11 +86,11 @@ def fieller_ratio(
     return ratio, (qab - root) / qb, (qab + root) / qb
 
 
-def ratio_of_means(difference: Sequence[float], base: Sequence[float]) -> Ratio:
+def ratio_of_means(difference: Sequence[float], base: Sequence[float], base_name: str = "the untuned gain") -> Ratio:
     """``100 * mean(difference) / mean(base)`` in %, with Fieller's interval over the paired seeds; undefined
-    when ``denominator_rule`` says so."""
+    when ``denominator_rule`` says so (its reason names the denominator as ``base_name``)."""
     base_interval = mean_interval(base)
-    reason = denominator_rule(base_interval)
+    reason = denominator_rule(base_interval, name=base_name)
     if reason:
         return Ratio(math.nan, math.nan, math.nan, base_interval.n, False, reason)
     value, low, high = fieller_ratio(difference, base)
@@ -122,8 +122,8 @@ class Effect:
     p_value: float
 
     @classmethod
-    def of(cls, difference: Sequence[float], base: Sequence[float]) -> Effect:
-        return cls(mean_interval(difference), mean_interval(base), ratio_of_means(difference, base),
+    def of(cls, difference: Sequence[float], base: Sequence[float], base_name: str = "the untuned gain") -> Effect:
+        return cls(mean_interval(difference), mean_interval(base), ratio_of_means(difference, base, base_name),
                    paired_p_value(difference))  # fmt: skip
 
     @property
@@ -136,7 +136,9 @@ VERDICTS = ("consistent with the paper", "smaller than the paper's value", "larg
 SIGNIFICANCE = 0.05
 
 
-def verdict(effect: Effect, paper: float, adjusted_p: float, level: float = SIGNIFICANCE) -> tuple[str, str]:
+def verdict(
+    effect: Effect, paper: float, adjusted_p: float, level: float = SIGNIFICANCE, unit: str = "points"
+) -> tuple[str, str]:
     """``(word, why)`` for a claim whose paper value is ``paper`` (a ratio in %), from our ``effect`` and its
     Holm-adjusted p-value. The rule, in order:
 
@@ -149,7 +151,7 @@ def verdict(effect: Effect, paper: float, adjusted_p: float, level: float = SIGN
     """
     if effect.n < 2 or not math.isfinite(adjusted_p):
         return "inconclusive", f"{effect.n} seed{'s' if effect.n != 1 else ''}: no interval"
-    points = f"{effect.difference.text()} points"
+    points = f"{effect.difference.text()} {unit}"
     if adjusted_p > level:
         if effect.ratio.contains(paper):
             return "inconclusive", f"{points} (Holm p = {adjusted_p:.2g}): the interval holds 0 and the paper's value"

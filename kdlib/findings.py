@@ -106,7 +106,7 @@ def apply_holm(checks: Sequence[ClaimCheck]) -> list[ClaimCheck]:
     adjusted = holm([c.effect.p_value for c in checks])
     for check, p in zip(checks, adjusted, strict=True):
         check.adjusted_p = p
-        check.verdict, check.why = verdict(check.effect, check.paper, p)
+        check.verdict, check.why = verdict(check.effect, check.paper, p, unit=check.unit)
     return list(checks)
 
 
@@ -173,7 +173,8 @@ def federated_claims(summary: pd.DataFrame, starts: Sequence[str] = ("kd_avg", "
             continue
         by_seed = part.groupby("seed") if "seed" in part else [(0, part)]
         per_seed = pd.DataFrame([{"saved": g["saved"].mean(), "base": g["rounds_random"].mean()} for _, g in by_seed])
-        effect = Effect.of(per_seed["saved"].tolist(), per_seed["base"].astype(float).tolist())
+        base = per_seed["base"].astype(float).tolist()
+        effect = Effect.of(per_seed["saved"].tolist(), base, "FedAvg's rounds from scratch")
         scenarios = ", ".join(dict.fromkeys(part["scenario"]))
         checks.append(
             ClaimCheck(

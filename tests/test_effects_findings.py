@@ -90,7 +90,7 @@ def test_a_near_zero_denominator_with_a_narrow_interval_is_undefined() -> None:
     assert not ratio.defined and ratio.text().startswith("undefined: the untuned gain is about 0")
     assert ratio_of_means([1.0, 1.1, 0.9], [2.0, 2.1, 1.9]).defined
     loss = ratio_of_means([7.0, 8.0, 6.5], [-5.0, -6.0, -6.3])  # a clear loss is no base for a relative gain
-    assert not loss.defined and "loses accuracy" in loss.reason
+    assert not loss.defined and "is negative" in loss.reason
     assert MIN_DENOMINATOR_POINTS == 1.0
 
 
@@ -207,6 +207,10 @@ def test_federated_claim_is_a_ratio_of_mean_rounds() -> None:
     (judged,) = apply_holm([check])
     assert judged.effect.ratio.low < PAPER_FL_ROUND_REDUCTION < judged.effect.ratio.high
     assert judged.verdict == "consistent with the paper"
+    few = federated_claims(pd.DataFrame(rows[:4]).assign(rounds_random=[10, 10, 2, 2]))  # 2 seeds, baseline 10 and 2
+    assert "FedAvg's rounds from scratch is about 0" in few[0].effect.ratio.reason
+    (judged,) = apply_holm(few)
+    assert "rounds" in judged.why and "points" not in judged.why
 
 
 def test_provenance_shows_commits_and_keys_rerun_by_other_code() -> None:
