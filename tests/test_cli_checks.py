@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from kdlib.errors import KDConfigError
 from kdlib.reproduce import check_overrides, declared_parameters, study_notebooks
+from kdlib.results import ResultsStore
 
 
 def test_the_console_script_is_installed_and_answers_help() -> None:
@@ -54,3 +56,17 @@ def test_every_option_of_every_command_has_help_text() -> None:
         if not isinstance(action, argparse._HelpAction) and not action.help
     ]
     assert missing == []
+
+
+@pytest.mark.slow
+def test_kdlib_federated_runs_seeds_and_judges_the_claim_over_them(tmp_path) -> None:
+    command = [sys.executable, "-m", "kdlib", "federated", "--dataset", "digits", "--set", "n_train=null",
+               "--set", "n_test=null", "--set", "num_clients=3", "--set", "rounds=2", "--set", "model=mlp",
+               "--set", "scenarios=iid", "--set", "starts=random,kd_avg", "--seeds", "2", "--quiet",
+               "--results", str(tmp_path / "results")]  # fmt: skip
+    env = {**os.environ, "KDLIB_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fewer FedAvg rounds from a KD start (kd_avg)" in done.stdout and "(n = 2, smoke scale" in done.stdout
+    records = ResultsStore.open("study", tmp_path / "results").records()
+    assert {r["config"]["seed"] for r in records} == {0, 1}
