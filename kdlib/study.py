@@ -24,6 +24,7 @@ from kdlib.distill import DistillOutcome
 from kdlib.epoch_selection import EpochSelection
 from kdlib.methods import MethodRun, get_method
 from kdlib.metrics import accuracy, distillation_metrics
+from kdlib.models import PUBLISHED_PREFIX
 from kdlib.parties import Scenario, make_scenario, pretrained_party
 from kdlib.results import ResultsStore, run_key
 from kdlib.stats import interval_table, seeds_count
@@ -157,10 +158,14 @@ class Study:
         return teacher, student
 
     def caption_details(self) -> str:
-        """What a figure's caption says of this study: the models, the seeds, and any departure from the scale."""
+        """What a figure's caption says of this study: the models (a published teacher's provenance), the seeds,
+        and any departure from the scale."""
         from kdlib.config import scale_departures
 
-        text = f"teacher {self.cfg.teacher_model}, student {self.cfg.student_model}; {seeds_count(self.cfg.seeds)}"
+        teacher = self.cfg.teacher_model
+        if teacher.startswith(PUBLISHED_PREFIX):  # say why it is strong: it has seen every image the parties hold
+            teacher += " (trained by others on all 50,000 original CIFAR-10 training images)"
+        text = f"teacher {teacher}, student {self.cfg.student_model}; {seeds_count(self.cfg.seeds)}"
         if changed := scale_departures(self.cfg):
             text += "; changed: " + ", ".join(changed)
         return text

@@ -60,3 +60,14 @@ def test_a_published_party_knows_every_class_and_reports_its_accuracy() -> None:
     assert meta["config"]["published_test_acc"] == pytest.approx(model.best_prec1 / 100)
     with pytest.raises(KDConfigError, match="CIFAR-10"):
         published_party(SimpleNamespace(name="digits", num_classes=10), "published:resnet20", "cpu")
+
+
+def test_a_figure_caption_says_where_a_published_teacher_comes_from(tmp_path: Path) -> None:
+    from kdlib.results import ResultsStore
+    from kdlib.study import Study
+
+    study = Study(scale_config("full", teacher_model="published:resnet56"), ResultsStore.open("study", tmp_path),
+                  device="cpu", progress=False)  # fmt: skip
+    assert "published:resnet56 (trained by others on all 50,000 original CIFAR-10 training images)" in (
+        study.caption_details()
+    )
