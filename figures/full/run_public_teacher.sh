@@ -5,14 +5,5 @@
 # (resumable). The published teacher was trained by others on all 50,000 original CIFAR-10 training images.
 #
 #   bash figures/full/run_public_teacher.sh [FIRST_SEED] [LAST_SEED]      # default 0 9
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-first=${1:-0}
-last=${2:-9}
-export KDLIB_RESULTS=${KDLIB_RESULTS:-figures/full} KDLIB_WORKERS=${KDLIB_WORKERS:-2}
-for seed in $(seq "$first" "$last"); do
-    echo "== seed $seed: public teacher $(date -u +%H:%M:%S)"
-    python -m kdlib study --scale full --quiet --seed "$seed" --set seeds=1 --set teacher_model=published:resnet56 \
-        --set scenarios=iid,dirichlet:0.1
-done
-echo "== done $(date -u +%H:%M:%S)"
+MAIN_SETS="--set teacher_model=published:resnet56 --set scenarios=iid,dirichlet:0.1" UNION=0 \
+    exec bash "$(dirname "$0")/run_study.sh" "$@"

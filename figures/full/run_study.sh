@@ -6,6 +6,7 @@
 #   bash figures/full/run_study.sh [FIRST_SEED] [LAST_SEED]      # default 0 9
 #
 # KDLIB_CACHE (default cache/) keeps the pre-trained parties; KDLIB_WORKERS (default 2) the runs at once.
+# MAIN_SETS adds --set options to the main study; UNION=0 leaves out the union rows (run_public_teacher.sh uses both).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 first=${1:-0}
@@ -13,7 +14,9 @@ last=${2:-9}
 export KDLIB_RESULTS=${KDLIB_RESULTS:-figures/full} KDLIB_WORKERS=${KDLIB_WORKERS:-2}
 for seed in $(seq "$first" "$last"); do
     echo "== seed $seed: main study $(date -u +%H:%M:%S)"
-    python -m kdlib study --scale full --quiet --seed "$seed" --set seeds=1
+    # shellcheck disable=SC2086
+    python -m kdlib study --scale full --quiet --seed "$seed" --set seeds=1 ${MAIN_SETS:-}
+    [ "${UNION:-1}" = 1 ] || continue
     echo "== seed $seed: union reference rows $(date -u +%H:%M:%S)"
     python -m kdlib study --scale full --quiet --seed "$seed" --set seeds=1 --set transfer=union \
         --set methods=finetune,dp,dp_shared
