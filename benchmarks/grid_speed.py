@@ -8,10 +8,8 @@ or the CUDA allocator's peak on a GPU):
 
     (a) one plain KD run, the teacher's forward pass at every step
     (b) the grid one point at a time, the plain way (teacher's forward at every step of every run)
-    (c) the grid the fast way: ``kdlib.tune.stacked_grid_search`` (teacher logits cached once, students stacked)
+    (c) the grid the fast way: ``kdlib.stacked_grid.stacked_grid_search`` (teacher logits cached once, students stacked)
     (d) the floor: one student-only training loop per grid point on cached teacher logits (training time only)
-    smart: ``kdlib.tune.smart_search`` with a third of the grid's trainings, plus replays of the search over many
-           sampler seeds on the grid's measured scores (no training) to show how often it lands within 0.5 points
     (e) the study's default tuned path: ``kdlib.halving.halving_search`` with ``DEFAULT_SCHEDULE`` (classic
         successive halving over stacked rungs: all points for a ninth of the budget, the best third to a third of
         it, the best third of those to the end, ranked by validation accuracy)
@@ -37,10 +35,8 @@ import json
 import math
 import os
 import re
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,13 +50,12 @@ from kdlib.models import build_model
 from kdlib.parties import make_scenario, pretrained_party
 from kdlib.train import RunOptions, predict_logits, resolve_device, seed_everything
 
-VARIANTS = ("a", "b", "c", "d", "smart", "e", "replay")
+VARIANTS = ("a", "b", "c", "d", "e", "replay")
 TITLES = {
     "a": "(a) one KD run, teacher forward every step",
     "b": "(b) grid one at a time, teacher every step",
     "c": "(c) grid stacked, teacher cached (fast)",
     "d": "(d) floor: student-only loops, cached logits",
-    "smart": "smart search",
     "e": "(e) tuned default: halving, stacked",
     "replay": "replay of (e) over seeds (untimed)",
 }
@@ -162,35 +157,6 @@ def _one_at_a_time(s: dict, dev: torch.device, source, timed: list) -> list:
     return rows
 
 
-def _replays(s: dict, rows: list[dict], trials: int, sampler: str, seeds: int) -> list[dict]:
-    """The smart search re-run over sampler seeds with the grid's measured scores looked up instead of trained."""
-    import optuna
-
-    import kdlib.tune as tune
-
-    lookup = {(r["temperature"], r["alpha"]): r["val_acc"] for r in rows}
-    calls = [0]
-
-    def fake_point(*args, **_kwargs) -> float:
-        calls[0] += 1
-        return lookup[(args[2], args[3])]
-
-    tune.distill_point, tune.frozen_logits = fake_point, lambda *args, **kwargs: None
-    results = []
-    for seed in range(seeds):
-        calls[0] = 0
-        problem = TuningProblem(
-            lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"],
-            s["cfg"].distill, s["cfg"].val_fraction, **_held_out(s),
-        )  # fmt: skip
-        found = tune.smart_search(
-            problem, trials, sampler=sampler, seed=seed, store=tune.SearchStore(optuna.storages.InMemoryStorage(),
-            "replay"), options=RunOptions("cpu", False),
-        )  # fmt: skip
-        results.append({"seed": seed, "val_gain": found.val_gain, "trainings": calls[0]})
-    return results
-
-
 def _halving_replays(args: argparse.Namespace, s: dict, dev: torch.device) -> list[dict]:
     """(e)'s choice and the full grid's best for each training seed, from one stacked grid per seed whose points
     are all scored at every rung of (e)'s schedule (``kdlib.halving.replay``)."""
@@ -225,7 +191,7 @@ def _halving_replays(args: argparse.Namespace, s: dict, dev: torch.device) -> li
 
 def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: list) -> dict:
     """The timed work of variant (a), (b), (c) or (d) on ``s`` (after :func:`_prepare`): rows and trainings."""
-    from kdlib.tune import stacked_grid_search
+    from kdlib.stacked_grid import stacked_grid_search
 
     cfg, tcfg = s["cfg"], s["cfg"].distill
     x_fit, y_fit = s["x_fit"], s["y_fit"]
@@ -285,12 +251,9 @@ def _warm_up(args: argparse.Namespace, s: dict, dev: torch.device) -> None:
 
 
 def run_variant(args: argparse.Namespace) -> dict:
-    from kdlib.tune import SearchStore, smart_search
-
     s = _setup(args)
-    cfg, dev = s["cfg"], resolve_device(args.device)
-    tcfg = cfg.distill
-    if args.variant != "smart" and dev.type == "cuda" and not args.no_warmup:
+    dev = resolve_device(args.device)
+    if dev.type == "cuda" and not args.no_warmup:
         _warm_up(args, s, dev)
     s = _prepare(s, dev, args.variant)
     out: dict = {"variant": args.variant, "grid": len(s["temps"]) * len(s["alphas"]), "n_fit": len(s["x_fit"])}
@@ -302,20 +265,8 @@ def run_variant(args: argparse.Namespace) -> dict:
     timed: list[tuple[float, float]] = []
     if args.variant == "replay":
         out.update(trainings=0, replays=_halving_replays(args, s, dev))
-    elif args.variant != "smart":
-        out.update(_train_variant(args, s, dev, timed))
     else:
-        trials = args.smart_trials or max(1, out["grid"] // 3)
-        with tempfile.TemporaryDirectory() as folder:
-            problem = TuningProblem(
-                lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
-                cfg.val_fraction, **_held_out(s),
-            )  # fmt: skip
-            found = smart_search(
-                problem, trials, sampler=args.sampler, store=SearchStore(Path(folder) / "tuning.sqlite3"),
-                options=RunOptions(dev, False),
-            )
-        out.update(trainings=found.trainings, epochs=found.epochs, best=found.best)
+        out.update(_train_variant(args, s, dev, timed))
     if dev.type == "cuda":
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -326,16 +277,13 @@ def run_variant(args: argparse.Namespace) -> dict:
     out["peak_mib"] = (peak - rss_start) / 1024
     if dev.type == "cuda":
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    if args.variant == "smart" and args.rows_from:
-        rows = json.loads(Path(args.rows_from).read_text())
-        out["replays"] = _replays(s, rows, trials, args.sampler, args.smart_replays)
     return out
 
 
 # ----------------------------------------------------------------------------------------------- parent
 
 
-def _child(args: argparse.Namespace, variant: str, rows_file: Path | None) -> dict:
+def _child(args: argparse.Namespace, variant: str) -> dict:
     command = [
         sys.executable,
         __file__,
@@ -351,10 +299,6 @@ def _child(args: argparse.Namespace, variant: str, rows_file: Path | None) -> di
         args.scenario,
         "--backend",
         args.backend,
-        "--sampler",
-        args.sampler,
-        "--smart-replays",
-        str(args.smart_replays),
         "--replay-seeds",
         str(args.replay_seeds),
         "--selection",
@@ -363,8 +307,6 @@ def _child(args: argparse.Namespace, variant: str, rows_file: Path | None) -> di
     for flag, value in (
         ("--epochs", args.epochs),
         ("--chunk-size", args.chunk_size),
-        ("--smart-trials", args.smart_trials),
-        ("--rows-from", rows_file),
         ("--threads", args.threads),
     ):
         if value is not None:
@@ -472,15 +414,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--random-init", action="store_true", help="untrained teacher/student (timing only)")
     parser.add_argument("--backend", default="auto", help="stacking backend of (c): auto, grouped, vmap")
     parser.add_argument("--chunk-size", type=int, default=None, help="students per stack in (c) (default: all)")
-    parser.add_argument("--sampler", default="tpe", choices=("tpe", "halving", "random"))
-    parser.add_argument("--smart-trials", type=int, default=None, help="default: a third of the grid")
-    parser.add_argument("--smart-replays", type=int, default=20, help="sampler seeds replayed on the grid's scores")
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant; the fastest is reported")
-    parser.add_argument("--only", default=",".join(VARIANTS), help="comma list of a,b,c,d,smart,e,replay")
+    parser.add_argument("--only", default=",".join(VARIANTS), help="comma list of a,b,c,d,e,replay")
     parser.add_argument("--replay-seeds", type=int, default=10, help="training seeds replayed for (e) (default 10)")
     parser.add_argument("--no-warmup", action="store_true", help="on a GPU, time each variant cold (no warm-up pass)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
-    parser.add_argument("--rows-from", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -500,21 +438,15 @@ def main(argv: list[str] | None = None) -> None:
     _setup(args)  # pre-train (or load) the pair once, before any timing
     results: dict[str, dict] = {}
     for variant in wanted:
-        rows_file = None
-        if variant == "smart" and (results.get("d") or results.get("c")):
-            rows_file = Path(tempfile.mkstemp(suffix=".json")[1])
-            rows_file.write_text(json.dumps((results.get("d") or results["c"])["rows"]))
-        runs = [_child(args, variant, rows_file) for _ in range(max(1, args.repeat))]
+        runs = [_child(args, variant) for _ in range(max(1, args.repeat))]
         results[variant] = min(runs, key=lambda r: r["wall_s"])  # the least disturbed run
-        if rows_file:
-            rows_file.unlink()
         r = results[variant]
         print(f"  done {TITLES[variant]}: {r['wall_s']:.1f} s", flush=True)
     n = next(iter(results.values()))["grid"] if results else 0
     print()
     print(f"{'variant':<48}{'wall s':>9}{'cpu s':>9}{'peak MiB':>10}{'trainings':>11}")
     for variant, r in results.items():
-        title = TITLES[variant] + (f" ({args.sampler})" if variant == "smart" else "")
+        title = TITLES[variant]
         peak = r.get("cuda_peak_mib", r["peak_mib"])
         print(f"{title:<48}{r['wall_s']:>9.1f}{r['cpu_s']:>9.1f}{peak:>10.0f}{r['trainings']:>11}")
     print()
@@ -534,24 +466,6 @@ def main(argv: list[str] | None = None) -> None:
                 f"same best point: {same}"
             )
     reference = results.get("d") or results.get("c") or results.get("b")
-    if "smart" in results and reference:
-        smart, best = results["smart"], best_point(reference["rows"])
-        gap = (best["val_gain"] - smart["best"]["val_gain"]) * 100
-        print(
-            f"grid best: T={best['temperature']:g} alpha={best['alpha']:g} val gain {best['val_gain'] * 100:.2f} "
-            f"points; smart search: T={smart['best']['temperature']:g} alpha={smart['best']['alpha']:g} val gain "
-            f"{smart['best']['val_gain'] * 100:.2f} points after {smart['trainings']} of {n} trainings: "
-            f"gap {gap:.2f} points"
-        )
-        replays = smart.get("replays") or []
-        if replays:
-            gaps = [(best["val_gain"] - r["val_gain"]) * 100 for r in replays]
-            within = sum(g <= 0.5 + 1e-9 for g in gaps)
-            print(
-                f"smart search replayed on the grid's scores over {len(replays)} sampler seeds: within 0.5 points "
-                f"in {within}/{len(replays)}, median gap {statistics.median(gaps):.2f}, worst {max(gaps):.2f}, "
-                f"trainings {max(r['trainings'] for r in replays)} of {n} at most"
-            )
     _report_halving(results, reference)
     if not math.isfinite(sum(r["wall_s"] for r in results.values())):
         raise SystemExit("a variant did not report its time")

@@ -1,6 +1,6 @@
 """Successive halving over stacked rungs: tuned KD's (T, alpha) for a fraction of the full grid's training.
 
-Every grid point starts, the students trained together as stacks (``tune.stack_students``) for the first rung's
+Every grid point starts, the students trained together as stacks (``stacking.stack_students``) for the first rung's
 share of the distillation budget. Each is then scored on the validation split; the best go on, restacked, to the
 next rung, and so on up to the full budget, where the best survivor is chosen: classic successive halving
 (``halving_schedule``: keep the best third by validation accuracy at each of geometric stops). ``DEFAULT_SCHEDULE``
@@ -16,6 +16,7 @@ killed search resumes after its last finished rung, with the same result as an u
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
@@ -57,6 +58,9 @@ from kdlib.resumable_training import (
     save_optimizer,
     stack_or_single,
 )
+from kdlib.stacked_grid import grid_points as _grid_points
+from kdlib.stacked_grid import use_channels_last as _use_channels_last
+from kdlib.stacking import CPU_CHUNK, UnsupportedModel
 from kdlib.train import (
     DEFAULT_RUN,
     RunOptions,
@@ -65,14 +69,6 @@ from kdlib.train import (
     predict_logits,
     resolve_device,
     to_training_device,
-)
-from kdlib.tune import (
-    CPU_CHUNK,
-    UnsupportedModel,
-    _digest,
-    _grid_points,
-    _module_digest,
-    _use_channels_last,
 )
 
 __all__ = [
@@ -95,6 +91,19 @@ SEARCHES: tuple[str, ...] = ("halving", "grid")
 config's ``tuning_search`` takes the same names, ``config.TUNING_SEARCHES``; kdlib.config is not imported here,
 since the config imports the method registry, which imports tuned KD and this module)."""
 _FORMAT = 2
+
+
+def _digest(tensors: Sequence[torch.Tensor]) -> str:
+    """A short SHA-256 of tensors' dtypes, shapes and bytes: what a halving checkpoint is keyed by."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _module_digest(module: nn.Module) -> str:
+    return _digest([v for _, v in sorted(module.state_dict().items())])
 
 
 @dataclass
@@ -123,7 +132,7 @@ class HalvingResult:
 @dataclass(frozen=True)
 class Stacking:
     """How the students are stacked: ``backend`` (auto, grouped, vmap or sequential) and ``chunk_size`` students
-    per stack (None: the whole grid on a GPU, ``tune.CPU_CHUNK`` on the CPU)."""
+    per stack (None: the whole grid on a GPU, ``stacking.CPU_CHUNK`` on the CPU)."""
 
     backend: str = "auto"
     chunk_size: int | None = None
@@ -202,7 +211,7 @@ def _train_rung(problem: _Problem, live: list[_Candidate], steps: range, stream:
 def _fit_steps(
     problem: _Problem, stack: AnyStack, group: list[_Candidate], steps: range, stream: BatchStream, bar: tqdm
 ) -> None:
-    """``tune._fit_stacked`` over ``steps`` of the full schedule, optimiser state carried in/out."""
+    """``stacked_grid._fit_stacked`` over ``steps`` of the full schedule, optimiser state carried in/out."""
     dev, cfg = problem.device, problem.cfg
     channels_last = _use_channels_last(stack, dev, problem.x_fit)
     if channels_last:

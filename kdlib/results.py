@@ -72,7 +72,7 @@ def environment_info() -> dict[str, Any]:
 
     info = {"python": platform.python_version(), "machine": platform.machine(),
             "cpu_precision": precision_label(torch.device("cpu"))}  # fmt: skip
-    for package in ("torch", "numpy", "transformers", "flwr", "optuna"):
+    for package in ("torch", "numpy", "transformers", "flwr"):
         try:
             info[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

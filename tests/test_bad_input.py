@@ -133,33 +133,6 @@ def figure():
     return plt.figure()
 
 
-def garbage_file(tmp: Path, data: bytes) -> Path:
-    path = tmp / "tuning.sqlite3"
-    path.write_bytes(data)
-    return path
-
-
-def tiny_smart_search(storage: Path):
-    from kdlib.distill import TuningProblem
-    from kdlib.tune import SearchStore, smart_search
-
-    generator = torch.Generator().manual_seed(0)
-    x, y = torch.randn(40, 1, 8, 8, generator=generator), torch.arange(40) % 10
-    problem = TuningProblem(lambda: mlp(), mlp(), x, y, (1.0, 4.0), (0.5,), TrainConfig(epochs=1, batch_size=20))
-    return smart_search(problem, 1, store=SearchStore(storage), options=RunOptions("cpu", progress=False))
-
-
-def truncated_database(tmp: Path) -> Path:
-    import optuna
-
-    path = tmp / "tuning.sqlite3"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search = optuna.create_study(storage=f"sqlite:///{path}", study_name="s")
-    search.optimize(lambda trial: trial.suggest_float("a", 0, 1), n_trials=3)
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
-    return path
-
-
 # ------------------------------------------------------------------------------------------------------- the table
 
 
@@ -393,10 +366,6 @@ CASES = [
          ("exit 2", "--set scale='paper'", "--scale")),
     Case("CLI reproduce --set scale", lambda t: cli("reproduce", "--set", "scale=paper"), CLIFailed,
          ("exit 2", "--scale")),
-    Case("garbage tuning database", lambda t: tiny_smart_search(garbage_file(t, b"not a database " * 100)),
-         KDConfigError, ("storage=", "file is not a database", "delete it")),
-    Case("truncated tuning database", lambda t: tiny_smart_search(truncated_database(t)), KDConfigError,
-         ("storage=", "malformed", "delete it")),
 ]
 
 
