@@ -57,7 +57,7 @@ if [ "$STUDY_S" -gt 0 ]; then
             --set "scenarios=$1" --set "pretrain=$PRETRAIN" --set "distill=$DISTILL" $EXTRA_SET >"$2" 2>&1
     }
     if [ "$PARALLEL" = 1 ]; then  # the data cache is built once, before the processes start
-        python -c "from kdlib.study import open_study; open_study('$SCALE').dataset" >"$OUT/data.log" 2>&1
+        python -c "from kdlib.study.runner import open_study; open_study('$SCALE').dataset" >"$OUT/data.log" 2>&1
         pids=()
         IFS=',' read -ra names <<<"$SCENARIOS"
         for name in "${names[@]}"; do
@@ -78,7 +78,7 @@ fi
 python - "$SCALE" "$SCENARIOS" "$PRETRAIN" "$DISTILL" "$EXTRA_SET" <<'EOF' 2>&1 | tee "$OUT/summary.txt"
 import json, sys
 from kdlib.__main__ import parse_overrides
-from kdlib.study import open_study
+from kdlib.study.runner import open_study
 scale, scenarios, pretrain, distill, extra = sys.argv[1:]
 sets = parse_overrides([s.removeprefix("--set").strip() for s in extra.split("--set") if s.strip()])
 study = open_study(scale, scenarios=scenarios, pretrain=json.loads(pretrain), distill=json.loads(distill), **sets)

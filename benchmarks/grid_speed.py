@@ -8,9 +8,10 @@ or the CUDA allocator's peak on a GPU):
 
     (a) one plain KD run, the teacher's forward pass at every step
     (b) the grid one point at a time, the plain way (teacher's forward at every step of every run)
-    (c) the grid the fast way: ``kdlib.stacked_grid.stacked_grid_search`` (teacher logits cached once, students stacked)
+    (c) the grid the fast way: ``stacked_grid_search`` (kdlib.tune.stacked_grid; teacher logits cached once,
+        students stacked)
     (d) the floor: one student-only training loop per grid point on cached teacher logits (training time only)
-    (e) the study's default tuned path: ``kdlib.halving.halving_search`` with ``DEFAULT_SCHEDULE`` (classic
+    (e) the study's default tuned path: ``kdlib.tune.halving.halving_search`` with ``DEFAULT_SCHEDULE`` (classic
         successive halving over stacked rungs: all points for a ninth of the budget, the best third to a third of
         it, the best third of those to the end, ranked by validation accuracy)
     replay: untimed; for each of ``--replay-seeds`` training seeds (batch order and validation split), the grid
@@ -42,13 +43,13 @@ from pathlib import Path
 
 import torch
 
-from kdlib.config import scale_config
-from kdlib.data import Subsample, load_dataset
-from kdlib.distill import Teaching, TuningProblem, best_point, frozen_logits, run_standard, split_validation
-from kdlib.metrics import accuracy
-from kdlib.models import build_model
-from kdlib.parties import make_scenario, pretrained_party
-from kdlib.train import RunOptions, predict_logits, resolve_device, seed_everything
+from kdlib.core.distill import Teaching, TuningProblem, best_point, frozen_logits, run_standard, split_validation
+from kdlib.core.metrics import accuracy
+from kdlib.core.models import build_model
+from kdlib.core.train import RunOptions, predict_logits, resolve_device, seed_everything
+from kdlib.data.datasets import Subsample, load_dataset
+from kdlib.study.config import scale_config
+from kdlib.study.parties import make_scenario, pretrained_party
 
 VARIANTS = ("a", "b", "c", "d", "e", "replay")
 TITLES = {
@@ -159,8 +160,8 @@ def _one_at_a_time(s: dict, dev: torch.device, source, timed: list) -> list:
 
 def _halving_replays(args: argparse.Namespace, s: dict, dev: torch.device) -> list[dict]:
     """(e)'s choice and the full grid's best for each training seed, from one stacked grid per seed whose points
-    are all scored at every rung of (e)'s schedule (``kdlib.halving.replay``)."""
-    from kdlib.halving import DEFAULT_SCHEDULE, Checkpointing, HalvingSchedule, Rung, halving_search, replay
+    are all scored at every rung of (e)'s schedule (``kdlib.tune.halving.replay``)."""
+    from kdlib.tune.halving import DEFAULT_SCHEDULE, Checkpointing, HalvingSchedule, Rung, halving_search, replay
 
     cfg = s["cfg"]
     before = accuracy(predict_logits(s["student"], s["x_test"], dev), s["y_test"])
@@ -191,7 +192,7 @@ def _halving_replays(args: argparse.Namespace, s: dict, dev: torch.device) -> li
 
 def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: list) -> dict:
     """The timed work of variant (a), (b), (c) or (d) on ``s`` (after :func:`_prepare`): rows and trainings."""
-    from kdlib.stacked_grid import stacked_grid_search
+    from kdlib.tune.stacked_grid import stacked_grid_search
 
     cfg, tcfg = s["cfg"], s["cfg"].distill
     x_fit, y_fit = s["x_fit"], s["y_fit"]
@@ -203,7 +204,7 @@ def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: 
         )
         return {"trainings": 1}
     if args.variant == "e":
-        from kdlib.halving import Checkpointing, halving_search
+        from kdlib.tune.halving import Checkpointing, halving_search
 
         problem = TuningProblem(
             lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
@@ -355,7 +356,7 @@ def _report_halving(results: dict[str, dict], reference: dict | None) -> None:
         print(line + f"; trainings' worth {results['e']['trainings']} of {len(results['e']['rows'])}")
     replays = results.get("replay", {}).get("replays") or []
     if replays:
-        from kdlib.stats import mean_interval, proportion_interval
+        from kdlib.study.stats import mean_interval, proportion_interval
 
         gaps = [(r["grid"]["val_acc"] - r["halving"]["val_acc"]) * 100 for r in replays]
         hits = sum(g <= 0.5 + 1e-9 for g in gaps)

@@ -10,7 +10,7 @@ teacher/student pair, its transfer and held-out split) trains once with every po
 point's test gain is measured at the end. Stored as ``--out`` (gzipped JSON, one entry per seed); seeds already
 there are not trained again.
 
-Analysing, without training (``kdlib.halving.replay``), over all the files given:
+Analysing, without training (``kdlib.tune.halving.replay``), over all the files given:
 
 - the study's schedule (``DEFAULT_SCHEDULE``): how often it lands within 0.5 validation points of the grid's best
   (with the Wilson interval of that rate), and its test gain beside the grid's choice (mean and t-interval);
@@ -38,13 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import grid_speed  # noqa: E402
 
-from kdlib.distill import TuningProblem, best_point  # noqa: E402
-from kdlib.halving import DEFAULT_SCHEDULE, Checkpointing, HalvingSchedule, Rung, halving_search, replay  # noqa: E402
-from kdlib.halving_schedule import _work  # noqa: E402
-from kdlib.metrics import accuracy  # noqa: E402
+from kdlib.core.distill import TuningProblem, best_point  # noqa: E402
+from kdlib.core.metrics import accuracy  # noqa: E402
+from kdlib.core.train import RunOptions, predict_logits, resolve_device  # noqa: E402
 from kdlib.paths import PROJECT_ROOT  # noqa: E402
-from kdlib.stats import mean_interval, proportion_interval  # noqa: E402
-from kdlib.train import RunOptions, predict_logits, resolve_device  # noqa: E402
+from kdlib.study.stats import mean_interval, proportion_interval  # noqa: E402
+from kdlib.tune.halving import DEFAULT_SCHEDULE, Checkpointing, HalvingSchedule, Rung, halving_search, replay  # noqa: E402
+from kdlib.tune.halving_schedule import _work  # noqa: E402
 
 STOPS = (1 / 12, 1 / 9, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3)
 """Where an early stop may fall, as a share of the distillation budget."""

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRECISIONS = ("fp32", "bf16")
 ACCURACY_SCRIPT = """
 import sys
-from kdlib.study import open_study
+from kdlib.study.runner import open_study
 study = open_study("smoke", scenarios=sys.argv[1], seeds=int(sys.argv[2]), methods="finetune", progress=False)
 study.run_all(workers=1)
 frame = study.frame()
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from kdlib.precision import cpu_has_native_bf16
+    from kdlib.core.precision import cpu_has_native_bf16
 
     print(f"native bfloat16 on this CPU: {cpu_has_native_bf16()}")
     step_times(args.models.split(","), args.batch)

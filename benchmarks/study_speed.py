@@ -100,8 +100,8 @@ def run_study(args: argparse.Namespace, workers: str) -> dict:
 @functools.lru_cache
 def step_seconds(model_name: str, in_shape: tuple[int, int, int], batch: int, augment: bool, steps: int = 8) -> float:
     """Seconds per training step of one model (median of ``steps`` after two warm-up steps), through ``train.fit``."""
-    from kdlib.models import build_model
-    from kdlib.train import RunOptions, TrainConfig, fit
+    from kdlib.core.models import build_model
+    from kdlib.core.train import RunOptions, TrainConfig, fit
 
     model = build_model(model_name, 10, in_shape)
     x = torch.randn((steps + 2) * batch, *in_shape)
@@ -121,9 +121,9 @@ def step_seconds(model_name: str, in_shape: tuple[int, int, int], batch: int, au
 
 def estimate(scale: str, workers: int, overrides: dict) -> dict:
     """Sequential and parallel wall-time estimates of a scale's study, from measured step times."""
-    from kdlib.config import scale_config
-    from kdlib.halving import DEFAULT_SCHEDULE
-    from kdlib.halving_schedule import _work
+    from kdlib.study.config import scale_config
+    from kdlib.tune.halving import DEFAULT_SCHEDULE
+    from kdlib.tune.halving_schedule import _work
 
     cfg = scale_config(scale, **overrides)
     in_shape = (3, 32, 32)

@@ -11,9 +11,9 @@ import os
 import sys
 from typing import Any
 
-from kdlib.config import SCALES, scale_config
 from kdlib.errors import ONE_LINE_ERRORS, KDConfigError
-from kdlib.methods import method_names
+from kdlib.study.config import SCALES, scale_config
+from kdlib.study.methods import method_names
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="one KD method on one scenario")
     common(p)
     p.add_argument("--scenario", required=True, help=SCENARIO_HELP)
-    p.add_argument("--method", required=True, choices=method_names(), help="a registered method (kdlib.methods)")
+    p.add_argument("--method", required=True, choices=method_names(), help="a registered method (kdlib.study.methods)")
     p.add_argument("--force", action="store_true", help="run again even if stored")
     p = sub.add_parser("study", help="every method on every scenario; prints the gain table")
     common(p)
@@ -107,9 +107,9 @@ def config_from_args(args: argparse.Namespace):
 def check_output_folders(args: argparse.Namespace) -> None:
     """The device, every folder this command will write (results, checkpoint cache, figures) and the data folder,
     checked before anything runs: a variable naming a file or an unwritable folder fails here, not after training."""
-    from kdlib.data import default_root
+    from kdlib.core.train import resolve_device
+    from kdlib.data.datasets import default_root
     from kdlib.paths import cache_dir, check_writable_folder, figures_dir, results_dir
-    from kdlib.train import resolve_device
 
     resolve_device(args.device)  # also for reproduce, whose notebooks would fail on it one by one
     default_root()
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     check_output_folders(args)
     if args.command == "reproduce":
-        from kdlib.reproduce import Execution, reproduce
+        from kdlib.notebook.reproduce import Execution, reproduce
 
         overrides = overrides_from_args(args)
         return reproduce(
@@ -144,12 +144,12 @@ def dispatch(args: argparse.Namespace) -> int:
         )
     if args.command == "federated":
         return run_federated(args)
-    from kdlib.results import ResultsStore
-    from kdlib.study import Study
+    from kdlib.study.results import ResultsStore
+    from kdlib.study.runner import Study
 
     cfg = config_from_args(args)
     if args.command in ("pretrain", "run"):
-        from kdlib.partition import parse_partition
+        from kdlib.data.partition import parse_partition
 
         parse_partition(args.scenario)  # a bad --scenario fails here, before any data is loaded
     study = Study(cfg, ResultsStore.open("study", args.results), device=args.device, progress=not args.quiet)
@@ -168,7 +168,7 @@ def dispatch(args: argparse.Namespace) -> int:
             )
         return 0
     if args.command == "run":
-        from kdlib.parallel import run_claimed  # the study's per-key claim: never computed twice beside a study
+        from kdlib.study.parallel import run_claimed  # the study's per-key claim: never computed twice beside a study
 
         record = run_claimed(study, (args.scenario, args.method, cfg.seed), force=args.force)
         print(json.dumps({k: v for k, v in record["metrics"].items()}, indent=1))
@@ -185,8 +185,8 @@ def run_federated(args: argparse.Namespace) -> int:
     to target per seed and the paper's 60.6% judged over the seeds (``findings.federated_claims``)."""
     import pandas as pd
 
-    from kdlib.findings import federated_claims, verdict_table
     from kdlib.fl import open_federated
+    from kdlib.study.findings import federated_claims, verdict_table
 
     if isinstance(args.seeds, bool) or args.seeds < 1:
         raise KDConfigError("--seeds", args.seeds, "an integer >= 1 (independent federated studies)")

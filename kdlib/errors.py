@@ -41,7 +41,7 @@ class KDConfigError(ValueError):
 
 
 class DiskFullError(OSError):
-    """A write that failed because the disk is full: names the path and what to do (``kdlib.disk``)."""
+    """A write that failed because the disk is full: names the path and what to do (``kdlib.core.disk``)."""
 
     def __init__(self, path: str) -> None:
         self.path = str(path)

@@ -19,18 +19,18 @@ import pytest
 import torch
 
 from kdlib.__main__ import main
-from kdlib.checkpoints import load_checkpoint, save_checkpoint
-from kdlib.config import StudyConfig, scale_config
-from kdlib.data import load_dataset
-from kdlib.distill import Teaching, run_standard
+from kdlib.core.checkpoints import load_checkpoint, save_checkpoint
+from kdlib.core.distill import Teaching, run_standard
+from kdlib.core.losses import kd_loss
+from kdlib.core.models import build_model, load_pretrained_resnet
+from kdlib.core.train import RunOptions, TrainConfig
+from kdlib.data.datasets import load_dataset
+from kdlib.data.partition import PartitionSpec, parse_partition, partition_indices
 from kdlib.errors import KDConfigError
-from kdlib.figure_layout import save_figure
-from kdlib.losses import kd_loss
-from kdlib.models import build_model, load_pretrained_resnet
-from kdlib.partition import PartitionSpec, parse_partition, partition_indices
-from kdlib.results import ResultsStore
-from kdlib.study import open_study
-from kdlib.train import RunOptions, TrainConfig
+from kdlib.notebook.figure_layout import save_figure
+from kdlib.study.config import StudyConfig, scale_config
+from kdlib.study.results import ResultsStore
+from kdlib.study.runner import open_study
 
 
 class CLIFailed(Exception):
@@ -488,7 +488,7 @@ def test_an_unwritable_cache_folder_fails_before_any_training(
 
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "\uff12", "1.5"])
 def test_kdlib_threads_is_checked(value: str, isolated_folders, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kdlib.train import set_cpu_threads
+    from kdlib.core.train import set_cpu_threads
 
     monkeypatch.setenv("KDLIB_THREADS", value)
     with pytest.raises(KDConfigError, match=f"KDLIB_THREADS='{value}' is not valid: an integer >= 1"):
@@ -529,7 +529,7 @@ def test_a_config_error_shows_as_one_line_in_a_notebook() -> None:
 def test_reproduce_names_the_notebook_and_the_parameter() -> None:
     from papermill.exceptions import PapermillExecutionError
 
-    from kdlib.reproduce import failure_line
+    from kdlib.notebook.reproduce import failure_line
 
     def failed(ename: str, evalue: str, traceback: list[str]) -> PapermillExecutionError:
         return PapermillExecutionError(2, 3, "open_study(...)", ename, evalue, traceback)
@@ -564,7 +564,7 @@ def test_a_bad_papermill_parameter_is_one_line_in_the_executed_notebook(
 
     import papermill as pm
 
-    from kdlib.reproduce import NOTEBOOKS_DIR, failure_line
+    from kdlib.notebook.reproduce import NOTEBOOKS_DIR, failure_line
 
     target = tmp_path / "01.ipynb"
     with pytest.raises(pm.PapermillExecutionError) as info:
@@ -577,7 +577,7 @@ def test_a_bad_papermill_parameter_is_one_line_in_the_executed_notebook(
 
 
 def test_notebook_overrides_takes_a_mapping_or_its_yaml_text_and_nothing_else() -> None:
-    from kdlib.config import notebook_overrides
+    from kdlib.study.config import notebook_overrides
 
     assert notebook_overrides({"n_train": 500}) == {"n_train": 500}
     assert notebook_overrides("{n_train: 500, distill: {epochs: 2}}") == {"n_train": 500, "distill": {"epochs": 2}}
@@ -592,7 +592,7 @@ def test_every_study_notebook_normalises_overrides_before_using_them() -> None:
     hands it to ``lesson.setup`` (which normalises it) or calls ``notebook_overrides`` before any other use."""
     import json
 
-    from kdlib.reproduce import NOTEBOOKS_DIR
+    from kdlib.notebook.reproduce import NOTEBOOKS_DIR
 
     for path in sorted(NOTEBOOKS_DIR.glob("0[1-8]_*.ipynb")):
         code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
@@ -605,7 +605,7 @@ def test_every_study_notebook_normalises_overrides_before_using_them() -> None:
 
 
 def test_a_notebooks_setup_takes_overrides_as_papermill_text_and_refuses_bad_text(tmp_path: Path) -> None:
-    from kdlib import lesson
+    from kdlib.notebook import lesson
 
     text = "{n_train: 500, n_test: 200}"  # as papermill's -p passes it
     study = lesson.setup("smoke", dataset="digits", results=str(tmp_path / "r"), overrides=text)
@@ -629,8 +629,8 @@ def test_a_notebook_study_checks_its_cache_and_figures_folders_when_opened(
 def test_messages_name_the_parameter_and_what_to_do(tmp_path: Path) -> None:
     """public_fraction that leaves the parties nothing, val_fraction where it has no effect, and a folder that is
     not an image folder: each refused in one line naming the parameter."""
-    from kdlib.data import load_dataset
-    from kdlib.parties import make_scenario
+    from kdlib.data.datasets import load_dataset
+    from kdlib.study.parties import make_scenario
 
     data = load_dataset("digits")
     cfg = scale_config("smoke", dataset="digits", n_train=None, n_test=None, transfer="public", public_fraction=0.999)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdlib.checkpoints import atomic_write_bytes, load_checkpoint, save_checkpoint
+from kdlib.core.checkpoints import atomic_write_bytes, load_checkpoint, save_checkpoint
+from kdlib.core.models import build_model
 from kdlib.errors import KDConfigError
-from kdlib.models import build_model
 
 
 def mlp(seed: int = 0) -> torch.nn.Module:
@@ -68,9 +68,9 @@ def test_a_side_file_without_a_required_field_is_a_clear_error(checkpoint: Path)
 
 
 def test_a_party_side_file_lacking_fields_or_of_another_config_fails(tmp_path: Path, isolated_folders) -> None:
-    from kdlib.config import scale_config
-    from kdlib.data import Subsample, load_dataset
-    from kdlib.parties import make_scenario, pretrained_party
+    from kdlib.data.datasets import Subsample, load_dataset
+    from kdlib.study.config import scale_config
+    from kdlib.study.parties import make_scenario, pretrained_party
 
     cfg = scale_config("smoke", dataset="digits", n_train=None, n_test=None, teacher_model="mlp",
                        pretrain={"epochs": 1})

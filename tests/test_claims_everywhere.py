@@ -11,10 +11,10 @@ from pathlib import Path
 
 from torch import nn
 
-from kdlib.config import scale_config
-from kdlib.parties import cached_party
-from kdlib.results import ResultsStore, run_key
-from kdlib.study import run_config
+from kdlib.study.config import scale_config
+from kdlib.study.parties import cached_party
+from kdlib.study.results import ResultsStore, run_key
+from kdlib.study.runner import run_config
 
 
 def _train_slowly(log: str, cache: str, start_at: float) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from kdlib.errors import KDConfigError
-from kdlib.reproduce import check_overrides, declared_parameters, study_notebooks
-from kdlib.results import ResultsStore
+from kdlib.notebook.reproduce import check_overrides, declared_parameters, study_notebooks
+from kdlib.study.results import ResultsStore
 
 
 def test_the_console_script_is_installed_and_answers_help() -> None:

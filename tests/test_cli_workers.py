@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kdlib import __main__ as cli
-from kdlib.study import Study
+from kdlib.study.runner import Study
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kdlib.config import SCALE_SETTINGS, SCALES, StudyConfig, scale_config, scale_departures
 from kdlib.errors import KDConfigError
 from kdlib.fl.config import FederatedConfig, federated_scale_config
+from kdlib.study.config import SCALE_SETTINGS, SCALES, StudyConfig, scale_config, scale_departures
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -30,7 +30,7 @@ def test_sizes_data_set_and_grids_are_named_too():
 
 
 def test_the_figure_caption_names_the_departures(tmp_path):
-    from kdlib.study import caption, open_study
+    from kdlib.study.runner import caption, open_study
 
     study = open_study("smoke", device="cpu", results=str(tmp_path), dataset="digits", n_train=500, n_test=200,
                        distill={"epochs": 2})  # fmt: skip
@@ -42,10 +42,10 @@ def test_the_figure_caption_names_the_departures(tmp_path):
 
 
 def test_one_caption_function_serves_both_studies(tmp_path):
-    from kdlib import figure_layout
     from kdlib.fl import caption as fl_caption
     from kdlib.fl import open_federated
-    from kdlib.study import caption, open_study
+    from kdlib.notebook import figure_layout
+    from kdlib.study.runner import caption, open_study
 
     assert fl_caption is figure_layout.caption
     fed = open_federated("smoke", device="cpu", results=str(tmp_path), dataset="digits", n_train=500, n_test=200,

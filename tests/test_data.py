@@ -1,4 +1,4 @@
-"""Tests for kdlib.data: every source is written by the test itself, except the one slow test."""
+"""Tests for kdlib.data.datasets: every source is written by the test itself, except the one slow test."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from kdlib import cifar
-from kdlib.data import (
+from kdlib.data import cifar
+from kdlib.data.datasets import (
     CIFAR10_CLASSES,
     Dataset,
     Subsample,

@@ -17,13 +17,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import kdlib.checkpoints as checkpoints  # noqa: E402
-import kdlib.halving as halving  # noqa: E402
-import kdlib.results as results  # noqa: E402
-from kdlib.disk import is_disk_full  # noqa: E402
+import kdlib.core.checkpoints as checkpoints  # noqa: E402
+import kdlib.study.results as results  # noqa: E402
+import kdlib.tune.halving as halving  # noqa: E402
+from kdlib.core.disk import is_disk_full  # noqa: E402
 from kdlib.errors import ONE_LINE_ERRORS, DiskFullError  # noqa: E402
-from kdlib.figure_layout import save_figure  # noqa: E402
-from kdlib.results import ResultsStore  # noqa: E402
+from kdlib.notebook.figure_layout import save_figure  # noqa: E402
+from kdlib.study.results import ResultsStore  # noqa: E402
 
 CONFIG = {"scenario": "iid", "method": "standard", "seed": 0}
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from kdlib.effects import (
+from kdlib.study.effects import (
     MIN_DENOMINATOR_POINTS,
     Effect,
     denominator_rule,
@@ -21,7 +21,7 @@ from kdlib.effects import (
     ratio_of_means,
     verdict,
 )
-from kdlib.findings import (
+from kdlib.study.findings import (
     BEST_BY_VALIDATION,
     PAPER_FL_ROUND_REDUCTION,
     apply_holm,
@@ -32,7 +32,7 @@ from kdlib.findings import (
     tuning_claims,
     verdict_table,
 )
-from kdlib.stats import mean_interval, t_critical
+from kdlib.study.stats import mean_interval, t_critical
 
 # ----------------------------------------------------------------------------------------- statistics
 

@@ -1,4 +1,4 @@
-"""kdlib.federated: FedAvg aggregation, rounds to target, KD consolidation, config checks, and one real Flower
+"""kdlib.fl: FedAvg aggregation, rounds to target, KD consolidation, config checks, and one real Flower
 simulation (2 clients, 2 rounds, digits) on the Ray backend."""
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from kdlib.data import load_dataset
+from kdlib.core.metrics import accuracy
+from kdlib.core.models import build_model
+from kdlib.core.train import RunOptions, TrainConfig, predict_logits, seed_everything, train_supervised
+from kdlib.data.datasets import load_dataset
 from kdlib.errors import KDConfigError
-from kdlib.federated import (
+from kdlib.fl import (
     FederatedConfig,
     FederatedStudy,
     KDRecipe,
@@ -32,10 +35,7 @@ from kdlib.federated import (
     split_clients,
     torch_threads,
 )
-from kdlib.metrics import accuracy
-from kdlib.models import build_model
-from kdlib.results import ResultsStore
-from kdlib.train import RunOptions, TrainConfig, predict_logits, seed_everything, train_supervised
+from kdlib.study.results import ResultsStore
 
 FAST = TrainConfig(epochs=3, batch_size=32, lr=0.05)
 
@@ -208,9 +208,9 @@ OLD_START_FIELDS = {  # federated.START_FIELDS before kdlib/fl/
 @pytest.mark.parametrize("scale", ["smoke", "full", "paper"])
 def test_run_and_group_keys_are_those_of_the_old_module(scale):
     """Stored federated runs are still found: the run config (and so the key) of each start is the one the old
-    ``kdlib/federated.py`` computed, field for field."""
-    from kdlib.config import config_key
-    from kdlib.results import run_key
+    ``kdlib/fl.py`` computed, field for field."""
+    from kdlib.study.config import config_key
+    from kdlib.study.results import run_key
 
     cfg = federated_scale_config(scale, seed=3)
     full = cfg.as_dict()
@@ -224,7 +224,7 @@ def test_run_and_group_keys_are_those_of_the_old_module(scale):
 
 def test_the_public_split_is_the_old_modules(digits):
     """The shared hold-out (``parties.hold_out_public``) gives the federated public split the old code drew."""
-    from kdlib.data import stratified_subset
+    from kdlib.data.datasets import stratified_subset
 
     labels = digits.y_train.numpy()
     for fraction, clients, seed in ((0.25, 10, 0), (0.1, 4, 7), (0.001, 3, 1)):
@@ -237,7 +237,7 @@ def test_the_public_split_is_the_old_modules(digits):
 def test_client_checkpoints_keep_their_cache_path(tmp_path):
     """A client's pre-trained model is cached where the old module put it (``federated/<key of its settings>``)
     with its settings as ``config``, and is loaded from there the second time."""
-    from kdlib.config import config_key
+    from kdlib.study.config import config_key
 
     cfg = FederatedConfig(dataset="digits", n_train=None, n_test=None, scenarios=("iid",), num_clients=2, model="mlp",
                           pretrain=TrainConfig(epochs=1, batch_size=64, lr=0.05))  # fmt: skip
@@ -321,8 +321,8 @@ def test_averaged_kd_trains_as_the_hand_written_loss_did(digits, alpha: float) -
     written out by hand (alpha * T^2 * KL(mean teacher probs || student probs at T) + (1 - alpha) * CE)."""
     import torch.nn.functional as F
 
-    from kdlib.losses import averaged_soft_targets
-    from kdlib.train import RunOptions, fit
+    from kdlib.core.losses import averaged_soft_targets
+    from kdlib.core.train import RunOptions, fit
 
     x, y, temperature = digits.x_train[:256], digits.y_train[:256], 3.0
     cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05)
@@ -384,7 +384,7 @@ def test_flower_simulation_two_clients_two_rounds(tmp_path):
     assert kd["metrics"]["kd_wall_s"] > 0 and kd["metrics"]["kd_sample_epochs"] > 0
     assert study.pending() == []  # stored: a second run_all would skip both
     if os.path.exists("/proc"):
-        from kdlib.federated import _descendants
+        from kdlib.fl.simulation import descendants as _descendants
 
         left = [p for p in _descendants(os.getpid()) if "ray" in open(f"/proc/{p}/cmdline").read()]
         assert left == []

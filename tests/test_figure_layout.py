@@ -1,4 +1,4 @@
-"""Every figure of ``kdlib.plots`` and ``kdlib.plots_federated``, drawn from small synthetic frames shaped like the
+"""Every figure of ``plots`` and ``plots_federated`` (kdlib.notebook), drawn from small synthetic frames shaped like the
 study's, is checked for the layout faults of issue 16: a legend over the data, a caption or title clipped at the
 figure's edges or wrapped with a word left alone, a bar of height 0 that looks like a missing one, and tick labels
 drawn over each other."""
@@ -21,8 +21,11 @@ from matplotlib.legend import Legend  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from kdlib import plots, plots_federated  # noqa: E402
 from kdlib.fl.config import STARTS  # noqa: E402
+from kdlib.notebook import (
+    plots,  # noqa: E402
+    plots_federated,
+)
 
 SCENARIOS = ("iid", "dirichlet:0.1", "disjoint")
 SEEDS = (0, 1)

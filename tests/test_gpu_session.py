@@ -9,8 +9,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from kdlib.methods import method_names
 from kdlib.paths import PROJECT_ROOT
+from kdlib.study.methods import method_names
 
 
 def test_the_gpu_session_script_stores_and_packs_everything_it_runs(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests for kdlib.halving: rungs continue exactly where they stopped (a point trained to the full budget equals
+"""Tests for kdlib.tune.halving: rungs continue exactly where they stopped (a point trained to the full budget equals
 its one-at-a-time grid run), the schedule, the replay, and kill-and-resume between rungs."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ import math
 import pytest
 import torch
 
-from kdlib.data import load_dataset
-from kdlib.distill import TuningProblem, best_point, grid_search
+from kdlib.core.distill import TuningProblem, best_point, grid_search
+from kdlib.core.models import build_model
+from kdlib.core.train import RunOptions, TrainConfig, seed_everything
+from kdlib.data.datasets import load_dataset
 from kdlib.errors import KDConfigError
-from kdlib.halving import (
+from kdlib.tune.halving import (
     DEFAULT_SCHEDULE,
     ETA,
     Checkpointing,
@@ -24,9 +26,7 @@ from kdlib.halving import (
     halving_search,
     replay,
 )
-from kdlib.models import build_model
-from kdlib.train import RunOptions, TrainConfig, seed_everything
-from kdlib.tuned import run_tuned
+from kdlib.tune.tuned import run_tuned
 
 TEMPS, ALPHAS = (1.0, 4.0, 16.0), (0.0, 0.5, 0.9)
 CFG = TrainConfig(epochs=3, batch_size=32, lr=0.05)
@@ -246,9 +246,9 @@ def test_bad_halving_input_names_the_field(problem) -> None:
 
 
 def test_tuning_search_is_part_of_the_tuned_run_config() -> None:
-    from kdlib.config import scale_config
-    from kdlib.results import run_key
-    from kdlib.study import run_config
+    from kdlib.study.config import scale_config
+    from kdlib.study.results import run_key
+    from kdlib.study.runner import run_config
 
     cfg = scale_config("smoke")
     assert cfg.tuning_search == "halving"

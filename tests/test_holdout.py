@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-import kdlib.distill as distill
-import kdlib.methods as methods_module
-import kdlib.tuned as tuned
-from kdlib.config import scale_config
-from kdlib.data import load_dataset
-from kdlib.distill import TuningProblem, grid_search
+import kdlib.core.distill as distill
+import kdlib.study.methods as methods_module
+import kdlib.tune.tuned as tuned
+from kdlib.core.distill import TuningProblem, grid_search
+from kdlib.core.models import build_model
+from kdlib.core.train import RunOptions, TrainConfig, seed_everything
+from kdlib.data.datasets import load_dataset
 from kdlib.errors import KDConfigError
-from kdlib.models import build_model
-from kdlib.parties import make_scenario, proportional_subset
-from kdlib.results import ResultsStore
-from kdlib.study import Study
-from kdlib.train import RunOptions, TrainConfig, seed_everything
+from kdlib.study.config import scale_config
+from kdlib.study.parties import make_scenario, proportional_subset
+from kdlib.study.results import ResultsStore
+from kdlib.study.runner import Study
 
 KINDS = ("iid", "dirichlet:0.3", "disjoint", "quantity:1.5")
 
@@ -207,7 +207,7 @@ def test_an_explicit_validation_split_is_scored_on_and_all_transfer_data_is_trai
 def test_the_public_split_is_drawn_as_before_the_shared_hold_out() -> None:
     """``make_scenario``'s public split (now ``parties.hold_out_public``, shared with the federated study) is the
     one drawn before: a stratified fraction of what the validation split leaves, in the same order."""
-    from kdlib.data import stratified_subset
+    from kdlib.data.datasets import stratified_subset
 
     dataset = load_dataset("digits")
     labels = dataset.y_train.numpy()

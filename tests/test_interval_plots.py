@@ -12,8 +12,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from kdlib.plots import plot_method_gains, plot_routing_by_transfer, plot_selection_criteria  # noqa: E402
-from kdlib.stats import mean_interval  # noqa: E402
+from kdlib.notebook.plots import plot_method_gains, plot_routing_by_transfer, plot_selection_criteria  # noqa: E402
+from kdlib.study.stats import mean_interval  # noqa: E402
 
 
 def bars_and_spans(fig: plt.Figure) -> tuple[list[float], list[float]]:

@@ -1,4 +1,4 @@
-"""Tests for kdlib.losses: KD loss by hand, alpha/T conventions, the high-T limit, DML and DP target choice."""
+"""Tests for kdlib.core.losses: KD loss by hand, alpha/T conventions, the high-T limit, DML and DP target choice."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdlib.errors import KDConfigError
-from kdlib.losses import (
+from kdlib.core.losses import (
     averaged_soft_targets,
     check_alpha,
     check_temperature,
@@ -20,6 +19,7 @@ from kdlib.losses import (
     kd_loss,
     soft_targets,
 )
+from kdlib.errors import KDConfigError
 
 
 def np_softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -15,16 +15,16 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from kdlib import plots  # noqa: E402
 from kdlib.__main__ import main  # noqa: E402
-from kdlib.config import scale_config  # noqa: E402
-from kdlib.distill import DistillOutcome, Teaching, run_standard  # noqa: E402
+from kdlib.core.distill import DistillOutcome, Teaching, run_standard  # noqa: E402
+from kdlib.core.train import RunOptions  # noqa: E402
 from kdlib.errors import KDConfigError  # noqa: E402
-from kdlib.findings import best_untuned_by_validation  # noqa: E402
-from kdlib.methods import Method, MethodRun, registered  # noqa: E402
-from kdlib.results import ResultsStore, run_key  # noqa: E402
-from kdlib.study import run_config  # noqa: E402
-from kdlib.train import RunOptions  # noqa: E402
+from kdlib.notebook import plots  # noqa: E402
+from kdlib.study.config import scale_config  # noqa: E402
+from kdlib.study.findings import best_untuned_by_validation  # noqa: E402
+from kdlib.study.methods import Method, MethodRun, registered  # noqa: E402
+from kdlib.study.results import ResultsStore, run_key  # noqa: E402
+from kdlib.study.runner import run_config  # noqa: E402
 
 
 def soft_match(run: MethodRun) -> DistillOutcome:

@@ -1,4 +1,4 @@
-"""Tests for kdlib.metrics on hand-made predictions: accuracies, per-class/group accuracies, flips, KD metrics."""
+"""Tests for kdlib.core.metrics on hand-made predictions: accuracies, per-class/group accuracies, flips, KD metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib.metrics import (
+from kdlib.core.metrics import (
     DistillationMetrics,
     Flips,
     accuracy,

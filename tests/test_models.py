@@ -1,4 +1,4 @@
-"""Tests for kdlib.models: shapes, ResNet structure, published checkpoints, transformers round trip."""
+"""Tests for kdlib.core.models: shapes, ResNet structure, published checkpoints, transformers round trip."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlib.errors import KDConfigError
-from kdlib.models import (
+from kdlib.core.models import (
     MODEL_NAMES,
     PRETRAINED_RESNETS,
     RESNET_BLOCKS,
@@ -26,6 +25,7 @@ from kdlib.models import (
     load_pretrained_resnet,
     save_hf_model,
 )
+from kdlib.errors import KDConfigError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -168,8 +168,8 @@ def test_vit_tiny_cuts_images_into_a_small_grid_of_patches(in_shape: tuple[int, 
 
 def test_a_vit_student_distils_from_a_cnn_teacher() -> None:
     """The heterogeneous pair of notebook 03: kdlib's KD step needs nothing but both models' logits."""
-    from kdlib.distill import Teaching, run_finetune, run_standard
-    from kdlib.train import RunOptions, TrainConfig
+    from kdlib.core.distill import Teaching, run_finetune, run_standard
+    from kdlib.core.train import RunOptions, TrainConfig
 
     torch.manual_seed(0)
     x, y = torch.randn(48, 3, 32, 32), torch.randint(0, 10, (48,))

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdlib.reproduce import NOTEBOOK_DEPENDENCIES, NOTEBOOKS_DIR, study_notebooks
+from kdlib.notebook.reproduce import NOTEBOOK_DEPENDENCIES, NOTEBOOKS_DIR, study_notebooks
 
 EXPECTED_FIGURES = {
     "00_tour": ["00_kd_view_T1", "00_kd_view_T4", "00_kd_view_T16"],
@@ -31,7 +31,7 @@ EXPECTED_FIGURES = {
 # longest cell (07's federated runs) takes under two minutes here.
 CELL_TIMEOUT_S = 600
 
-# A notebook runs after those it reads (kdlib.reproduce.NOTEBOOK_DEPENDENCIES, which reproduce uses too).
+# A notebook runs after those it reads (kdlib.notebook.reproduce.NOTEBOOK_DEPENDENCIES, which reproduce uses too).
 DEPENDS_ON = NOTEBOOK_DEPENDENCIES
 
 
@@ -54,8 +54,8 @@ def executed(name: str, folders: dict[str, Path]) -> Path:
     import papermill as pm
     from filelock import FileLock
 
-    from kdlib.notebook_progress import ENGINE
-    from kdlib.reproduce import declared_parameters
+    from kdlib.notebook.notebook_progress import ENGINE
+    from kdlib.notebook.reproduce import declared_parameters
 
     for dependency in DEPENDS_ON.get(name, ()):
         executed(dependency, folders)
@@ -121,7 +121,7 @@ def test_notebook_executes_at_smoke_scale(name: str, isolated_outputs: dict[str,
         png = isolated_outputs["figures"] / f"{figure}.png"
         assert png.exists() and png.stat().st_size > 5_000, f"{name} did not save {png.name}"
     if name in LESSONS:  # the executed notebook displays the step that ran, as code
-        from kdlib.lesson import source_text
+        from kdlib.notebook.lesson import source_text
 
         shown = [o for c in nb.cells if "lesson.show_source(" in c.source for o in c.outputs]
         plain = "".join(o.get("data", {}).get("text/plain", "") for o in shown)
@@ -130,7 +130,7 @@ def test_notebook_executes_at_smoke_scale(name: str, isolated_outputs: dict[str,
 
 
 def test_reproduce_gives_a_notebook_parameter_only_to_the_notebooks_that_declare_it():
-    from kdlib.reproduce import declared_parameters, notebook_parameters
+    from kdlib.notebook.reproduce import declared_parameters, notebook_parameters
 
     findings, parties = NOTEBOOKS_DIR / "08_findings.ipynb", NOTEBOOKS_DIR / "02_pretrained_parties.ipynb"
     keys = frozenset(declared_parameters(findings) | declared_parameters(parties))
@@ -192,7 +192,7 @@ def test_a_notebook_runs_once_after_its_dependencies_and_a_failure_reaches_its_d
 
 
 # ------------------------------------------------------------------------------------- the method notebooks as lessons
-# Each method notebook shows its loss and its method's training step from kdlib's own source (kdlib.lesson).
+# Each method notebook shows its loss and its method's training step from kdlib's own source (kdlib.notebook.lesson).
 LESSONS = {
     "03_standard_kd": ("kd_loss", "run_standard"),
     "04_tuned_kd": ("run_tuned", "kd_loss", "run_standard"),
@@ -201,7 +201,7 @@ LESSONS = {
     "07_federated": ("_client_train", "aggregate_state_dicts", "distill_averaged"),
 }
 LESSON_HOMES = {"07_federated": "kdlib.fl.starts"}
-"""Where a lesson's last object (the one whose ``batch_loss`` it shows) lives, when not in ``kdlib.distill``."""
+"""Where a lesson's last object (the one whose ``batch_loss`` it shows) lives, when not in ``kdlib.core.distill``."""
 STUDY_SETUP = ("01_partitions", "02_pretrained_parties", *(n for n in LESSONS if n != "07_federated"), "08_findings")
 
 
@@ -209,7 +209,7 @@ def lesson_step(name: str):
     """The function whose ``batch_loss`` lesson ``name`` shows."""
     import importlib
 
-    return getattr(importlib.import_module(LESSON_HOMES.get(name, "kdlib.distill")), LESSONS[name][-1])
+    return getattr(importlib.import_module(LESSON_HOMES.get(name, "kdlib.core.distill")), LESSONS[name][-1])
 
 
 def cells(name: str) -> list:
@@ -229,10 +229,10 @@ def nested_function_lines(outer, name: str) -> str:
 
 @pytest.mark.parametrize("method", ["run_finetune", "run_standard", "run_dml", "run_dp"])
 def test_a_lesson_shows_the_live_batch_loss_of_each_method(method: str) -> None:
-    import kdlib.distill
-    from kdlib.lesson import source_text
+    import kdlib.core.distill
+    from kdlib.notebook.lesson import source_text
 
-    function = getattr(kdlib.distill, method)
+    function = getattr(kdlib.core.distill, method)
     shown = source_text(function, "def batch_loss")
     assert shown == nested_function_lines(function, "batch_loss")
     assert shown.startswith("def batch_loss(") and "return " in shown
@@ -243,15 +243,15 @@ def test_show_source_prints_where_the_code_is_and_refuses_a_pattern_it_cannot_fi
 ) -> None:
     import inspect
 
+    from kdlib.core.losses import kd_loss
     from kdlib.errors import KDConfigError
-    from kdlib.lesson import show_source, source_text
-    from kdlib.losses import kd_loss
+    from kdlib.notebook.lesson import show_source, source_text
 
     show_source(kd_loss)
     printed = capsys.readouterr().out
     first, rest = printed.split("\n", 1)
     line = inspect.getsourcelines(kd_loss)[1]
-    assert first == f"# kdlib.losses.kd_loss, kdlib/losses.py line {line}"
+    assert first == f"# kdlib.core.losses.kd_loss, kdlib/core/losses.py line {line}"
     assert rest.rstrip("\n") == source_text(kd_loss) == inspect.getsource(kd_loss).rstrip("\n")
     with pytest.raises(KDConfigError, match="pattern"):
         show_source(kd_loss, "def no_such_block")
@@ -279,7 +279,7 @@ def test_each_method_notebook_shows_its_step_says_what_to_see_and_ends_with_what
 def test_every_declared_parameter_is_used(name: str) -> None:
     import re
 
-    from kdlib.reproduce import declared_parameters
+    from kdlib.notebook.reproduce import declared_parameters
 
     body = "\n".join(c.source for c in cells(name) if "parameters" not in c.metadata.get("tags", []))
     unused = [p for p in declared_parameters(NOTEBOOKS_DIR / f"{name}.ipynb") if not re.search(rf"\b{p}\b", body)]
@@ -306,8 +306,8 @@ def test_the_federated_lesson_has_one_parameters_cell_and_one_short_setup_cell()
 def test_lesson_setup_opens_the_study_of_the_parameters_and_variant_changes_only_what_it_is_told(
     isolated_folders: dict[str, Path], capsys: pytest.CaptureFixture
 ) -> None:
-    from kdlib.config import scale_config
-    from kdlib.lesson import setup, variant
+    from kdlib.notebook.lesson import setup, variant
+    from kdlib.study.config import scale_config
 
     study = setup("smoke", device="cpu", dataset="digits", seed=3, scenarios="iid,disjoint", transfer="union",
                   overrides="{transfer: public, n_train: 600, n_test: 300}")  # fmt: skip

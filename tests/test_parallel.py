@@ -1,4 +1,4 @@
-"""Tests for kdlib.parallel: Ray workers store what the one-by-one study stores, and several processes on one
+"""Tests for kdlib.study.parallel: Ray workers store what the one-by-one study stores, and several processes on one
 store compute each key once (the store's claims)."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from kdlib.config import scale_config
 from kdlib.errors import KDConfigError
-from kdlib.parallel import _job_key, resolve_address, resolve_workers, run_claimed
 from kdlib.paths import PROJECT_ROOT
-from kdlib.results import ResultsStore
-from kdlib.study import Study
+from kdlib.study.config import scale_config
+from kdlib.study.parallel import _job_key, resolve_address, resolve_workers, run_claimed
+from kdlib.study.results import ResultsStore
+from kdlib.study.runner import Study
 
 TINY = dict(
     dataset="digits",
@@ -101,7 +101,7 @@ def test_two_ray_workers_store_the_same_records_as_one_by_one(tmp_path: Path, is
 
 
 def test_the_driver_lets_go_of_the_data_before_ray_starts(tmp_path: Path, isolated_folders, monkeypatch) -> None:
-    import kdlib.parallel as parallel
+    import kdlib.study.parallel as parallel
 
     study = _study(tmp_path / "results")
     loaded = study.dataset
@@ -141,8 +141,8 @@ def test_two_study_processes_on_one_store_compute_each_key_once(tmp_path: Path, 
 
 
 def test_parallel_workers_start_each_scenarios_longest_method_first() -> None:
-    from kdlib.methods import get_method
-    from kdlib.parallel import launch_order
+    from kdlib.study.methods import get_method
+    from kdlib.study.parallel import launch_order
 
     jobs = [(s, m, seed) for seed in (0, 1) for s in ("iid", "disjoint") for m in ("finetune", "standard", "tuned",
                                                                                   "dml", "dp")]  # fmt: skip

@@ -1,12 +1,11 @@
-"""Tests for kdlib.partition: invariants over kinds and seeds, per-kind behaviour, stats and parsing."""
+"""Tests for kdlib.data.partition: invariants over kinds and seeds, per-kind behaviour, stats and parsing."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kdlib.errors import KDConfigError
-from kdlib.partition import (
+from kdlib.data.partition import (
     PartitionSpec,
     PartitionStats,
     parse_partition,
@@ -14,6 +13,7 @@ from kdlib.partition import (
     partition_stats,
     party_classes_seen,
 )
+from kdlib.errors import KDConfigError
 
 SEEDS = [0, 1, 7]
 NUM_CLASSES = 10

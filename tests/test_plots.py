@@ -9,8 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from kdlib.figure_layout import caption_lines
-from kdlib.plots import plot_heterogeneity  # noqa: E402
+from kdlib.notebook.figure_layout import caption_lines
+from kdlib.notebook.plots import plot_heterogeneity  # noqa: E402
 
 LONG = (
     "CIFAR-10 (JPEG re-encoded), paper scale: 50,000 train / 10,000 test images; teacher resnet56, student "
@@ -49,7 +49,7 @@ def test_caption_lines_are_balanced_so_no_word_is_left_alone():
 
 
 def test_a_zero_bar_is_marked_and_a_missing_one_is_not():
-    from kdlib.figure_layout import mark_zero_bars
+    from kdlib.notebook.figure_layout import mark_zero_bars
 
     fig, ax = plt.subplots()
     ax.bar([0, 1, 2], [0.0, 5.0, float("nan")])
@@ -63,7 +63,7 @@ def test_a_zero_bar_is_marked_and_a_missing_one_is_not():
 def test_own_unseen_marks_a_zero_accuracy_bar():
     import pandas as pd
 
-    from kdlib.plots import plot_own_unseen
+    from kdlib.notebook.plots import plot_own_unseen
 
     frame = pd.DataFrame(
         [{"scenario": "disjoint", "method": "finetune", "own_before": 0.8, "own_after": 0.7, "unseen_before": 0.0,
@@ -79,8 +79,8 @@ def test_own_unseen_marks_a_zero_accuracy_bar():
 def test_the_fl_accuracy_legend_sits_beside_the_panels_not_over_them():
     import pandas as pd
 
-    from kdlib.federated import STARTS
-    from kdlib.plots_federated import plot_fl_accuracy
+    from kdlib.fl import STARTS
+    from kdlib.notebook.plots_federated import plot_fl_accuracy
 
     curves = pd.DataFrame(
         [{"scenario": s, "start": start, "round": r, "accuracy": 0.1 + 0.05 * r, "target": 0.4}
@@ -98,7 +98,7 @@ def test_the_fl_accuracy_legend_sits_beside_the_panels_not_over_them():
 
 def test_a_figure_legend_at_the_right_does_not_cover_the_panels():
     """A figure-level legend (seaborn's catplot puts one at the right) is kept off the axes by ``finish_figure``."""
-    from kdlib.figure_layout import finish_figure
+    from kdlib.notebook.figure_layout import finish_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 3))
     for ax in axes:
@@ -115,7 +115,7 @@ def test_a_figure_legend_at_the_right_does_not_cover_the_panels():
 def test_the_party_accuracy_legend_sits_beside_the_panels():
     import pandas as pd
 
-    from kdlib.plots import plot_party_accuracy
+    from kdlib.notebook.plots import plot_party_accuracy
 
     frame = pd.DataFrame(
         [{"scenario": s, "role": role, "group": g, "accuracy": a}
@@ -135,7 +135,7 @@ def test_the_party_accuracy_legend_sits_beside_the_panels():
 def test_the_tuning_heatmap_outlines_the_halving_choice_not_an_early_rung_score():
     """With halving, a point dropped at rung 0 may score higher there than the finalist does at the end: the outline
     marks the point chosen at the last rung."""
-    from kdlib.plots import plot_tuning_heatmaps
+    from kdlib.notebook.plots import plot_tuning_heatmaps
 
     rows = [
         {"temperature": 1.0, "alpha": 0.5, "val_acc": 0.90, "val_gain": 0.05, "rung": 0},

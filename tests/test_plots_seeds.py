@@ -15,9 +15,12 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
 
-from kdlib import plots, plots_federated  # noqa: E402
-from kdlib.methods import Method, method_label, registered  # noqa: E402
-from kdlib.stats import (  # noqa: E402
+from kdlib.notebook import (
+    plots,  # noqa: E402
+    plots_federated,
+)
+from kdlib.study.methods import Method, method_label, registered  # noqa: E402
+from kdlib.study.stats import (  # noqa: E402
     MIN_SEEDS_FOR_INTERVAL,
     bootstrap_interval,
     drawing_note,

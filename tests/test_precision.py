@@ -1,4 +1,4 @@
-"""kdlib.precision: bf16 autocast of forward passes on the CPU, float32 everywhere else."""
+"""kdlib.core.precision: bf16 autocast of forward passes on the CPU, float32 everywhere else."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from kdlib.core.losses import distillation_term, dml_losses, dp_select_targets, kd_loss, soft_targets
+from kdlib.core.precision import autocast_dtype, cpu_has_native_bf16, mixed_precision, precision_label
+from kdlib.core.train import TrainConfig, fit, predict_logits
 from kdlib.errors import KDConfigError
-from kdlib.losses import distillation_term, dml_losses, dp_select_targets, kd_loss, soft_targets
-from kdlib.precision import autocast_dtype, cpu_has_native_bf16, mixed_precision, precision_label
-from kdlib.results import environment_info
-from kdlib.train import TrainConfig, fit, predict_logits
+from kdlib.study.results import environment_info
 
 CPU = torch.device("cpu")
 
@@ -40,7 +40,7 @@ CPUINFO_ARM = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
     ("text", "native"), [(CPUINFO_AVX512_ONLY, False), (CPUINFO_AVX512_BF16, True), (CPUINFO_ARM, True), ("", False)]
 )
 def test_native_bf16_is_read_off_the_cpu_flags_not_avx512_alone(tmp_path, monkeypatch, text, native) -> None:
-    from kdlib import precision
+    from kdlib.core import precision
 
     (tmp_path / "cpuinfo").write_text(text)
     assert bool(precision.NATIVE_BF16_FLAGS & precision.cpu_flags(tmp_path / "cpuinfo")) is native

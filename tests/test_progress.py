@@ -13,10 +13,10 @@ import nbformat
 import pytest
 from tqdm.std import tqdm as std_tqdm
 
-from kdlib import notebook_progress
-from kdlib.notebook_progress import ENGINE, KernelBars, NotebookProgress
+from kdlib.core.progress import LineTqdm, LineWriter, progress_bar, progress_class
+from kdlib.notebook import notebook_progress
+from kdlib.notebook.notebook_progress import ENGINE, KernelBars, NotebookProgress
 from kdlib.paths import PROJECT_ROOT, figures_dir
-from kdlib.progress import LineTqdm, LineWriter, progress_bar, progress_class
 
 
 class FakeTerminal(io.StringIO):
@@ -188,10 +188,10 @@ def tracked_changes() -> str:
 def test_reproduce_writes_figures_outside_the_gallery_unless_asked(
     tmp_path: Path, isolated_folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kdlib import reproduce
+    from kdlib.notebook import reproduce
 
-    # 00's slider cell is the one whose reply papermill once waited for forever (kdlib.notebook_progress); a cell that
-    # passes 5 minutes fails the test instead of stalling the run.
+    # 00's slider cell is the one whose reply papermill once waited for forever (kdlib.notebook.notebook_progress); a
+    # cell that passes 5 minutes fails the test instead of stalling the run.
     before = tracked_changes()
     quiet = reproduce.Execution(output=tmp_path / "nb", progress=False, cell_timeout=300)
     assert reproduce.reproduce("smoke", only="00", execution=quiet) == 0
@@ -239,7 +239,7 @@ def test_one_line_per_test_file_once_all_its_tests_ran() -> None:
 
 
 def test_library_bars_off_a_terminal_are_line_bars(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kdlib import progress
+    from kdlib.core import progress
 
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert progress.auto_class() is LineTqdm

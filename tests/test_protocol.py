@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-import kdlib.epoch_selection as epoch_selection
-from kdlib.calibration import agreement, expected_calibration_error, negative_log_likelihood, reliability_bins
-from kdlib.config import scale_config
-from kdlib.cost import model_cost, parameter_count, serialized_bytes
-from kdlib.epoch_selection import EpochSelection
+import kdlib.core.epoch_selection as epoch_selection
+from kdlib.core.calibration import agreement, expected_calibration_error, negative_log_likelihood, reliability_bins
+from kdlib.core.cost import model_cost, parameter_count, serialized_bytes
+from kdlib.core.epoch_selection import EpochSelection
 from kdlib.errors import KDConfigError
-from kdlib.results import ResultsStore
-from kdlib.study import Study, distillation_seed
+from kdlib.study.config import scale_config
+from kdlib.study.results import ResultsStore
+from kdlib.study.runner import Study, distillation_seed
 
 # ------------------------------------------------------------------------------------------ calibration
 
@@ -174,8 +174,8 @@ def test_no_choice_depends_on_the_test_set(tmp_path: Path, isolated_folders, mon
 def test_the_guard_catches_a_grid_choice_by_test_accuracy(tmp_path: Path, isolated_folders, monkeypatch) -> None:
     """Tuned KD choosing (T, alpha) by the grid's stored ``test_acc`` column (analysis only) is a leak the guard
     sees: the chosen pair then moves with the scrambled test set."""
-    import kdlib.tuned as tuned
-    from kdlib.distill import best_point
+    import kdlib.tune.tuned as tuned
+    from kdlib.core.distill import best_point
 
     monkeypatch.setattr(tuned, "best_point", lambda scores: best_point(scores, key="test_acc"))
     pairs = {_choices(tmp_path / str(kind), scramble_test=kind)["tuned"][1:] for kind in (False, True, "constant")}

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from kdlib.config import scale_config
+from kdlib.core.models import PUBLISHED_TEACHERS, check_file_digest, load_pretrained_resnet
 from kdlib.errors import KDConfigError
-from kdlib.models import PUBLISHED_TEACHERS, check_file_digest, load_pretrained_resnet
-from kdlib.parties import published_party
+from kdlib.study.config import scale_config
+from kdlib.study.parties import published_party
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "pretrained"
 REAL = sorted(SHARED.glob("resnet20-*.th"))
@@ -63,8 +63,8 @@ def test_a_published_party_knows_every_class_and_reports_its_accuracy() -> None:
 
 
 def test_a_figure_caption_says_where_a_published_teacher_comes_from(tmp_path: Path) -> None:
-    from kdlib.results import ResultsStore
-    from kdlib.study import Study
+    from kdlib.study.results import ResultsStore
+    from kdlib.study.runner import Study
 
     study = Study(scale_config("full", teacher_model="published:resnet56"), ResultsStore.open("study", tmp_path),
                   device="cpu", progress=False)  # fmt: skip

@@ -9,16 +9,16 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from kdlib import plots
 from kdlib.__main__ import build_parser, main
-from kdlib.config import METHODS, StudyConfig, scale_config
-from kdlib.distill import DistillOutcome, frozen_logits
+from kdlib.core.distill import DistillOutcome, frozen_logits
+from kdlib.core.losses import distillation_term, kd_loss, soft_targets
+from kdlib.core.train import RunOptions, fit
 from kdlib.errors import KDConfigError
-from kdlib.losses import distillation_term, kd_loss, soft_targets
-from kdlib.methods import Method, MethodRun, get_method, method_names, register, registered, unregister
-from kdlib.results import ResultsStore, run_key
-from kdlib.study import Study, run_config
-from kdlib.train import RunOptions, fit
+from kdlib.notebook import plots
+from kdlib.study.config import METHODS, StudyConfig, scale_config
+from kdlib.study.methods import Method, MethodRun, get_method, method_names, register, registered, unregister
+from kdlib.study.results import ResultsStore, run_key
+from kdlib.study.runner import Study, run_config
 
 # --------------------------------------------------------------------- run keys under the one protocol
 

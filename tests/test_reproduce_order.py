@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kdlib import reproduce
 from kdlib.errors import KDConfigError
+from kdlib.notebook import reproduce
 
 NAMES = ["00_tour", "01_partitions", "02_pretrained_parties", "03_standard_kd", "04_tuned_kd", "05_mutual_learning",
          "06_data_partitioning_kd", "07_federated", "08_findings"]  # fmt: skip
@@ -106,7 +106,7 @@ def test_a_bad_worker_count_is_refused(workers: object) -> None:
 def test_executed_notebooks_keep_their_output_but_not_the_progress_bars(tmp_path) -> None:
     import nbformat
 
-    from kdlib.reproduce import is_progress_text, strip_progress_bars
+    from kdlib.notebook.reproduce import is_progress_text, strip_progress_bars
 
     bars = "DP-KD:  33%|###3      | 20/60 [00:00<00:00, 399.73it/s, loss=0.018]\r\n"
     bars += "study (smoke): 12it [00:01, 9.1it/s]\n"

@@ -1,4 +1,4 @@
-"""Tests for kdlib.results (append-only, crash-safe JSON Lines store) and kdlib.checkpoints (safetensors)."""
+"""Tests for kdlib.study.results (append-only, crash-safe JSON Lines store) and kdlib.core.checkpoints (safetensors)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from kdlib.checkpoints import atomic_write_bytes, load_checkpoint, save_checkpoint
-from kdlib.results import ResultsStore, run_key
+from kdlib.core.checkpoints import atomic_write_bytes, load_checkpoint, save_checkpoint
+from kdlib.study.results import ResultsStore, run_key
 
 CONFIG_A = {"temperature": 4.0, "alpha": 0.5, "scenario": "iid", "pretrain": {"epochs": 2, "lr": 0.05}}
 CONFIG_B = {"temperature": 2.0, "alpha": 0.5, "scenario": "iid", "pretrain": {"epochs": 2, "lr": 0.05}}

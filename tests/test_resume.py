@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from kdlib.checkpoints import load_checkpoint, save_checkpoint
-from kdlib.methods import method_names
-from kdlib.models import build_model
+from kdlib.core.checkpoints import load_checkpoint, save_checkpoint
+from kdlib.core.models import build_model
 from kdlib.paths import PROJECT_ROOT
+from kdlib.study.methods import method_names
 
 SCENARIOS = ("iid", "disjoint")
 METHODS = method_names()  # every registered method: the study runs them all by default
@@ -117,8 +117,8 @@ KILL_INSIDE_SAVE = textwrap.dedent(
     """
     import os, signal, sys
 
-    from kdlib.checkpoints import save_checkpoint
-    from kdlib.models import build_model
+    from kdlib.core.checkpoints import save_checkpoint
+    from kdlib.core.models import build_model
 
     path, deadly_call = sys.argv[1], int(sys.argv[2])
     real_replace, calls = os.replace, []

@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow
 
 FEDERATED_SCRIPT = """
 import sys
-from kdlib.federated import FederatedConfig, FederatedStudy
-from kdlib.results import ResultsStore
-from kdlib.train import TrainConfig
+from kdlib.fl import FederatedConfig, FederatedStudy
+from kdlib.study.results import ResultsStore
+from kdlib.core.train import TrainConfig
 
 folder = sys.argv[1]
 fast = TrainConfig(epochs=2, batch_size=32, lr=0.05)
@@ -32,8 +32,8 @@ print("pending", len(study.pending()))
 
 def test_a_killed_federated_run_resumes_from_its_stored_runs(tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    from kdlib.federated import _descendants
-    from kdlib.results import ResultsStore
+    from kdlib.fl.simulation import descendants as _descendants
+    from kdlib.study.results import ResultsStore
 
     script = tmp_path / "fl.py"
     script.write_text(FEDERATED_SCRIPT)

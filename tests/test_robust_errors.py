@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from kdlib.config import scale_config
-from kdlib.dataset_cache import CacheError
+from kdlib.data.dataset_cache import CacheError
 from kdlib.errors import DiskFullError, KDConfigError
 from kdlib.paths import PROJECT_ROOT
-from kdlib.results import ResultsStore
-from kdlib.stacking import UnsupportedModel
-from kdlib.study import Study
+from kdlib.study.config import scale_config
+from kdlib.study.results import ResultsStore
+from kdlib.study.runner import Study
 from kdlib.teaching.common import TeachingCheckError
+from kdlib.tune.stacking import UnsupportedModel
 
 EXAMPLES: dict[type[Exception], Exception] = {
     KDConfigError: KDConfigError("alpha", 1.5, "a number in [0, 1]"),
@@ -83,7 +83,7 @@ def test_a_config_error_keeps_its_fields_its_notes_and_an_unpicklable_value() ->
 def test_a_one_line_error_from_a_task_is_raised_as_itself(cause: Exception) -> None:
     from ray.exceptions import RayTaskError
 
-    from kdlib.parallel import _driver_error
+    from kdlib.study.parallel import _driver_error
 
     assert _driver_error(RayTaskError("_run_task", "Traceback (most recent call last): ...", cause)) is cause
 
@@ -91,11 +91,11 @@ def test_a_one_line_error_from_a_task_is_raised_as_itself(cause: Exception) -> N
 def test_any_other_error_from_a_task_keeps_the_workers_traceback() -> None:
     from ray.exceptions import RayTaskError, UnserializableException
 
-    from kdlib.parallel import _driver_error
+    from kdlib.study.parallel import _driver_error
 
-    trace = 'Traceback (most recent call last):\n  File "kdlib/distill.py", line 7, in run\nRuntimeError: boom'
+    trace = 'Traceback (most recent call last):\n  File "kdlib/core/distill.py", line 7, in run\nRuntimeError: boom'
     error = _driver_error(RayTaskError("_run_task", trace, RuntimeError("boom")))
-    assert isinstance(error, RuntimeError) and 'kdlib/distill.py", line 7' in str(error)
+    assert isinstance(error, RuntimeError) and 'kdlib/core/distill.py", line 7' in str(error)
     unreadable = UnserializableException("Traceback ...")
     assert _driver_error(unreadable) is unreadable
 

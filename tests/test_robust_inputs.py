@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from kdlib.__main__ import main
+from kdlib.core.train import set_cpu_threads
 from kdlib.errors import KDConfigError
-from kdlib.parallel import check_address
-from kdlib.train import set_cpu_threads
+from kdlib.study.parallel import check_address
 from kdlib.validation import env_bool, strict_bool
 
 TINY_STUDY = (

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdlib.checkpoints import WEIGHTS_FIELD, load_checkpoint, save_checkpoint
-from kdlib.config import scale_config
+from kdlib.core.checkpoints import WEIGHTS_FIELD, load_checkpoint, save_checkpoint
+from kdlib.core.models import build_model
 from kdlib.errors import KDConfigError
-from kdlib.models import build_model
-from kdlib.results import ResultsStore, run_key
-from kdlib.study import Study, run_config
+from kdlib.study.config import scale_config
+from kdlib.study.results import ResultsStore, run_key
+from kdlib.study.runner import Study, run_config
 
 META = {"test_acc": 0.93, "own_acc": 0.95, "unseen_acc": float("nan"), "config": {"party": 0, "seed": 3}}
 
@@ -79,8 +79,8 @@ def test_a_side_file_written_before_the_metadata_digest_is_refused_with_what_to_
 
 
 def test_an_edited_teacher_accuracy_never_reaches_a_party(tmp_path: Path, isolated_folders) -> None:
-    from kdlib.data import Subsample, load_dataset
-    from kdlib.parties import make_scenario, pretrained_party
+    from kdlib.data.datasets import Subsample, load_dataset
+    from kdlib.study.parties import make_scenario, pretrained_party
 
     cfg = scale_config(
         "smoke", dataset="digits", n_train=None, n_test=None, teacher_model="mlp", pretrain={"epochs": 1}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kdlib.config import scale_config
 from kdlib.errors import KDConfigError
-from kdlib.results import ResultsStore, run_key
-from kdlib.study import Study, run_config
+from kdlib.study.config import scale_config
+from kdlib.study.results import ResultsStore, run_key
+from kdlib.study.runner import Study, run_config
 
 TINY = dict(
     dataset="digits",

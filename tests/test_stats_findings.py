@@ -1,4 +1,4 @@
-"""kdlib.stats against SciPy's Student t and Wilson interval (the verdicts: tests/test_effects_findings.py)."""
+"""kdlib.study.stats against SciPy's Student t and Wilson interval (the verdicts: tests/test_effects_findings.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from kdlib.errors import KDConfigError
-from kdlib.stats import (
+from kdlib.study.stats import (
     interval_table,
     mean_interval,
     proportion_interval,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kdlib.results import ResultsStore, run_key
+from kdlib.study.results import ResultsStore, run_key
 
 CONFIG_A = {"scenario": "iid", "method": "standard", "temperature": 4.0}
 CONFIG_B = {"scenario": "disjoint", "method": "standard", "temperature": 4.0}
@@ -88,7 +88,7 @@ def test_a_line_that_is_not_a_record_is_skipped_named_and_kept(store: ResultsSto
 
 
 def test_a_bad_line_does_not_break_the_study_tables(tmp_path: Path, isolated_folders) -> None:
-    from kdlib.study import open_study, run_config
+    from kdlib.study.runner import open_study, run_config
 
     study = open_study("smoke", dataset="digits", n_train=None, n_test=None, scenarios="iid", progress=False,
                        results=str(tmp_path / "r"))
@@ -129,7 +129,7 @@ def test_old_records_with_nan_tokens_still_read(store: ResultsStore) -> None:
 def test_strict_json_converts_numpy_and_nested_values() -> None:
     import numpy as np
 
-    from kdlib.results import strict_json
+    from kdlib.study.results import strict_json
 
     text = strict_json({"a": np.array([1.0, np.nan]), "b": [{"c": np.float32("inf")}], "d": (1, 2)})
     assert json.loads(text) == {"a": [1.0, None], "b": [{"c": None}], "d": [1, 2]}

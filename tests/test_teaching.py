@@ -320,8 +320,8 @@ def test_checks_pass_on_model_answers(check: Callable, answer: object, capsys: p
 
 
 def test_kdlib_own_functions_pass_the_checks(capsys: pytest.CaptureFixture) -> None:
-    from kdlib.losses import kd_loss, soft_targets
-    from kdlib.partition import PartitionSpec, partition_indices
+    from kdlib.core.losses import kd_loss, soft_targets
+    from kdlib.data.partition import PartitionSpec, partition_indices
 
     assert teaching.check_soft_targets(soft_targets)
     assert teaching.check_kd_loss(kd_loss)

@@ -1,4 +1,4 @@
-"""Tests for kdlib.train (config, device, the fit loop) and kdlib.distill (the KD methods) on tiny models."""
+"""Tests for kdlib.core.train (config, device, the fit loop) and kdlib.core.distill (the KD methods) on tiny models."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlib.distill import (
+from kdlib.core.distill import (
     DistillOutcome,
     PartitionTeaching,
     Teaching,
@@ -27,13 +27,21 @@ from kdlib.distill import (
     run_standard,
     split_validation,
 )
+from kdlib.core.losses import dp_select_targets
+from kdlib.core.metrics import accuracy
+from kdlib.core.models import build_model
+from kdlib.core.precision import mixed_precision
+from kdlib.core.train import (
+    RunOptions,
+    TrainConfig,
+    fit,
+    make_training,
+    predict_logits,
+    resolve_device,
+    train_supervised,
+)
 from kdlib.errors import KDConfigError
-from kdlib.losses import dp_select_targets
-from kdlib.metrics import accuracy
-from kdlib.models import build_model
-from kdlib.precision import mixed_precision
-from kdlib.train import RunOptions, TrainConfig, fit, make_training, predict_logits, resolve_device, train_supervised
-from kdlib.tuned import run_tuned
+from kdlib.tune.tuned import run_tuned
 
 N_FEATURES, N_CLASSES = 8, 3
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
@@ -478,7 +486,7 @@ def test_check_same_classes_rejects_a_teacher_with_more_classes() -> None:
 
 
 def test_cpu_channels_last_is_used_inside_and_undone_after_also_when_nested():
-    from kdlib.train import cpu_channels_last
+    from kdlib.core.train import cpu_channels_last
 
     model = build_model("cnn-small", 10, (3, 32, 32))
     conv = model.features[0].weight
@@ -507,7 +515,7 @@ def test_fit_in_channels_last_matches_the_default_layout_in_float64():
         return lambda xb, yb, _idx: torch.nn.functional.cross_entropy(model(xb), yb)
 
     fit([fast], x, y, loss_of(fast), cfg, QUIET_CPU)
-    import kdlib.train as train
+    import kdlib.core.train as train
 
     original, train.cpu_channels_last = train.cpu_channels_last, lambda *a: contextlib.nullcontext(lambda b: b)
     try:

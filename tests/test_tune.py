@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from kdlib.data import load_dataset
-from kdlib.distill import TuningProblem, best_point, grid_search
+from kdlib.core.distill import TuningProblem, best_point, grid_search
+from kdlib.core.models import build_model
+from kdlib.core.train import RunOptions, TrainConfig, seed_everything
+from kdlib.data.datasets import load_dataset
 from kdlib.errors import KDConfigError
-from kdlib.models import build_model
-from kdlib.stacked_grid import stacked_grid_search
-from kdlib.stacking import GroupedStack, VmapStack, stack_students
-from kdlib.train import RunOptions, TrainConfig, seed_everything
+from kdlib.tune.stacked_grid import stacked_grid_search
+from kdlib.tune.stacking import GroupedStack, VmapStack, stack_students
 
 TEMPS, ALPHAS = (1.0, 4.0), (0.0, 0.5, 0.9)
 QUIET_CPU = RunOptions("cpu", progress=False)
@@ -179,7 +179,7 @@ def test_stacked_grid_rejects_bad_arguments(digits):
 
 
 def test_exact_float32_turns_tf32_off_inside_and_restores_it_after_an_error():
-    from kdlib.stacking import exact_float32
+    from kdlib.tune.stacking import exact_float32
 
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     try:

@@ -11,7 +11,7 @@ runs from four starts with the same clients, data, client sampling and budgets:
 - ``kd_avg``: the same fresh model distilled on the public split from all client models at once, towards the
   mean of their softened outputs (multi-teacher KD with averaged soft targets);
 - ``kd_dp``: the same, but each public sample is distilled from one model only, chosen by data-partitioning KD
-  (``kdlib.distill.run_dp``): the most confident client model on the sample's true class, where it beats the
+  (``kdlib.core.distill.run_dp``): the most confident client model on the sample's true class, where it beats the
   frozen initial student (the untrained student keeps a few samples: 1-11% at smoke scale; ``routing_*`` metrics).
 
 Flower: the clients are a ``ClientApp`` and the server a ``ServerApp`` on Flower's message API (the same code
@@ -40,7 +40,7 @@ import importlib
 from typing import Any
 
 _HOMES: dict[str, str] = {
-    "caption": "kdlib.figure_layout",  # one caption function for both studies
+    "caption": "kdlib.notebook.figure_layout",  # one caption function for both studies
     "ClientSplit": "kdlib.fl.task",
     "DataSpec": "kdlib.fl.task",
     "FLJob": "kdlib.fl.fedavg",

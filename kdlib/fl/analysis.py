@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from kdlib.fl.config import KD_STARTS, KIND, STARTS, FederatedConfig
-from kdlib.results import ResultsStore
+from kdlib.study.results import ResultsStore
 
 
 def rounds_to_target(accuracies: Sequence[float], target: float, initial: float | None = None) -> int | None:
@@ -166,7 +166,7 @@ def compare_with_paper(summary: pd.DataFrame, starts: Sequence[str] = KD_STARTS)
     """Mean round reduction (%) of each KD start over the scenarios where it and the baseline reached the target,
     beside the paper's 60.6%; ``not reached`` counts the scenarios left out (the start or the baseline missed the
     target within the budget: see ``status`` in the summary)."""
-    from kdlib.findings import PAPER_FL_ROUND_REDUCTION
+    from kdlib.study.findings import PAPER_FL_ROUND_REDUCTION
 
     rows = []
     for start in starts:

@@ -12,9 +12,9 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from kdlib.core.train import RunOptions, TrainConfig, train_supervised
 from kdlib.errors import KDConfigError
 from kdlib.fl.task import DataSpec, client_data, task_model
-from kdlib.train import RunOptions, TrainConfig, train_supervised
 
 client_app = ClientApp()
 """The federated client: trains the global model on its own partition (``train``) and says who it is (``query``)."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from kdlib.config import ConfigBase, scale_settings
+from kdlib.core.losses import check_alpha, check_temperature
+from kdlib.core.models import MODEL_NAMES
+from kdlib.core.train import TrainConfig
+from kdlib.data.partition import parse_partition
 from kdlib.errors import KDConfigError
-from kdlib.losses import check_alpha, check_temperature
-from kdlib.models import MODEL_NAMES
-from kdlib.partition import parse_partition
-from kdlib.train import TrainConfig
+from kdlib.study.config import ConfigBase, scale_settings
 from kdlib.validation import is_int, is_real
 
 KIND = "federated"

@@ -20,11 +20,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
+from kdlib.core.metrics import accuracy
+from kdlib.core.train import predict_logits
 from kdlib.errors import KDConfigError
 from kdlib.fl.config import FederatedConfig
 from kdlib.fl.task import DataSpec
-from kdlib.metrics import accuracy
-from kdlib.train import predict_logits
 
 
 def sample_clients(num_clients: int, fraction: float, seed: int, server_round: int) -> list[int]:

@@ -36,7 +36,7 @@ from kdlib.fl.fedavg import (
     use_grid,
 )
 from kdlib.fl.study import FederatedStudy
-from kdlib.results import ResultsStore
+from kdlib.study.results import ResultsStore
 from kdlib.validation import strict_bool
 
 if TYPE_CHECKING:

@@ -17,6 +17,8 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from torch import nn
 
+from kdlib.core.progress import tqdm
+from kdlib.core.train import resolve_device
 from kdlib.fl.client_app import client_app
 from kdlib.fl.config import FederatedConfig
 from kdlib.fl.fedavg import (
@@ -29,8 +31,6 @@ from kdlib.fl.fedavg import (
     run_jobs,
 )
 from kdlib.paths import environment
-from kdlib.progress import tqdm
-from kdlib.train import resolve_device
 
 
 @contextmanager

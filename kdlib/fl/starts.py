@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from kdlib.losses import averaged_soft_targets, check_alpha, check_temperature, kd_loss
-from kdlib.train import RunOptions, TrainConfig, fit, predict_logits, resolve_device
+from kdlib.core.losses import averaged_soft_targets, check_alpha, check_temperature, kd_loss
+from kdlib.core.train import RunOptions, TrainConfig, fit, predict_logits, resolve_device
 
 
 @dataclass(frozen=True)

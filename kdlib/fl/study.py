@@ -15,8 +15,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kdlib.data import Dataset
-from kdlib.distill import PartitionTeaching, run_dp
+from kdlib.core.distill import PartitionTeaching, run_dp
+from kdlib.core.metrics import accuracy
+from kdlib.core.models import build_model
+from kdlib.core.progress import tqdm
+from kdlib.core.train import RunOptions, TrainConfig, predict_logits, seed_everything, train_supervised
+from kdlib.data.datasets import Dataset
 from kdlib.errors import KDConfigError
 from kdlib.fl.analysis import (
     round_reduction_summary,
@@ -27,12 +31,8 @@ from kdlib.fl.fedavg import FLJob, FLRun, model_bytes
 from kdlib.fl.simulation import SimulationOptions, simulate, torch_threads
 from kdlib.fl.starts import KDRecipe, Start, distill_averaged
 from kdlib.fl.task import ClientSplit, DataSpec, cached_dataset, cached_split
-from kdlib.metrics import accuracy
-from kdlib.models import build_model
-from kdlib.parties import cached_party
-from kdlib.progress import tqdm
-from kdlib.results import ResultsStore, config_key, run_key
-from kdlib.train import RunOptions, TrainConfig, predict_logits, seed_everything, train_supervised
+from kdlib.study.parties import cached_party
+from kdlib.study.results import ResultsStore, config_key, run_key
 
 COMMON_FIELDS = (
     "scale",
@@ -137,7 +137,7 @@ class FederatedStudy:
         return model, cached_party(model, settings, train, folder="federated", cache_dir=self.cache_dir)
 
     def caption_details(self) -> str:
-        """What a figure's caption says of this study: clients, model and budget (``kdlib.figure_layout.caption``)."""
+        """What a figure's caption says of this study: clients, model and budget (``figure_layout.caption``)."""
         c = self.cfg
         return f"{c.num_clients} clients, {c.model}, {c.rounds} rounds x {c.local.epochs} local epoch(s)"
 
@@ -374,7 +374,7 @@ def _own_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     warning; a name neither config knows still raises."""
     import warnings
 
-    from kdlib.config import StudyConfig
+    from kdlib.study.config import StudyConfig
 
     own = {f.name for f in fields(FederatedConfig)}
     other = {f.name for f in fields(StudyConfig)} - own

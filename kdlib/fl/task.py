@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdlib.data import Dataset, Subsample, load_dataset
-from kdlib.models import build_model
-from kdlib.parties import hold_out_public
-from kdlib.partition import parse_partition, partition_indices
+from kdlib.core.models import build_model
+from kdlib.data.datasets import Dataset, Subsample, load_dataset
+from kdlib.data.partition import parse_partition, partition_indices
+from kdlib.study.parties import hold_out_public
 
 
 @dataclass(frozen=True)
@@ -76,5 +76,5 @@ def client_data(spec: DataSpec, client: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def task_model(name: str, data: Dataset) -> nn.Module:
-    """A fresh model ``name`` (``kdlib.models``) for the data set's classes and input shape."""
+    """A fresh model ``name`` (``kdlib.core.models``) for the data set's classes and input shape."""
     return build_model(name, data.num_classes, data.in_shape)

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kdlib.losses import kd_loss as _kd_loss
-from kdlib.losses import soft_targets as _soft_targets
+from kdlib.core.losses import kd_loss as _kd_loss
+from kdlib.core.losses import soft_targets as _soft_targets
 from kdlib.teaching.common import (
     _call,
     _close,
@@ -27,7 +27,7 @@ from kdlib.teaching.common import (
 
 # ------------------------------------------------------------------------------------------ exercise 1: soft targets
 def check_soft_targets(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> bool:
-    """Check ``fn(logits, temperature) -> probabilities`` against :func:`kdlib.losses.soft_targets`."""
+    """Check ``fn(logits, temperature) -> probabilities`` against :func:`kdlib.core.losses.soft_targets`."""
     name = "soft_targets"
     _need_callable(fn, name)
     trials = [((8, 10), 4.0), ((5, 7), 2.0), ((6, 10), 0.5)]
@@ -86,7 +86,7 @@ def check_soft_targets(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> boo
             "before exp (softmax does not change), or simply use torch.softmax(logits / T, dim=-1)."
         )
     return _ok(
-        f"{name} matches kdlib.losses.soft_targets on random batches (T = 4, 2, 0.5), on one example and on huge "
+        f"{name} matches kdlib.core.losses.soft_targets on random batches (T = 4, 2, 0.5), on one example and on huge "
         "logits."
     )
 
@@ -301,7 +301,8 @@ def check_kd_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float,
     temps = ", ".join(f"{trial[3]:g}" for trial in _KD_TRIALS)
     alphas = ", ".join(f"{trial[4]:g}" for trial in _KD_TRIALS)
     return _ok(
-        f"{name} matches kdlib.losses.kd_loss on {len(_KD_TRIALS)} random batches (T = {temps}; alpha = {alphas}), "
+        f"{name} matches kdlib.core.losses.kd_loss on {len(_KD_TRIALS)} random batches "
+        f"(T = {temps}; alpha = {alphas}), "
         "and only the student gets gradients."
     )
 

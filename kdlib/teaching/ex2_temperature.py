@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from kdlib.losses import soft_targets as _soft_targets
+from kdlib.core.losses import soft_targets as _soft_targets
 from kdlib.teaching.common import (
     _call,
     _check_answers,
@@ -116,10 +116,10 @@ def check_temperature_prediction(prediction: Mapping[str, str], logits: Sequence
     """Check a prediction of what a higher T does to soft targets, against kdlib's measurement on ``logits``.
 
     ``prediction`` has the keys of :data:`PREDICTION_CHOICES`; ``logits`` default to the cat example of
-    :mod:`kdlib.widgets`.
+    :mod:`kdlib.notebook.widgets`.
     """
-    from kdlib.data import CIFAR10_CLASSES
-    from kdlib.widgets import EXAMPLE_TEACHER_LOGITS
+    from kdlib.data.datasets import CIFAR10_CLASSES
+    from kdlib.notebook.widgets import EXAMPLE_TEACHER_LOGITS
 
     answers = _check_answers(prediction, PREDICTION_CHOICES, "prediction")
     z = torch.as_tensor(EXAMPLE_TEACHER_LOGITS if logits is None else logits, dtype=torch.float64)

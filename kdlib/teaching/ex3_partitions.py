@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from kdlib.partition import PartitionSpec, partition_indices, partition_stats
+from kdlib.data.partition import PartitionSpec, partition_indices, partition_stats
 from kdlib.teaching.common import _call, _check_answers, _fail, _need_callable, _ok
 
 
@@ -74,7 +74,7 @@ def _check_split(parts: object, labels: np.ndarray, num_parties: int, context: s
         if part.size == 0:
             raise _fail(
                 f"Party {party} is empty {context}: redraw the shares until every party has at least one sample "
-                "(kdlib.partition redraws up to 100 times)."
+                "(kdlib.data.partition redraws up to 100 times)."
             )
     return arrays
 
@@ -94,7 +94,7 @@ def check_dirichlet_split(fn: Callable[[np.ndarray, int, float, int], list[np.nd
     """Check ``fn(labels, num_parties, alpha, seed) -> list of index arrays``, a Dirichlet label-skew split.
 
     Every sample must be in exactly one party, no party empty (even 8 parties at alpha=0.02), the same seed must
-    give the same split, and label skew (kdlib's heterogeneity) must grow as alpha shrinks, like kdlib.partition's.
+    give the same split, and label skew (kdlib's heterogeneity) must grow as alpha shrinks, like kdlib.data.partition's.
     """
     name = "dirichlet_split"
     _need_callable(fn, name)

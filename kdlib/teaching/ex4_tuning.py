@@ -11,7 +11,7 @@ from kdlib.teaching.common import _call, _fail, _need_callable, _ok
 
 
 def _toy_grid(seed: int) -> list[dict]:
-    """A random (T, alpha) grid shaped like ``kdlib.distill.grid_search``'s, whose test-best cell is not val-best."""
+    """A random (T, alpha) grid shaped like ``distill.grid_search``'s, whose test-best cell is not val-best."""
     rng = np.random.default_rng(seed)
     cells = [(t, a) for t in (1.0, 2.0, 4.0, 8.0) for a in (0.1, 0.5, 0.9)]
     val = rng.permutation(len(cells)) / len(cells) * 0.5 + 0.3
