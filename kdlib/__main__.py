@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: RAY_ADDRESS, else local)")
     p = sub.add_parser("federated", help="FedAvg from every start, over seeds; prints rounds to target and the verdict")
     common(p)
-    p.add_argument("--seeds", type=int, default=1, help="independent studies: seed, seed + 1, ... (default 1)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds: seed, seed + 1, ... (default: the scale's: 1 at smoke, 5 at full); = --set seeds=N")
     p = sub.add_parser("reproduce", help="execute the notebooks with papermill; figures to runs/figures/")
     common(p)
     p.add_argument("--output", default="runs/notebooks", help="folder for the executed notebooks")
@@ -181,23 +182,19 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def run_federated(args: argparse.Namespace) -> int:
-    """``kdlib federated``: the federated study for each of ``--seeds`` seeds (stored runs reused), then the rounds
-    to target per seed and the paper's 60.6% judged over the seeds (``findings.federated_claims``)."""
-    import pandas as pd
-
+    """``kdlib federated``: the federated study over its seeds, by the one runner (stored runs reused), then the
+    rounds to target per seed and the paper's 60.6% judged over the seeds (``findings.federated_claims``)."""
     from kdlib.fl import open_federated
     from kdlib.study.findings import federated_claims, verdict_table
 
-    if isinstance(args.seeds, bool) or args.seeds < 1:
-        raise KDConfigError("--seeds", args.seeds, "an integer >= 1 (independent federated studies)")
     overrides = overrides_from_args(args)
-    first = overrides.pop("seed", 0)
-    runs = []
-    for seed in range(first, first + args.seeds):
-        fed = open_federated(args.scale, device=args.device, results=args.results, progress=not args.quiet,
-                             seed=seed, **overrides)  # fmt: skip
-        runs.append(fed.run_all().assign(seed=seed))
-    summary = pd.concat(runs, ignore_index=True)
+    if args.seeds is not None:
+        if overrides.get("seeds", args.seeds) != args.seeds:
+            allowed = f"one value: --seeds {args.seeds} and --set seeds={overrides['seeds']!r} disagree; give only one"
+            raise KDConfigError("seeds", overrides["seeds"], allowed)
+        overrides["seeds"] = args.seeds
+    fed = open_federated(args.scale, device=args.device, results=args.results, progress=not args.quiet, **overrides)
+    summary = fed.run_all()
     print(summary[["seed", "scenario", "start", "rounds_to_target", "reduction_pct", "status"]].to_string(index=False))
     table = verdict_table(federated_claims(summary))
     for (claim, _), row in table.iterrows():

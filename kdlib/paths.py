@@ -119,3 +119,17 @@ def environment(changes: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def ray_env() -> Iterator[None]:
+    """Environment for Ray's processes (the runner's workers, Flower's simulated clients): the project importable,
+    quiet start-up; restored afterwards."""
+    path = os.environ.get("PYTHONPATH")
+    changes = {
+        "PYTHONPATH": str(PROJECT_ROOT) if not path else f"{PROJECT_ROOT}{os.pathsep}{path}",
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    with environment(changes):
+        yield

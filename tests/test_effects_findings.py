@@ -196,7 +196,7 @@ def test_verdict_table_names_comparator_effect_ratio_and_n() -> None:
 
 def test_federated_claim_is_a_ratio_of_mean_rounds() -> None:
     rows = [
-        {"scenario": s, "start": "kd_avg", "seed": seed, "rounds_to_target": r, "rounds_random": 10}
+        {"scenario": s, "start": "kd_avg", "role": "kd", "seed": seed, "rounds_to_target": r, "rounds_random": 10}
         for seed, rs in enumerate([(4, 3), (5, 4), (4, 4), (3, 4), (4, 5)])
         for s, r in zip(("iid", "disjoint"), rs, strict=True)
     ]

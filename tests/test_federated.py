@@ -209,7 +209,7 @@ OLD_START_FIELDS = {  # federated.START_FIELDS before kdlib/fl/
 def test_run_and_group_keys_are_those_of_the_old_module(scale):
     """Stored federated runs are still found: the run config (and so the key) of each start is the one the old
     ``kdlib/fl.py`` computed, field for field."""
-    from kdlib.study.config import config_key
+    from kdlib.core.checkpoints import config_key
     from kdlib.study.results import run_key
 
     cfg = federated_scale_config(scale, seed=3)
@@ -237,7 +237,7 @@ def test_the_public_split_is_the_old_modules(digits):
 def test_client_checkpoints_keep_their_cache_path(tmp_path):
     """A client's pre-trained model is cached where the old module put it (``federated/<key of its settings>``)
     with its settings as ``config``, and is loaded from there the second time."""
-    from kdlib.study.config import config_key
+    from kdlib.core.checkpoints import config_key
 
     cfg = FederatedConfig(dataset="digits", n_train=None, n_test=None, scenarios=("iid",), num_clients=2, model="mlp",
                           pretrain=TrainConfig(epochs=1, batch_size=64, lr=0.05))  # fmt: skip
@@ -261,6 +261,7 @@ def test_a_run_claimed_by_another_process_is_left_to_it_then_run_here_once(tmp_p
     is left to its claimant; once the claim ends without a record, the next ``run_all`` makes it; nothing twice."""
     import kdlib.fl.study as fl_study
     from kdlib.fl import FLRun
+    from kdlib.study.parallel import run_claimed_batch
 
     simulated: list[list[tuple[str, str]]] = []
 
@@ -275,15 +276,15 @@ def test_a_run_claimed_by_another_process_is_left_to_it_then_run_here_once(tmp_p
     cfg = FederatedConfig(dataset="digits", n_train=None, n_test=None, scenarios=("iid", "dirichlet:0.5"),
                           starts=("random",), num_clients=2, model="mlp", rounds=2)  # fmt: skip
     study = FederatedStudy(cfg, ResultsStore.open("fl", tmp_path), device="cpu", progress=False, cache_dir=tmp_path)
-    taken = ("dirichlet:0.5", "random")
-    with study.store.claim(study.key(*taken)) as mine:  # as if another process were computing it
+    taken = ("dirichlet:0.5", "random", 0)
+    with study.store.claim(study.job_key(taken)) as mine:  # as if another process were computing it
         assert mine
-        left = study.run_claimed(study.pending(), wait=False)
+        left = run_claimed_batch(study, study.pending(), wait=False)
     assert left == [taken] and simulated == [[("iid", "random")]]
     assert {(r["config"]["scenario"], r["config"]["start"]) for r in study.store.records()} == {("iid", "random")}
     study.run_all()  # the claimant ended without storing it: run here, once
-    assert simulated[-1] == [taken]
-    assert sorted(r["key"] for r in study.store.records()) == sorted(study.key(*job) for job in study.jobs())
+    assert simulated[-1] == [taken[:2]]
+    assert sorted(r["key"] for r in study.store.records()) == sorted(study.job_key(job) for job in study.jobs())
     study.run_all()
     assert len(simulated) == 2 and len(study.store.records()) == 2  # all stored: nothing run again
 

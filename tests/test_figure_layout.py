@@ -21,7 +21,7 @@ from matplotlib.legend import Legend  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from kdlib.fl.config import STARTS  # noqa: E402
+from kdlib.fl.starts import start_names  # noqa: E402
 from kdlib.notebook import (
     plots,  # noqa: E402
     plots_federated,
@@ -243,7 +243,7 @@ def selection_frame() -> pd.DataFrame:
 def fl_curves() -> pd.DataFrame:
     return pd.DataFrame(
         [{"scenario": s, "start": start, "round": r, "accuracy": 0.1 + 0.02 * r + 0.05 * k, "target": 0.3}
-         for s in ("iid", "dirichlet:0.1") for k, start in enumerate(STARTS) for r in range(11)]
+         for s in ("iid", "dirichlet:0.1") for k, start in enumerate(start_names()) for r in range(11)]
     )  # fmt: skip
 
 

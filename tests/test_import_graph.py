@@ -135,6 +135,25 @@ def test_kdlib_has_no_import_cycle() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+LAYERS = ("core", "data", "tune", "study", "fl", "notebook")
+"""kdlib's packages, each importing only those before it (and errors, validation, paths): the central runner never
+imports FL, and the KD core knows nothing of the study."""
+
+
+def test_each_package_imports_only_the_layers_below_it() -> None:
+    def package(module: str) -> str:
+        return module.split(".")[1] if module.count(".") >= 1 else ""
+
+    wrong = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        if package(module) in LAYERS
+        for target in targets
+        if package(target) in LAYERS and LAYERS.index(package(target)) > LAYERS.index(package(module))
+    )
+    assert wrong == []
+
+
 def test_the_tree_shows_the_design() -> None:
     """At most 12 entries at the top of kdlib/ (the packages of DESIGN.md), and no module over 500 lines."""
     package = Path(__file__).resolve().parents[1] / "kdlib"

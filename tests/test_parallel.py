@@ -14,7 +14,7 @@ import pytest
 from kdlib.errors import KDConfigError
 from kdlib.paths import PROJECT_ROOT
 from kdlib.study.config import scale_config
-from kdlib.study.parallel import _job_key, resolve_address, resolve_workers, run_claimed
+from kdlib.study.parallel import resolve_address, resolve_workers, run_claimed
 from kdlib.study.results import ResultsStore
 from kdlib.study.runner import Study
 
@@ -71,12 +71,12 @@ def test_a_claimed_job_is_left_to_its_claimant(tmp_path: Path, isolated_folders)
     study = _study(tmp_path / "results")
     job = ("iid", "finetune", 0)
 
-    with study.store.claim(_job_key(study, job)) as mine:  # as if another process were computing it
+    with study.store.claim(study.job_key(job)) as mine:  # as if another process were computing it
         assert mine
         assert run_claimed(study, job, wait=False) is None
     assert not study.store.path.exists() or not study.store.records()
     record = run_claimed(study, job, wait=False)
-    assert record is not None and record["key"] == _job_key(study, job)
+    assert record is not None and record["key"] == study.job_key(job)
     assert run_claimed(study, job, wait=False) == study.store.get(record["key"])  # stored: not run again
     assert len(study.store.records()) == 1
 

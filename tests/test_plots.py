@@ -79,12 +79,12 @@ def test_own_unseen_marks_a_zero_accuracy_bar():
 def test_the_fl_accuracy_legend_sits_beside_the_panels_not_over_them():
     import pandas as pd
 
-    from kdlib.fl import STARTS
+    from kdlib.fl.starts import start_names
     from kdlib.notebook.plots_federated import plot_fl_accuracy
 
     curves = pd.DataFrame(
         [{"scenario": s, "start": start, "round": r, "accuracy": 0.1 + 0.05 * r, "target": 0.4}
-         for s in ("iid", "dirichlet:0.1") for start in STARTS for r in range(11)]
+         for s in ("iid", "dirichlet:0.1") for start in start_names() for r in range(11)]
     )  # fmt: skip
     fig = plot_fl_accuracy(curves, "a caption")
     fig.canvas.draw()

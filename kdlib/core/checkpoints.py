@@ -196,3 +196,9 @@ def _check_metadata(path: Path, meta: dict[str, Any], weights: dict[str, Any]) -
             f"edited or damaged): delete it and {path.name} and rerun: the model will be trained again"
         )
         raise KDConfigError("checkpoint metadata", str(meta_path), allowed)
+
+
+def config_key(payload: dict[str, Any]) -> str:
+    """A stable short hash of a JSON-able dict: the identity of a run, a checkpoint or a cache entry."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

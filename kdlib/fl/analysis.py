@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kdlib.fl.config import KD_STARTS, KIND, STARTS, FederatedConfig
+from kdlib.fl.config import KIND, FederatedConfig
+from kdlib.fl.starts import get_start, kd_start_names, start_names
 from kdlib.study.results import ResultsStore
 
 
@@ -77,6 +78,8 @@ def target_metrics(curve: Sequence[dict], scratch: Sequence[float], start_bytes:
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "scenario",
     "start",
+    "role",
+    "seed",
     "rounds_to_target",
     "rounds_random",
     "reduction_pct",
@@ -129,6 +132,8 @@ def round_reduction_summary(
             {
                 "scenario": row["scenario"],
                 "start": row["start"],
+                "role": get_start(row["start"]).role if row["start"] in start_names() else "",
+                "seed": int(row.get("seed", 0)),
                 "rounds_to_target": rounds,
                 "rounds_random": base,
                 "reduction_pct": np.nan if reduction is None else 100 * reduction,
@@ -150,7 +155,7 @@ def round_reduction_summary(
     out = pd.DataFrame(rows)
     out["rounds_to_target"] = out["rounds_to_target"].astype("Int64")
     out["rounds_random"] = out["rounds_random"].astype("Int64")
-    order = {s: i for i, s in enumerate(STARTS)}
+    order = {s: i for i, s in enumerate(start_names())}
     groups = {g: i for i, g in enumerate(dict.fromkeys(out["group"]))}
     out["_order"] = out["group"].map(groups) * len(order) + out["start"].map(order)
     return out.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
@@ -162,14 +167,14 @@ def _as_rounds(value: Any) -> int | None:
     return int(value)
 
 
-def compare_with_paper(summary: pd.DataFrame, starts: Sequence[str] = KD_STARTS) -> pd.DataFrame:
+def compare_with_paper(summary: pd.DataFrame, starts: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean round reduction (%) of each KD start over the scenarios where it and the baseline reached the target,
     beside the paper's 60.6%; ``not reached`` counts the scenarios left out (the start or the baseline missed the
     target within the budget: see ``status`` in the summary)."""
     from kdlib.study.findings import PAPER_FL_ROUND_REDUCTION
 
     rows = []
-    for start in starts:
+    for start in kd_start_names() if starts is None else starts:
         part = summary[summary["start"] == start] if "start" in summary else summary.iloc[:0]
         if part.empty:
             continue

@@ -10,21 +10,12 @@ from kdlib.core.models import MODEL_NAMES
 from kdlib.core.train import TrainConfig
 from kdlib.data.partition import parse_partition
 from kdlib.errors import KDConfigError
-from kdlib.study.config import ConfigBase, scale_settings
+from kdlib.fl.starts import start_names
+from kdlib.study.config import ConfigBase, check_none_overrides, scale_settings
 from kdlib.validation import is_int, is_real
 
 KIND = "federated"
-STARTS: tuple[str, ...] = ("random", "one_client", "kd_avg", "kd_dp")
-START_LABELS: dict[str, str] = {
-    "random": "random init",
-    "one_client": "one client's model",
-    "kd_avg": "KD: averaged soft targets",
-    "kd_dp": "KD: most confident teacher",
-}
 FL_SCENARIOS: tuple[str, ...] = ("iid", "dirichlet:0.5", "dirichlet:0.1")
-KD_STARTS: tuple[str, ...] = ("kd_avg", "kd_dp")
-
-
 
 
 @dataclass(frozen=True)
@@ -45,8 +36,9 @@ class FederatedConfig(ConfigBase):
     n_train: int | None = 2000
     n_test: int | None = 500
     seed: int = 0
+    seeds: int = 1
     scenarios: tuple[str, ...] = FL_SCENARIOS
-    starts: tuple[str, ...] = STARTS
+    starts: tuple[str, ...] = field(default_factory=start_names)
     num_clients: int = 10
     public_fraction: float = 0.25
     model: str = "cnn-small"
@@ -71,9 +63,12 @@ class FederatedConfig(ConfigBase):
             raise KDConfigError("scenarios", self.scenarios, "at least one partition scenario, e.g. 'iid'")
         for text in self.scenarios:
             parse_partition(text, num_parties=self.num_clients)
-        unknown = [s for s in self.starts if s not in STARTS]
+        if not is_int(self.seeds) or self.seeds < 1:
+            raise KDConfigError("seeds", self.seeds, "an integer >= 1 (seed, seed + 1, ... each an independent run)")
+        known = start_names()
+        unknown = [s for s in self.starts if s not in known]
         if unknown or "random" not in self.starts:
-            raise KDConfigError("starts", self.starts, f"'random' (the baseline) and any of {', '.join(STARTS)}")
+            raise KDConfigError("starts", self.starts, f"'random' (the baseline) and any of {', '.join(known)}")
         if not is_real(self.public_fraction) or not 0.0 < self.public_fraction < 1.0:
             raise KDConfigError("public_fraction", self.public_fraction, "a fraction strictly between 0 and 1")
         if self.model not in MODEL_NAMES:
@@ -102,8 +97,9 @@ class FederatedConfig(ConfigBase):
 
 def federated_scale_config(scale: str = "smoke", **overrides: Any) -> FederatedConfig:
     """The federated config of a named scale (``config.SCALE_SETTINGS``), with any field overridden (papermill /
-    CLI parameters); a None override keeps the scale's value, except where None means something."""
+    CLI parameters). A None override is refused, as by the distillation study's ``scale_config``, except for the
+    fields where None means something (``n_train``, ``n_test``: all samples; ``target_accuracy``: relative)."""
     settings = scale_settings(scale, "federated")
-    overrides = {k: v for k, v in overrides.items() if v is not None or k in ("n_train", "n_test", "target_accuracy")}
+    check_none_overrides(scale, overrides, extra_nullable=("target_accuracy",))
     return FederatedConfig().replace(**settings).replace(**overrides)
 

@@ -217,11 +217,6 @@ def run_jobs(federation: Federation, jobs: Sequence[FLJob], cfg: FederatedConfig
         on_done(job, run_fedavg(federation, job, cfg))
 
 
-def model_bytes(model: nn.Module) -> int:
-    """Bytes of a model's ``state_dict`` as Flower sends it (array payloads and key names)."""
-    return ArrayRecord(model.state_dict()).count_bytes()
-
-
 # ------------------------------------------------------------------------------------------- a running Flower run
 
 _ACTIVE: ContextVar[tuple[Grid, dict[int, int]] | None] = ContextVar("kdlib_fl_grid", default=None)

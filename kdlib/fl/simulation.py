@@ -30,7 +30,7 @@ from kdlib.fl.fedavg import (
     make_evaluator,
     run_jobs,
 )
-from kdlib.paths import environment
+from kdlib.paths import ray_env
 
 
 @contextmanager
@@ -168,20 +168,6 @@ def _run_on_grid(
     x_test, y_test, model = evaluate_data
     evaluate = make_evaluator(model, x_test, y_test, str(resolve_device(options.device)))
     run_jobs(Federation(grid, nodes, evaluate, str(options.device)), jobs, cfg, on_done)
-
-
-@contextmanager
-def ray_env() -> Iterator[None]:
-    """Environment for Ray's processes: the project importable, quiet start-up; restored afterwards."""
-    root = str(Path(__file__).resolve().parents[2])  # the folder that holds kdlib/
-    path = os.environ.get("PYTHONPATH")
-    changes = {
-        "PYTHONPATH": root if not path else f"{root}{os.pathsep}{path}",
-        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    with environment(changes):
-        yield
 
 
 def descendants(pid: int) -> set[int]:

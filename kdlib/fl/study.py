@@ -1,38 +1,38 @@
-"""The federated study: a config bound to its data, clients' pre-trained models, results store and device; runs
-every missing (scenario, start) in one Flower simulation and reads the stored runs back."""
+"""The federated study: a config bound to its data, clients' pre-trained models, results store and device. Its jobs
+are (scenario, start, seed) triples, run by the study's one runner (``kdlib.study.parallel.run_jobs``: the same
+key, claim and resume loop as the distillation study), the claimed ones of a seed together in one Flower
+simulation; it reads the stored runs back over every seed."""
 
 from __future__ import annotations
 
 import functools
 import time
-from contextlib import ExitStack
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from kdlib.core.distill import PartitionTeaching, run_dp
+from kdlib.core.checkpoints import config_key
 from kdlib.core.metrics import accuracy
 from kdlib.core.models import build_model
 from kdlib.core.progress import tqdm
 from kdlib.core.train import RunOptions, TrainConfig, predict_logits, seed_everything, train_supervised
 from kdlib.data.datasets import Dataset
-from kdlib.errors import KDConfigError
-from kdlib.fl.analysis import (
-    round_reduction_summary,
-    target_metrics,
-)
-from kdlib.fl.config import KD_STARTS, KIND, STARTS, FederatedConfig, federated_scale_config
-from kdlib.fl.fedavg import FLJob, FLRun, model_bytes
+from kdlib.fl.analysis import round_reduction_summary, target_metrics
+from kdlib.fl.config import KIND, FederatedConfig, federated_scale_config
+from kdlib.fl.fedavg import FLJob, FLRun
 from kdlib.fl.simulation import SimulationOptions, simulate, torch_threads
-from kdlib.fl.starts import KDRecipe, Start, distill_averaged
+from kdlib.fl.starts import Start, get_start
 from kdlib.fl.task import ClientSplit, DataSpec, cached_dataset, cached_split
+from kdlib.study.parallel import run_jobs
 from kdlib.study.parties import cached_party
-from kdlib.study.results import ResultsStore, config_key, run_key
+from kdlib.study.results import ResultsStore, run_key
+from kdlib.study.stats import seeds_count
 
 COMMON_FIELDS = (
     "scale",
@@ -47,20 +47,16 @@ COMMON_FIELDS = (
     "rounds",
     "fraction_fit",
 )
-START_FIELDS: dict[str, tuple[str, ...]] = {
-    "random": (),
-    "one_client": ("pretrain",),
-    "kd_avg": ("pretrain", "kd", "temperature", "kd_alpha"),
-    "kd_dp": ("pretrain", "kd", "temperature", "kd_alpha", "dp_variant"),
-}
+Job = tuple[str, str, int]
+"""(scenario, start, seed)."""
 
 
 def run_config(cfg: FederatedConfig, scenario: str, start: str) -> dict:
-    """The fields that decide one (scenario, start) FedAvg run: its identity in the results store."""
-    if start not in START_FIELDS:
-        raise KDConfigError("start", start, f"one of {', '.join(STARTS)}")
+    """The fields that decide one (scenario, start) FedAvg run: its identity in the results store. The common
+    fields, then those the start's registry entry names (``kdlib.fl.starts``); the number of seeds is not one."""
+    entry = get_start(start)
     full = cfg.as_dict()
-    return {"scenario": scenario, "start": start, **{k: full[k] for k in COMMON_FIELDS + START_FIELDS[start]}}
+    return {"scenario": scenario, "start": start, **{k: full[k] for k in COMMON_FIELDS + entry.fields}}
 
 
 def group_key(cfg: FederatedConfig, scenario: str) -> str:
@@ -81,8 +77,30 @@ class FederatedStudy:
     cache_dir: str | Path | None = None
     num_cpus: int | None = None
     threads: int | None = 1
+    verbose: bool = False
+    batch_jobs: ClassVar[bool] = True
+    """The runner's contract (``kdlib.study.parallel``): claimed jobs run together, one simulation per seed."""
+    ray_tasks: ClassVar[bool] = False
+    """Not fanned out as Ray tasks by the runner: Flower's simulation runs the clients on Ray itself."""
     _splits: dict[str, ClientSplit] = field(default_factory=dict)
     _clients: dict[str, list[tuple[nn.Module, dict]]] = field(default_factory=dict)
+    _per_seed: dict[int, FederatedStudy] = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The study's seeds: ``cfg.seed``, ``cfg.seed + 1``, ... (``cfg.seeds`` of them)."""
+        return tuple(range(self.cfg.seed, self.cfg.seed + self.cfg.seeds))
+
+    def for_seed(self, seed: int) -> FederatedStudy:
+        """The one-seed study of ``seed`` (its own data, split and client models), on the same store and device."""
+        if self.cfg.seeds == 1 and seed == self.cfg.seed:
+            return self
+        if seed not in self._per_seed:
+            self._per_seed[seed] = FederatedStudy(
+                self.cfg.replace(seed=seed, seeds=1), self.store, self.device, self.progress, self.data_root,
+                self.cache_dir, self.num_cpus, self.threads, self.verbose,
+            )  # fmt: skip
+        return self._per_seed[seed]
 
     @functools.cached_property
     def dataset(self) -> Dataset:
@@ -139,93 +157,48 @@ class FederatedStudy:
     def caption_details(self) -> str:
         """What a figure's caption says of this study: clients, model and budget (``figure_layout.caption``)."""
         c = self.cfg
-        return f"{c.num_clients} clients, {c.model}, {c.rounds} rounds x {c.local.epochs} local epoch(s)"
+        budget = f"{c.rounds} rounds x {c.local.epochs} local epoch(s)"
+        return f"{c.num_clients} clients, {c.model}, {budget}; {seeds_count(c.seeds)}"
 
     def public_data(self, scenario: str) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(self.split(scenario).public)
         return self.dataset.x_train[idx], self.dataset.y_train[idx]
 
     def make_start(self, scenario: str, name: str) -> Start:
-        """The starting model ``name`` of a scenario and its cost (the KD phase for the KD starts)."""
-        data, dev = self.dataset, self.device
-        if name == "random":
-            model = self.fresh_model()
-            return Start(name, _cpu_state(model), accuracy(predict_logits(model, data.x_test, dev), data.y_test))
-        clients = self.client_models(scenario)
-        if name == "one_client":
-            model = clients[0][0]
-            acc = accuracy(predict_logits(model, data.x_test, dev), data.y_test)
-            return Start(name, _cpu_state(model), acc, bytes_up=model_bytes(model))
-        if name not in KD_STARTS:
-            raise KDConfigError("start", name, f"one of {', '.join(STARTS)}")
-        return self._consolidate(scenario, name, [m for m, _ in clients])
-
-    def _consolidate(self, scenario: str, name: str, teachers: list[nn.Module]) -> Start:
-        c, data, dev = self.cfg, self.dataset, self.device
-        x, y = self.public_data(scenario)
-        student = self.fresh_model()
-        started = time.perf_counter()
-        extra: dict = {}
-        if name == "kd_avg":
-            recipe = KDRecipe(c.temperature, c.kd_alpha, c.kd)
-            history = distill_averaged(student, teachers, (x, y), recipe, device=dev, progress=self.progress)
-        else:
-            outcome = run_dp(
-                student, x, y, PartitionTeaching(teachers, c.temperature, c.kd_alpha, c.dp_variant), c.kd,
-                RunOptions(dev, self.progress),
-            )
-            history, extra = outcome.history, {"routing": outcome.extra["routing"]}
-        wall = time.perf_counter() - started
-        acc = accuracy(predict_logits(student, data.x_test, dev), data.y_test)
-        extra["kd_history"] = history
-        return Start(
-            name, _cpu_state(student), acc, wall, len(x), c.kd.epochs, len(teachers) * model_bytes(student), extra
-        )
+        """The starting model ``name`` of a scenario and its cost (the KD phase for the KD starts): the start's
+        registry entry builds it (``kdlib.fl.starts``)."""
+        return get_start(name).build(self, scenario)
 
     # ------------------------------------------------------------------------------------------- running
 
-    def jobs(self) -> list[tuple[str, str]]:
-        """Every (scenario, start) of the config, one stored record each."""
-        return [(s, n) for s in self.cfg.scenarios for n in self.cfg.starts]
+    def jobs(self) -> list[Job]:
+        """Every (scenario, start, seed) of the study, one stored record each; seed by seed, random starts first
+        in each scenario (a relative target needs their curve)."""
+        return [(s, n, seed) for seed in self.seeds for s in self.cfg.scenarios for n in self.cfg.starts]
 
-    def key(self, scenario: str, start: str) -> str:
-        """The results-store key of one (scenario, start) run."""
-        return run_key(KIND, run_config(self.cfg, scenario, start))
+    def job_key(self, job: Job) -> str:
+        """The results-store key of one (scenario, start, seed) job."""
+        scenario, start, seed = job
+        return run_key(KIND, run_config(self.cfg.replace(seed=seed), scenario, start))
 
-    def pending(self, force: bool = False) -> list[tuple[str, str]]:
-        """The (scenario, start) runs of the config not in the store yet (all of them with ``force``)."""
-        jobs = self.jobs()
-        if force:
-            return jobs
+    def pending(self, force: bool = False) -> list[Job]:
+        """The jobs of the study not in the store yet (all of them with ``force``)."""
         stored = self.store.keys()
-        return [(s, n) for s, n in jobs if self.key(s, n) not in stored]
+        return [job for job in self.jobs() if force or self.job_key(job) not in stored]
 
     def run_all(self, force: bool = False, verbose: bool = False) -> pd.DataFrame:
-        """Run every missing (scenario, start) (all with ``force``) in one Flower simulation; return the summary.
-
-        Like the distillation study's runs, each is made under the store's claim on its key
-        (``ResultsStore.claim``): a run that another process is computing is left to it, then waited for at the
-        end (and run here if that process ended without storing it), so each is computed and stored once. Random
-        starts run first in each scenario: a relative target needs their curve.
-        """
-        todo = self.pending(force)
+        """Run every missing job (all with ``force``) with the study's one runner (``parallel.run_jobs``: each
+        under the store's claim on its key, a job another process is computing left to it and waited for at the
+        end, so each is computed and stored once); return the summary over every seed."""
+        self.verbose = verbose
         with torch_threads(self.threads):
-            if force:
-                self._run(todo, verbose)
-            else:
-                others = self.run_claimed(todo, verbose=verbose, wait=False)
-                self.run_claimed(others, verbose=verbose, wait=True)
+            run_jobs(self, self.jobs(), workers=1, force=force)
         return self.summary()
 
-    def run_claimed(
-        self, jobs: list[tuple[str, str]], *, verbose: bool = False, wait: bool = False
-    ) -> list[tuple[str, str]]:
-        """Run, in one simulation, the jobs whose claim this process gets (with ``wait``: once other claimants
-        are done); return the jobs it did not run (stored already, or being computed by another process)."""
-        with ExitStack() as claims:  # claims taken in job order, so that waiting processes cannot deadlock
-            mine = [job for job in jobs if claims.enter_context(self.store.claim(self.key(*job), wait=wait))]
-            self._run(mine, verbose)
-        return [job for job in jobs if job not in mine]
+    def run_batch(self, jobs: Sequence[Job], force: bool = False) -> None:
+        """Run ``jobs`` (claimed by the runner) and store them: each seed's in one Flower simulation."""
+        for seed in dict.fromkeys(job[2] for job in jobs):
+            self.for_seed(seed)._run([(s, n) for s, n, job_seed in jobs if job_seed == seed], self.verbose)
 
     def _run(self, todo: list[tuple[str, str]], verbose: bool) -> None:
         if todo:
@@ -243,7 +216,7 @@ class FederatedStudy:
             simulate(jobs, self.cfg, evaluate_data, on_done, options)
 
     def _scratch_curve(self, scenario: str) -> list[float]:
-        record = self.store.get(self.key(scenario, "random"))
+        record = self.store.get(self.job_key((scenario, "random", self.cfg.seed)))
         if record is None:
             return []
         return [row["accuracy"] for row in record["curves"] if row["round"] > 0]
@@ -290,35 +263,36 @@ class FederatedStudy:
     # ------------------------------------------------------------------------------------------- reading
 
     def records(self) -> list[dict]:
-        """The stored runs of this config (latest per run), with their per-round curves."""
-        return self.store.latest({self.key(s, n) for s, n in self.jobs()})
+        """The stored runs of this study (latest per run, every seed), with their per-round curves."""
+        return self.store.latest({self.job_key(job) for job in self.jobs()})
 
     def frame(self) -> pd.DataFrame:
-        """This config's stored runs, one row each; the target columns follow this config's target rule (it is
-        analysis, not part of a run's identity, so changing it re-reads the stored curves instead of rerunning)."""
+        """The study's stored runs, one row each (every seed); the target columns follow this config's target rule
+        (it is analysis, not part of a run's identity, so changing it re-reads the stored curves instead of
+        rerunning), the target of each seed from that seed's own random start."""
         records = self.records()
         df = self.store.latest_frame(KIND, {r["key"] for r in records})
         if df.empty:
             return df
         df = df.set_index("key")
         scratch = {
-            r["config"]["scenario"]: [row["accuracy"] for row in r["curves"] if row["round"] > 0]
+            (r["config"]["scenario"], r["config"]["seed"]): [row["accuracy"] for row in r["curves"] if row["round"] > 0]
             for r in records
             if r["config"]["start"] == "random"
         }
         for r in records:
             upload = r["metrics"].get("start_mb", 0.0) * 1024**2
-            fresh = target_metrics(r["curves"], scratch.get(r["config"]["scenario"], []), upload, self.cfg)
-            for column, value in fresh.items():
+            baseline = scratch.get((r["config"]["scenario"], r["config"]["seed"]), [])
+            for column, value in target_metrics(r["curves"], baseline, upload, self.cfg).items():
                 df.loc[r["key"], column] = value
         return df.reset_index()
 
     def summary(self) -> pd.DataFrame:
-        """``round_reduction_summary`` of this config's runs."""
+        """``round_reduction_summary`` of the study's runs: one row per (scenario, start, seed)."""
         return round_reduction_summary(self.frame())
 
     def curves(self) -> pd.DataFrame:
-        """One row per (scenario, start, round): test accuracy (fraction), loss, MB communicated."""
+        """One row per (scenario, start, seed, round): test accuracy (fraction), loss, MB communicated."""
         targets = self.frame().set_index("key")["target_accuracy"] if self.records() else {}
         rows = []
         for record in self.records():
@@ -327,6 +301,7 @@ class FederatedStudy:
                     {
                         "scenario": record["config"]["scenario"],
                         "start": record["config"]["start"],
+                        "seed": record["config"]["seed"],
                         "round": row["round"],
                         "accuracy": row["accuracy"],
                         "loss": row["loss"],
@@ -337,17 +312,15 @@ class FederatedStudy:
         return pd.DataFrame(rows)
 
     def clients_frame(self) -> pd.DataFrame:
-        """The pre-trained client models per scenario: data size and test accuracy."""
+        """The pre-trained client models per scenario and seed: data size and test accuracy."""
         rows = [
-            {"scenario": s, "client": i, "train_size": meta.get("train_size"), "test_acc": meta.get("test_acc")}
+            {"scenario": s, "seed": seed, "client": i, "train_size": meta.get("train_size"),
+             "test_acc": meta.get("test_acc")}
+            for seed in self.seeds
             for s in self.cfg.scenarios
-            for i, (_, meta) in enumerate(self.client_models(s))
-        ]
+            for i, (_, meta) in enumerate(self.for_seed(seed).client_models(s))
+        ]  # fmt: skip
         return pd.DataFrame(rows)
-
-
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def open_federated(
@@ -364,6 +337,9 @@ def open_federated(
     """
     if scenarios:
         overrides["scenarios"] = scenarios
+    for name in ("dataset", "seed", "seeds"):  # a notebook's None parameter: the scale's value
+        if name in overrides and overrides[name] is None:
+            del overrides[name]
     cfg = federated_scale_config(scale, **_own_overrides(overrides))
     return FederatedStudy(cfg, ResultsStore.open("study", results), device=device, progress=progress)
 

@@ -78,3 +78,10 @@ def client_data(spec: DataSpec, client: int) -> tuple[torch.Tensor, torch.Tensor
 def task_model(name: str, data: Dataset) -> nn.Module:
     """A fresh model ``name`` (``kdlib.core.models``) for the data set's classes and input shape."""
     return build_model(name, data.num_classes, data.in_shape)
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of a model's ``state_dict`` as Flower sends it (array payloads and key names)."""
+    from flwr.app import ArrayRecord
+
+    return ArrayRecord(model.state_dict()).count_bytes()

@@ -92,7 +92,8 @@ def setup_federated(scale: str = "smoke", *, overrides: Any = None, **parameters
     print(data.description, "|", len(data.x_train), "train /", len(data.x_test), "test images")
     print(f"scenarios: {', '.join(cfg.scenarios)} | {cfg.num_clients} clients | model {cfg.model} | "
           f"{cfg.rounds} rounds x {cfg.local.epochs} local epoch(s), fraction_fit {cfg.fraction_fit:g}")
-    print(f"public split: {cfg.public_fraction:.0%} of the training set | target: {cfg.target_rule()}")
+    print(f"public split: {cfg.public_fraction:.0%} of the training set | target: {cfg.target_rule()} | "
+          f"seeds: {', '.join(map(str, fed.seeds))}")
     return fed
 
 

@@ -14,17 +14,18 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
-from kdlib.fl.config import START_LABELS, STARTS
+from kdlib.fl.starts import start_label, start_names
 from kdlib.notebook.figure_layout import finish_figure
 from kdlib.notebook.plots_seeds import Bars, SeedView, draw_seed_bars, wrapped
 
 NOT_REACHED = "not reached"
 
 
-def start_colors(starts: Sequence[str] = STARTS) -> dict[str, tuple]:
-    """One fixed colour per start, the same in every figure."""
-    palette = sns.color_palette("colorblind", len(STARTS))
-    return {s: palette[STARTS.index(s)] for s in starts}
+def start_colors(starts: Sequence[str] | None = None) -> dict[str, tuple]:
+    """One fixed colour per registered start, the same in every figure."""
+    names = start_names()
+    palette = sns.color_palette("colorblind", len(names))
+    return {s: palette[names.index(s)] for s in (names if starts is None else starts)}
 
 
 def _ordered(values: Sequence[str], order: Sequence[str]) -> list[str]:
@@ -43,8 +44,8 @@ def plot_fl_accuracy(curves: pd.DataFrame, caption: str, scenarios: Sequence[str
     fig, axes = plt.subplots(1, len(names), figsize=(3.8 * len(names) + 2.4, 3.4), squeeze=False, sharey=True)
     for ax, scenario in zip(axes[0], names, strict=True):
         part = curves[curves["scenario"] == scenario]
-        for start in _ordered(part["start"], STARTS):
-            _draw_start(ax, part[part["start"] == start], colors[start], START_LABELS.get(start, start), view)
+        for start in _ordered(part["start"], start_names()):
+            _draw_start(ax, part[part["start"] == start], colors[start], start_label(start), view)
         target = part["target"].dropna()
         if len(target):
             ax.axhline(100 * target.iloc[0], color="black", linestyle="--", linewidth=1, label="target")
@@ -86,7 +87,7 @@ def plot_rounds_to_target(summary: pd.DataFrame, caption: str, rounds: int) -> p
     per scenario and start (seeds), the bar is the mean over the seeds that reached the target, each seed is a point
     (a cross at the budget: not reached) and the label says how many reached it."""
     scenarios = list(dict.fromkeys(summary["scenario"]))
-    starts = _ordered(summary["start"], STARTS)
+    starts = _ordered(summary["start"], start_names())
     colors = start_colors()
     width = 0.8 / len(starts)
     several = bool(summary.groupby(["scenario", "start"]).size().max() > 1) if len(summary) else False
@@ -97,7 +98,7 @@ def plot_rounds_to_target(summary: pd.DataFrame, caption: str, rounds: int) -> p
             if cell.empty:
                 continue
             x = i - 0.4 + width * (j + 0.5)
-            label = START_LABELS.get(start, start) if i == 0 else None
+            label = start_label(start) if i == 0 else None
             if several:
                 _seed_rounds(ax, cell, x, (width, rounds), (colors[start], label))
                 continue
@@ -156,9 +157,9 @@ def plot_fl_cost(summary: pd.DataFrame, caption: str) -> plt.Figure:
     """The price of a better start beside what it saves, per scenario and start. Left: megabytes communicated
     until the target (the rounds, plus the start's one-off upload of client models; none where the target was
     not reached). Right: the KD phase's wall time, with the mean wall time of one simulated FedAvg round."""
-    data = summary.assign(label=summary["start"].map(START_LABELS))
-    order = [START_LABELS[s] for s in _ordered(summary["start"], STARTS)]
-    palette = {START_LABELS[s]: c for s, c in start_colors().items()}
+    data = summary.assign(label=summary["start"].map(start_label))
+    order = [start_label(s) for s in _ordered(summary["start"], start_names())]
+    palette = {start_label(s): c for s, c in start_colors().items()}
     scenarios = list(dict.fromkeys(summary["scenario"]))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     views = [SeedView.of(data, ["scenario", "label"], ["mb_to_target"])]

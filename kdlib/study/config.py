@@ -11,7 +11,6 @@ from kdlib.core.train import TrainConfig
 from kdlib.data.datasets import check_dataset_name
 from kdlib.data.partition import parse_partition
 from kdlib.errors import KDConfigError
-from kdlib.study.results import config_key as config_key  # re-exported: a run's identity is the store's business
 from kdlib.tune.halving_schedule import SEARCHES
 from kdlib.validation import is_int, is_real
 
@@ -302,6 +301,7 @@ SCALE_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             rounds=40,
             fraction_fit=0.5,
             kd={"epochs": 20, "lr": 0.05, "augment": True},
+            seeds=5,
         ),
     },
     "paper": {
@@ -330,6 +330,7 @@ SCALE_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             rounds=100,
             fraction_fit=0.5,
             kd={"epochs": 40, "lr": 0.05, "batch_size": 128, "augment": True},
+            seeds=3,
         ),
     },
 }
@@ -347,11 +348,19 @@ def scale_settings(scale: str, study: str = "study") -> dict[str, Any]:
 def scale_config(scale: str = "smoke", **overrides: Any) -> StudyConfig:
     """The study config of a named scale, with any field overridden (papermill / CLI parameters)."""
     settings = scale_settings(scale, "study")
-    for key, value in overrides.items():
-        if value is None and key not in NULLABLE_FIELDS:
-            allowed = "a value: null is allowed only for n_train and n_test (all samples); leave the field out to keep "
-            raise KDConfigError(key, value, allowed + f"the {scale} scale's value")
+    check_none_overrides(scale, overrides)
     return StudyConfig().replace(**settings).replace(**overrides)
+
+
+def check_none_overrides(scale: str, overrides: dict[str, Any], extra_nullable: tuple[str, ...] = ()) -> None:
+    """Refuse a None override (both studies' one rule): a field keeps its scale's value when left out, and None is
+    allowed only where it means something (``NULLABLE_FIELDS``, plus a study's ``extra_nullable``)."""
+    nullable = (*NULLABLE_FIELDS, *extra_nullable)
+    for key, value in overrides.items():
+        if value is None and key not in nullable:
+            names = " and ".join([", ".join(nullable[:-1]), nullable[-1]])
+            allowed = f"a value: null is allowed only for {names}; leave the field out to keep "
+            raise KDConfigError(key, value, allowed + f"the {scale} scale's value")
 
 
 def notebook_overrides(value: Any) -> dict[str, Any]:

@@ -1,6 +1,13 @@
-"""The study's independent (scenario, method, seed) runs in parallel on Ray, or one by one in this process.
+"""The one runner of both studies: their independent jobs, each under the store's claim on its key, in this process
+or in parallel on Ray.
 
-``run_jobs(study, jobs, workers=...)`` is what ``Study.run_all`` calls. With ``workers`` 0 or 1 and no Ray
+A study is anything with a results ``store``, ``progress``, ``job_key(job)`` and ``run_batch(jobs, force)``
+(:class:`Runnable`): the distillation study (``Study``, jobs (scenario, method, seed)) and the federated study
+(``FederatedStudy``, jobs (scenario, start, seed)) both are. ``batch_jobs`` says whether the jobs it claims run
+together (the federated study: one Flower simulation per seed) or one at a time; ``ray_tasks`` whether the runner may
+fan them out as Ray tasks (the federated study runs its clients on Ray itself).
+
+``run_jobs(study, jobs, workers=...)`` is what both studies' ``run_all`` call. With ``workers`` 0 or 1 and no Ray
 address the jobs run here, in order. Otherwise Ray runs them: locally one worker process per slot (``"auto"``:
 one per core), each with one torch thread; on a cluster (``address``, or the ``RAY_ADDRESS`` variable) as many
 at once as ``workers`` (``"auto"``: the cluster's CPUs), each task asking for a share of a GPU when the cluster
@@ -22,24 +29,48 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from kdlib.core.checkpoints import config_key
 from kdlib.core.progress import tqdm
 from kdlib.errors import ONE_LINE_ERRORS, KDConfigError
 from kdlib.study.config import StudyConfig
 from kdlib.study.methods import get_method
-from kdlib.study.results import ResultsStore, config_key
+from kdlib.study.results import ResultsStore
 
 if TYPE_CHECKING:
     from kdlib.study.runner import Study
 
-__all__ = ["Job", "check_address", "launch_order", "resolve_address", "resolve_workers", "run_claimed", "run_jobs"]
+__all__ = [
+    "Job",
+    "Runnable",
+    "check_address",
+    "launch_order",
+    "resolve_address",
+    "resolve_workers",
+    "run_claimed",
+    "run_claimed_batch",
+    "run_jobs",
+]
 
 Job = tuple[str, str, int]
-"""(scenario, method, seed)."""
+"""(scenario, method or start, seed)."""
+
+
+class Runnable(Protocol):
+    """What the runner needs of a study."""
+
+    store: ResultsStore
+    progress: bool
+    batch_jobs: bool
+    ray_tasks: bool
+
+    def job_key(self, job: Job) -> str: ...
+
+    def run_batch(self, jobs: Sequence[Job], force: bool = False) -> None: ...
 _ENV_PASSED = (
     "KDLIB_RESULTS", "KDLIB_CACHE", "KDLIB_DATA", "KDLIB_PRETRAINED", "KDLIB_CIFAR10_ARCHIVE", "KDLIB_THREADS",
     "KDLIB_PRECISION",
@@ -99,34 +130,41 @@ def _host_port(address: str) -> tuple[str, int] | None:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _job_key(study: Study, job: Job) -> str:
-    return study.job_key(job)
-
-
-def run_claimed(study: Study, job: Job, force: bool = False, *, wait: bool = True) -> dict | None:
-    """Run one job under the store's claim on its key, unless its record is stored (then that record is returned,
-    not computed again). When another process holds the claim: with ``wait`` wait for it to end and return its
-    record (or compute the run if it ended without one), else return None at once. ``force`` recomputes without
-    a claim."""
-    scenario, method, seed = job
+def run_claimed_batch(study: Runnable, jobs: Sequence[Job], force: bool = False, *, wait: bool = False) -> list[Job]:
+    """Run together (``study.run_batch``) the jobs whose claim this process gets, holding every claim until they are
+    stored; return the jobs it did not run (stored already, or claimed by another process). With ``wait``, a claim
+    another process holds is waited for (then its job is stored, or passes to this caller). ``force`` runs every
+    job again, without claims. Claims are taken in job order, so that waiting processes cannot deadlock."""
     if force:
-        return study.run(scenario, method, seed=seed, force=True)
-    key = _job_key(study, job)
-    with study.store.claim(key, wait=wait) as mine:
+        study.run_batch(list(jobs), force=True)
+        return []
+    with ExitStack() as claims:
+        mine = [job for job in jobs if claims.enter_context(study.store.claim(study.job_key(job), wait=wait))]
         if mine:
-            return study.run(scenario, method, seed=seed)  # stored inside the claim
-    return study.store.get(key)
+            study.run_batch(mine)
+    return [job for job in jobs if job not in mine]
+
+
+def run_claimed(study: Runnable, job: Job, force: bool = False, *, wait: bool = True) -> dict | None:
+    """Run one job under its claim unless its record is stored; return its record, or None when another process
+    holds the claim and not ``wait`` (``run_claimed_batch`` of one job)."""
+    run_claimed_batch(study, [job], force, wait=wait)
+    return study.store.get(study.job_key(job))
 
 
 def run_jobs(
-    study: Study,
+    study: Runnable,
     jobs: Sequence[Job],
     *,
     workers: int | str | None = 1,
     address: str | None = None,
     force: bool = False,
 ) -> None:
-    """Run the jobs (skipping stored ones), in this process or on Ray; the records go to ``study.store``."""
+    """Run the jobs (skipping stored ones), in this process or on Ray; the records go to ``study.store``. A study
+    whose jobs are not Ray tasks (``ray_tasks`` False) always runs them here."""
+    if not study.ray_tasks:
+        _run_here(study, jobs, force)
+        return
     count = resolve_workers(workers)
     cluster = resolve_address(address)
     if cluster is not None:
@@ -147,20 +185,22 @@ def launch_order(jobs: Sequence[Job]) -> list[Job]:
     return sorted(jobs, key=lambda job: (pairs[job[0], job[2]], -get_method(job[1]).cost))
 
 
-def _run_here(study: Study, jobs: Sequence[Job], force: bool) -> None:
-    """One by one; a job another process is computing is left for the end, then waited for."""
-    bar = tqdm(total=len(jobs), desc=f"study ({study.cfg.scale})", disable=not study.progress)
-    deferred = []
-    for job in jobs:
-        bar.set_postfix_str(_label(job))
-        if run_claimed(study, job, force, wait=False) is None:
-            deferred.append(job)
-        else:
-            bar.update(1)
-    for job in deferred:
-        bar.set_postfix_str(_label(job) + " (waiting for another process)")
-        run_claimed(study, job, force, wait=True)
-        bar.update(1)
+def _run_here(study: Runnable, jobs: Sequence[Job], force: bool) -> None:
+    """In this process: the jobs one at a time, or all together for a study that batches them; a job another
+    process is computing is left for the end, then waited for."""
+    scale = getattr(getattr(study, "cfg", None), "scale", "")
+    bar = tqdm(total=len(jobs), desc=f"study ({scale})", disable=not study.progress)
+    groups = [list(jobs)] if study.batch_jobs else [[job] for job in jobs]
+    deferred: list[Job] = []
+    for group in groups:
+        bar.set_postfix_str(_label(group[0]) + (f" and {len(group) - 1} more" if len(group) > 1 else ""))
+        left = [job for job in run_claimed_batch(study, group, force) if not study.store.has(study.job_key(job))]
+        deferred += left
+        bar.update(len(group) - len(left))
+    for group in [deferred] if study.batch_jobs and deferred else [[job] for job in deferred]:
+        bar.set_postfix_str(_label(group[0]) + " (waiting for another process)")
+        run_claimed_batch(study, group, force, wait=True)
+        bar.update(len(group))
     bar.close()
 
 
@@ -227,7 +267,7 @@ def _ray_session(workers: int | None, address: str | None) -> Iterator[dict[str,
     """Ray started (locally, ``workers`` CPUs) or joined (``address``) for the duration, then shut down."""
     import ray
 
-    from kdlib.fl.simulation import ray_env
+    from kdlib.paths import ray_env
 
     if ray.is_initialized():
         raise RuntimeError("Ray is already running in this process; shut it down (ray.shutdown()) first")
@@ -249,7 +289,7 @@ def _ray_session(workers: int | None, address: str | None) -> Iterator[dict[str,
 def _run_on_ray(study: Study, jobs: list[Job], workers: int | None, address: str | None, force: bool) -> None:
     import ray
 
-    todo = launch_order([job for job in jobs if force or not study.store.has(_job_key(study, job))])
+    todo = launch_order([job for job in jobs if force or not study.store.has(study.job_key(job))])
     bar = tqdm(
         total=len(jobs), initial=len(jobs) - len(todo), desc=f"study ({study.cfg.scale})", disable=not study.progress
     )

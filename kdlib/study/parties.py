@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdlib.core.checkpoints import load_checkpoint, save_checkpoint
+from kdlib.core.checkpoints import config_key, load_checkpoint, save_checkpoint
 from kdlib.core.metrics import accuracy, group_accuracy
 from kdlib.core.models import PUBLISHED_PREFIX, build_model, load_pretrained_resnet
 from kdlib.core.train import RunOptions, TrainConfig, predict_logits, seed_everything, train_supervised
@@ -20,7 +20,6 @@ from kdlib.data.partition import PartitionSpec, parse_partition, partition_indic
 from kdlib.errors import KDConfigError
 from kdlib.paths import cache_dir as default_cache_dir
 from kdlib.study.config import StudyConfig
-from kdlib.study.results import config_key
 from kdlib.validation import is_int
 
 PARTY_META_FIELDS = ("config", "test_acc", "own_acc", "unseen_acc", "own_classes", "train_size")

@@ -16,7 +16,6 @@ give ``nan`` for either in the numeric parts of a record (``metrics``, and the r
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from kdlib.core.checkpoints import config_key
 from kdlib.core.disk import writing
 from kdlib.errors import DiskFullError, KDConfigError
 from kdlib.paths import PROJECT_ROOT, results_dir, user_folder
@@ -266,12 +266,6 @@ class ResultsStore:
             row.update({k: v for k, v in r["metrics"].items() if not isinstance(v, dict | list)})
             rows.append(row)
         return pd.DataFrame(rows)
-
-
-def config_key(payload: dict[str, Any]) -> str:
-    """A stable short hash of a JSON-able dict: the identity of a run, a checkpoint or a cache entry."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def run_key(kind: str, config: dict[str, Any]) -> str:

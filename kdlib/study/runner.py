@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -85,6 +86,9 @@ class Study:
     data_root: str | None = None
     _scenarios: dict[tuple[str, int], Scenario] = field(default_factory=dict)
     _datasets: dict[int, Dataset] = field(default_factory=dict)
+    batch_jobs: ClassVar[bool] = False
+    """The runner's contract (``kdlib.study.parallel``): each claimed job runs on its own."""
+    ray_tasks: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         resolve_device(self.device)  # a bad device fails here, not after the data are loaded
@@ -112,6 +116,11 @@ class Study:
         """The results-store key of one (scenario, method, seed) job."""
         scenario, method, seed = job
         return run_key("distill", run_config(self.cfg, scenario, method, seed=seed))
+
+    def run_batch(self, jobs: Sequence[tuple[str, str, int]], force: bool = False) -> None:
+        """Run and store ``jobs`` (claimed by the runner), one after the other."""
+        for scenario, method, seed in jobs:
+            self.run(scenario, method, seed=seed, force=force)
 
     def config_for(self, seed: int | None = None) -> StudyConfig:
         """The config of one seed's runs (``cfg`` with ``seed`` set; ``None``: ``cfg.seed``), its distillation
@@ -322,11 +331,3 @@ def open_study(
         overrides["scenarios"] = scenarios
     cfg = scale_config(scale, **overrides)
     return Study(cfg, ResultsStore.open("study", results), device=device, progress=progress)
-
-
-def caption(study: Study, extra: str = "") -> str:
-    """The caption line of a figure from this study (``figure_layout.caption``, the one caption function of both
-    studies: data set, scale, sizes, the study's ``caption_details()`` and ``extra``)."""
-    from kdlib.notebook.figure_layout import caption as figure_caption  # here: matplotlib only for figures
-
-    return figure_caption(study, extra)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdlib.core.checkpoints import config_key
 from kdlib.core.disk import writing
 from kdlib.core.distill import LogitSource, TuningProblem, check_same_classes, frozen_logits
 from kdlib.core.losses import kd_loss
@@ -45,7 +46,6 @@ from kdlib.core.train import (
 )
 from kdlib.errors import KDConfigError
 from kdlib.paths import cache_dir
-from kdlib.study.results import config_key
 from kdlib.tune.halving_schedule import (
     DEFAULT_SCHEDULE,
     ETA,
