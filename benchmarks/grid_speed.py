@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from kdlib.core.distill import Teaching, TuningProblem, best_point, frozen_logits, run_standard, split_validation
+from kdlib.core.distill import TeacherSpec, TuningProblem, best_point, frozen_logits, run_standard, split_validation
 from kdlib.core.metrics import accuracy
 from kdlib.core.models import build_model
 from kdlib.core.train import RunOptions, predict_logits, resolve_device, seed_everything
@@ -151,7 +151,7 @@ def _one_at_a_time(s: dict, dev: torch.device, source, timed: list) -> list:
         for a in s["alphas"]:
             student = copy.deepcopy(s["student"])
             started, cpu = time.perf_counter(), time.process_time()
-            run_standard(student, x_fit, y_fit, Teaching(s["teacher"], t, a, source), cfg, RunOptions(dev, False))
+            run_standard(student, x_fit, y_fit, TeacherSpec(s["teacher"], t, a, source), cfg, RunOptions(dev, False))
             timed.append((time.perf_counter() - started, time.process_time() - cpu))
             acc = accuracy(predict_logits(student, x_val, dev), y_val)
             rows.append({"temperature": t, "alpha": a, "val_acc": acc, "val_gain": acc - val_before})
@@ -199,7 +199,11 @@ def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: 
     if args.variant == "a":
         live = _live_source(s["teacher"], dev)
         run_standard(
-            copy.deepcopy(s["student"]), x_fit, y_fit, Teaching(s["teacher"], cfg.temperature, cfg.alpha, live), tcfg,
+            copy.deepcopy(s["student"]),
+            x_fit,
+            y_fit,
+            TeacherSpec(s["teacher"], cfg.temperature, cfg.alpha, live),
+            tcfg,
             RunOptions(dev, False),
         )
         return {"trainings": 1}
@@ -217,9 +221,7 @@ def _train_variant(args: argparse.Namespace, s: dict, dev: torch.device, timed: 
             lambda: copy.deepcopy(s["student"]), s["teacher"], s["x"], s["y"], s["temps"], s["alphas"], tcfg,
             cfg.val_fraction, **_held_out(s),
         )  # fmt: skip
-        rows = stacked_grid_search(
-            problem, RunOptions(dev, False), backend=args.backend, chunk_size=args.chunk_size
-        )
+        rows = stacked_grid_search(problem, RunOptions(dev, False), backend=args.backend, chunk_size=args.chunk_size)
         return {"rows": rows, "trainings": len(rows)}
     source = _live_source(s["teacher"], dev) if args.variant == "b" else s["cached"]
     rows = _one_at_a_time(s, dev, source, timed)

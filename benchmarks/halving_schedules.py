@@ -44,7 +44,7 @@ from kdlib.core.train import RunOptions, predict_logits, resolve_device  # noqa:
 from kdlib.paths import PROJECT_ROOT  # noqa: E402
 from kdlib.study.stats import mean_interval, proportion_interval  # noqa: E402
 from kdlib.tune.halving import DEFAULT_SCHEDULE, Checkpointing, HalvingSchedule, Rung, halving_search, replay  # noqa: E402
-from kdlib.tune.halving_schedule import _work  # noqa: E402
+from kdlib.tune.halving_schedule import search_work  # noqa: E402
 
 STOPS = (1 / 12, 1 / 9, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3)
 """Where an early stop may fall, as a share of the distillation budget."""
@@ -146,7 +146,7 @@ def outcome(seeds: list[dict], make_rungs) -> dict:
         gaps.append((best["val_acc"] - chosen["val_acc"]) * 100)
         grid_gain.append(best["test_gain"] * 100)
         chosen_gain.append(chosen["test_gain"] * 100)
-        work.append(_work(rungs, points) / (points * entry["total"]))
+        work.append(search_work(rungs, points) / (points * entry["total"]))
     return {
         "hits": sum(g <= MARGIN + 1e-9 for g in gaps),
         "n": len(gaps),

@@ -123,7 +123,7 @@ def estimate(scale: str, workers: int, overrides: dict) -> dict:
     """Sequential and parallel wall-time estimates of a scale's study, from measured step times."""
     from kdlib.study.config import scale_config
     from kdlib.tune.halving import DEFAULT_SCHEDULE
-    from kdlib.tune.halving_schedule import _work
+    from kdlib.tune.halving_schedule import search_work
 
     cfg = scale_config(scale, **overrides)
     in_shape = (3, 32, 32)
@@ -136,7 +136,7 @@ def estimate(scale: str, workers: int, overrides: dict) -> dict:
     pre_steps, dis_steps = math.ceil(party / pre.batch_size), math.ceil(party / dis.batch_size)
     points = len(cfg.grid_temperatures) * len(cfg.grid_alphas)
     if cfg.tuning_search == "halving":
-        work = _work(DEFAULT_SCHEDULE.resolve(points, dis.epochs * dis_steps), points)
+        work = search_work(DEFAULT_SCHEDULE.resolve(points, dis.epochs * dis_steps), points)
     else:
         work = points * dis.epochs * dis_steps
     method_s = {

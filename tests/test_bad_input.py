@@ -20,7 +20,7 @@ import torch
 
 from kdlib.__main__ import main
 from kdlib.core.checkpoints import load_checkpoint, save_checkpoint
-from kdlib.core.distill import Teaching, run_standard
+from kdlib.core.distill import TeacherSpec, run_standard
 from kdlib.core.losses import kd_loss
 from kdlib.core.models import build_model, load_pretrained_resnet
 from kdlib.core.train import RunOptions, TrainConfig
@@ -195,7 +195,7 @@ CASES = [
          KDConfigError, ("classes_per_party=12", "at most num_classes=10")),
     # teacher and student with different class counts
     Case("run_standard 10 vs 3 classes", lambda t: run_standard(
-        mlp(3), torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), Teaching(mlp(10), 4.0, 0.5),
+        mlp(3), torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), TeacherSpec(mlp(10), 4.0, 0.5),
         TrainConfig(epochs=1), RunOptions("cpu", False)), KDConfigError,
         ("teacher[0].num_classes=10", "student's number of classes (3)")),
     Case("kd_loss 10 vs 3 logits", lambda t: kd_loss(torch.zeros(2, 3), torch.zeros(2, 10),

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from kdlib.__main__ import main  # noqa: E402
-from kdlib.core.distill import DistillOutcome, Teaching, run_standard  # noqa: E402
+from kdlib.core.distill import DistillOutcome, TeacherSpec, run_standard  # noqa: E402
 from kdlib.core.train import RunOptions  # noqa: E402
 from kdlib.errors import KDConfigError  # noqa: E402
 from kdlib.notebook import plots  # noqa: E402
@@ -29,7 +29,7 @@ from kdlib.study.runner import run_config  # noqa: E402
 
 def soft_match(run: MethodRun) -> DistillOutcome:
     """Pure soft-target matching at the method's own temperature ``t`` (alpha = 1)."""
-    teaching = Teaching(run.teacher, run.setting("t"), 1.0)
+    teaching = TeacherSpec(run.teacher, run.setting("t"), 1.0)
     return run_standard(run.student, run.x, run.y, teaching, run.cfg.distill,
                         RunOptions(run.device, run.progress, run.on_epoch_end))  # fmt: skip
 

@@ -168,7 +168,7 @@ def test_vit_tiny_cuts_images_into_a_small_grid_of_patches(in_shape: tuple[int, 
 
 def test_a_vit_student_distils_from_a_cnn_teacher() -> None:
     """The heterogeneous pair of notebook 03: kdlib's KD step needs nothing but both models' logits."""
-    from kdlib.core.distill import Teaching, run_finetune, run_standard
+    from kdlib.core.distill import TeacherSpec, run_finetune, run_standard
     from kdlib.core.train import RunOptions, TrainConfig
 
     torch.manual_seed(0)
@@ -178,7 +178,7 @@ def test_a_vit_student_distils_from_a_cnn_teacher() -> None:
     frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
     before = {k: v.clone() for k, v in student.state_dict().items()}
     cfg = TrainConfig(epochs=1, batch_size=16, lr=0.05)
-    outcome = run_standard(student, x, y, Teaching(teacher, 4.0, 0.5), cfg, RunOptions("cpu", False))
+    outcome = run_standard(student, x, y, TeacherSpec(teacher, 4.0, 0.5), cfg, RunOptions("cpu", False))
     assert len(outcome.history) == 1 and np.isfinite(outcome.history[0]["loss"])
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in frozen.items()), "the teacher stays frozen"
     changed = [k for k, v in student.state_dict().items() if not torch.equal(v, before[k])]

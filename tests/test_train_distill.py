@@ -14,8 +14,8 @@ from torch import nn
 
 from kdlib.core.distill import (
     DistillOutcome,
-    PartitionTeaching,
-    Teaching,
+    PartitionTeacherSpec,
+    TeacherSpec,
     TuningProblem,
     best_point,
     check_same_classes,
@@ -242,21 +242,21 @@ def test_standard_kd_with_alpha_zero_is_finetuning() -> None:
     base = linear(1)
     finetuned, distilled, kd_half = copy.deepcopy(base), copy.deepcopy(base), copy.deepcopy(base)
     out_ft = run_finetune(finetuned, x, y, CFG, QUIET_CPU)
-    out_kd = run_standard(distilled, x, y, Teaching(linear(2), 4.0, 0.0), CFG, QUIET_CPU)
+    out_kd = run_standard(distilled, x, y, TeacherSpec(linear(2), 4.0, 0.0), CFG, QUIET_CPU)
     assert isinstance(out_ft, DistillOutcome) and isinstance(out_kd, DistillOutcome)
     assert params_equal(finetuned, distilled)
     assert [h["loss"] for h in out_ft.history] == [h["loss"] for h in out_kd.history]
     # and the teacher does matter once alpha > 0
-    run_standard(kd_half, x, y, Teaching(linear(2), 4.0, 0.5), CFG, QUIET_CPU)
+    run_standard(kd_half, x, y, TeacherSpec(linear(2), 4.0, 0.5), CFG, QUIET_CPU)
     assert not params_equal(kd_half, finetuned)
 
 
 def test_standard_kd_validates_its_hyperparameters() -> None:
     x, y = toy_data()
     with pytest.raises(KDConfigError, match="temperature"):
-        run_standard(linear(1), x, y, Teaching(linear(2), 0.0, 0.5), CFG, QUIET_CPU)
+        run_standard(linear(1), x, y, TeacherSpec(linear(2), 0.0, 0.5), CFG, QUIET_CPU)
     with pytest.raises(KDConfigError, match="alpha"):
-        run_standard(linear(1), x, y, Teaching(linear(2), 2.0, 1.5), CFG, QUIET_CPU)
+        run_standard(linear(1), x, y, TeacherSpec(linear(2), 2.0, 1.5), CFG, QUIET_CPU)
 
 
 def test_pure_distillation_from_a_right_teacher_teaches_the_rule() -> None:
@@ -265,7 +265,7 @@ def test_pure_distillation_from_a_right_teacher_teaches_the_rule() -> None:
     before = accuracy(predict_logits(student, x, "cpu"), y)
     wrong_labels = (y + 1) % N_CLASSES  # alpha = 1 ignores the labels entirely
     cfg = TrainConfig(epochs=10, batch_size=16, lr=0.1, seed=0)
-    run_standard(student, x, wrong_labels, Teaching(rule_teacher(), 2.0, 1.0), cfg, QUIET_CPU)
+    run_standard(student, x, wrong_labels, TeacherSpec(rule_teacher(), 2.0, 1.0), cfg, QUIET_CPU)
     after = accuracy(predict_logits(student, x, "cpu"), y)
     assert after > 0.85 and after > before
 
@@ -331,7 +331,7 @@ def test_teacher_calls_during_standard_kd(augment: bool) -> None:
         teacher = image_model(2)
         counter = CountCalls(teacher)
         cfg = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, augment=augment)
-        run_standard(image_model(1), x, y, Teaching(teacher, 2.0, 0.5), cfg, QUIET_CPU)
+        run_standard(image_model(1), x, y, TeacherSpec(teacher, 2.0, 0.5), cfg, QUIET_CPU)
         calls[epochs] = counter.calls
     steps_per_epoch = math.ceil(len(x) / 16)
     if augment:
@@ -373,7 +373,7 @@ def test_dp_routing_shares_sum_to_one_and_match_the_per_sample_choice() -> None:
         teacher_logits = [t(x) for t in teachers]
     for variant in ("supervised", "unsupervised"):
         trained = copy.deepcopy(student)
-        outcome = run_dp(trained, x, y, PartitionTeaching(teachers, 2.0, 0.5, variant), CFG, QUIET_CPU)
+        outcome = run_dp(trained, x, y, PartitionTeacherSpec(teachers, 2.0, 0.5, variant), CFG, QUIET_CPU)
         routing = outcome.extra["routing"]
         assert set(routing) == {"initial_student", "teacher_0", "teacher_1"}
         assert sum(routing.values()) == pytest.approx(1.0)
@@ -466,7 +466,7 @@ def test_run_tuned_uses_a_point_of_the_grid() -> None:
     assert len(outcome.history) == CFG.epochs
     # the final student is standard KD on all the data with the chosen pair
     reference = copy.deepcopy(base)
-    run_standard(reference, x, y, Teaching(rule_teacher(), best["temperature"], best["alpha"]), CFG, QUIET_CPU)
+    run_standard(reference, x, y, TeacherSpec(rule_teacher(), best["temperature"], best["alpha"]), CFG, QUIET_CPU)
     assert params_equal(student, reference)
 
 
@@ -479,9 +479,9 @@ def test_check_same_classes_rejects_a_teacher_with_more_classes() -> None:
     with pytest.raises(KDConfigError, match="num_classes"):
         check_same_classes(student, [teacher], x)
     with pytest.raises(KDConfigError, match="num_classes"):
-        run_standard(student, x, y, Teaching(teacher, 2.0, 0.5), CFG, QUIET_CPU)
+        run_standard(student, x, y, TeacherSpec(teacher, 2.0, 0.5), CFG, QUIET_CPU)
     with pytest.raises(KDConfigError, match=r"teacher\[1\]\.num_classes"):
-        run_dp(student, x, y, PartitionTeaching([linear(3), teacher], 2.0, 0.5), CFG, QUIET_CPU)
+        run_dp(student, x, y, PartitionTeacherSpec([linear(3), teacher], 2.0, 0.5), CFG, QUIET_CPU)
     check_same_classes(student, [linear(3), linear(4)], x)  # matching heads pass
 
 

@@ -66,7 +66,7 @@ class DistillOutcome:
 
 
 @dataclass(frozen=True)
-class Teaching:
+class TeacherSpec:
     """What standard KD learns from: a frozen ``teacher``, the temperature and weight alpha of ``losses.kd_loss``,
     and optionally the teacher's logits on the transfer data computed beforehand (``source``, e.g. once per grid)."""
 
@@ -77,7 +77,7 @@ class Teaching:
 
 
 @dataclass(frozen=True)
-class PartitionTeaching:
+class PartitionTeacherSpec:
     """What data-partitioning KD learns from: several frozen ``teachers``, the temperature and weight alpha of
     ``losses.kd_loss``, and the routing ``variant`` of ``losses.dp_select_targets``."""
 
@@ -102,7 +102,7 @@ def labelled(options: RunOptions, desc: str) -> RunOptions:
 
 
 def run_standard(
-    student, x, y, teaching: Teaching, cfg: TrainConfig, options: RunOptions = DEFAULT_RUN
+    student, x, y, teaching: TeacherSpec, cfg: TrainConfig, options: RunOptions = DEFAULT_RUN
 ) -> DistillOutcome:
     """Hinton KD from one frozen teacher at temperature T with weight alpha (see ``losses.kd_loss``)."""
     temperature, alpha = check_temperature(teaching.temperature), check_alpha(teaching.alpha)
@@ -134,7 +134,7 @@ def run_dml(
 
 
 def run_dp(
-    student, x, y, teaching: PartitionTeaching, cfg: TrainConfig, options: RunOptions = DEFAULT_RUN
+    student, x, y, teaching: PartitionTeacherSpec, cfg: TrainConfig, options: RunOptions = DEFAULT_RUN
 ) -> DistillOutcome:
     """Data-partitioning KD: per sample, distil from the most confident teacher where it beats a frozen copy of
     the initial student, else from that frozen copy. ``extra["routing"]`` gives the share of samples per source."""
@@ -268,7 +268,7 @@ def grid_search(
     quiet = RunOptions(options.device, progress=False)
     for temperature, alpha in tqdm(points, desc="grid (T, α)", disable=not options.progress, leave=False):
         student = problem.make_student()
-        teaching = Teaching(problem.teacher, temperature, alpha, chosen.source)
+        teaching = TeacherSpec(problem.teacher, temperature, alpha, chosen.source)
         run_standard(student, chosen.x_fit, chosen.y_fit, teaching, problem.cfg, quiet)
         val_acc = chosen.score(student)
         row = {

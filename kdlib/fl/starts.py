@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from kdlib.core.distill import PartitionTeaching, run_dp
+from kdlib.core.distill import PartitionTeacherSpec, run_dp
 from kdlib.core.losses import averaged_soft_targets, check_alpha, check_temperature, kd_loss
 from kdlib.core.metrics import accuracy
 from kdlib.core.train import RunOptions, TrainConfig, fit, predict_logits, resolve_device
@@ -189,7 +189,7 @@ def _consolidated(name: str) -> Callable[[FederatedStudy, str], Start]:
             recipe = KDRecipe(c.temperature, c.kd_alpha, c.kd)
             history = distill_averaged(student, teachers, (x, y), recipe, device=study.device, progress=study.progress)
         else:
-            teaching = PartitionTeaching(teachers, c.temperature, c.kd_alpha, c.dp_variant)
+            teaching = PartitionTeacherSpec(teachers, c.temperature, c.kd_alpha, c.dp_variant)
             outcome = run_dp(student, x, y, teaching, c.kd, RunOptions(study.device, study.progress))
             history, extra = outcome.history, {"routing": outcome.extra["routing"]}
         wall = time.perf_counter() - started

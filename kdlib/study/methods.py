@@ -22,8 +22,8 @@ from torch import nn
 
 from kdlib.core.distill import (
     DistillOutcome,
-    PartitionTeaching,
-    Teaching,
+    PartitionTeacherSpec,
+    TeacherSpec,
     TuningProblem,
     run_dml,
     run_dp,
@@ -245,7 +245,7 @@ def _standard(run: MethodRun) -> DistillOutcome:
         run.student,
         run.x,
         run.y,
-        Teaching(run.teacher, cfg.temperature, cfg.alpha),
+        TeacherSpec(run.teacher, cfg.temperature, cfg.alpha),
         cfg.distill,
         RunOptions(run.device, run.progress, run.on_epoch_end),
     )
@@ -290,7 +290,7 @@ def _dml(run: MethodRun) -> DistillOutcome:
 
 
 def _dp_at(run: MethodRun, temperature: float, alpha: float) -> DistillOutcome:
-    teaching = PartitionTeaching([run.teacher], temperature, alpha, run.cfg.dp_variant)
+    teaching = PartitionTeacherSpec([run.teacher], temperature, alpha, run.cfg.dp_variant)
     options = RunOptions(run.device, run.progress, run.on_epoch_end)
     return run_dp(run.student, run.x, run.y, teaching, run.cfg.distill, options)
 

@@ -15,92 +15,92 @@ class TeachingCheckError(AssertionError):
     """The learner's answer is wrong; the message says what is wrong and how to fix it."""
 
 
-def _fail(message: str) -> TeachingCheckError:
+def fail(message: str) -> TeachingCheckError:
     return TeachingCheckError(message)
 
 
-def _ok(message: str) -> bool:
+def ok(message: str) -> bool:
     print(f"✓ {message}")
     return True
 
 
-def _num(value: float) -> str:
+def fmt_number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _not_written(name: str) -> str:
+def not_written(name: str) -> str:
     return (
         f"{name} is not written yet: replace the `raise NotImplementedError(...)` line in its cell with your code, "
         "run that cell, then run this check again."
     )
 
 
-def _need_callable(fn: object, name: str) -> None:
+def need_callable(fn: object, name: str) -> None:
     if not callable(fn):
-        raise _fail(f"Expected your function {name}, got {type(fn).__name__} {fn!r}. Pass the function itself.")
+        raise fail(f"Expected your function {name}, got {type(fn).__name__} {fn!r}. Pass the function itself.")
 
 
-def _call(fn: Callable[..., Any], name: str, args: tuple, where: str) -> Any:
+def call_learner(fn: Callable[..., Any], name: str, args: tuple, where: str) -> Any:
     """``fn(*args)``, turning the learner's exceptions into plain-words messages."""
     try:
         out = fn(*args)
     except NotImplementedError:
-        raise _fail(_not_written(name)) from None
+        raise fail(not_written(name)) from None
     except TeachingCheckError:
         raise
     except Exception as err:  # the learner's bug: name it and where it happened
-        raise _fail(f"Your {name} raised {type(err).__name__}: {err}\n  (while computing {where})") from err
+        raise fail(f"Your {name} raised {type(err).__name__}: {err}\n  (while computing {where})") from err
     if out is None:
-        raise _fail(f"Your {name} returned None (for {where}): did you forget the `return` line?")
+        raise fail(f"Your {name} returned None (for {where}): did you forget the `return` line?")
     return out
 
 
-def _tensor(out: object, name: str, where: str) -> torch.Tensor:
+def as_tensor_output(out: object, name: str, where: str) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
-        raise _fail(
+        raise fail(
             f"Your {name} returned a value of type {type(out).__name__} (for {where}); return a torch tensor "
             "(stay in torch: no .item(), .tolist() or numpy)."
         )
     return out.detach().to(torch.float64)
 
 
-def _close(a: torch.Tensor | float, b: torch.Tensor | float) -> bool:
+def all_close(a: torch.Tensor | float, b: torch.Tensor | float) -> bool:
     a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
     return a.shape == b.shape and bool(torch.allclose(a, b, rtol=RTOL, atol=ATOL))
 
 
-def _randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
+def seeded_randn(seed: int, *shape: int, scale: float = 1.0) -> torch.Tensor:
     return scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def _match(values: Sequence[Any], variants: Mapping[str, Sequence[Any]]) -> str | None:
+def matching_variant(values: Sequence[Any], variants: Mapping[str, Sequence[Any]]) -> str | None:
     """The first variant whose values agree with the learner's on every trial."""
     for name, expected in variants.items():
-        if all(_close(v, e) for v, e in zip(values, expected, strict=True)):
+        if all(all_close(v, e) for v, e in zip(values, expected, strict=True)):
             return name
     return None
 
 
-def _row(values: torch.Tensor) -> str:
+def row_text(values: torch.Tensor) -> str:
     shown = ", ".join(f"{float(v):.3f}" for v in values[:4])
     return f"[{shown}, ...]"
 
 
-def _check_answers(answers: object, choices: Mapping[str, Sequence[Any]] | Sequence[str], what: str) -> dict:
+def check_answers(answers: object, choices: Mapping[str, Sequence[Any]] | Sequence[str], what: str) -> dict:
     keys = list(choices)
     if not isinstance(answers, Mapping):
-        raise _fail(f"{what} should be a dict with the keys {keys}; got {type(answers).__name__}.")
+        raise fail(f"{what} should be a dict with the keys {keys}; got {type(answers).__name__}.")
     missing = [k for k in keys if k not in answers]
     if missing:
-        raise _fail(f"{what} lacks the key(s) {missing}: answer every question ({keys}).")
+        raise fail(f"{what} lacks the key(s) {missing}: answer every question ({keys}).")
     blank = [k for k in keys if answers[k] is Ellipsis or answers[k] is None]
     if blank:
-        raise _fail(
+        raise fail(
             f"{what} is not written yet: replace each `...` with your answer (still blank: {blank}), run that cell, "
             "then run this check again."
         )
     if isinstance(choices, Mapping):
         for key, allowed in choices.items():
             if answers[key] not in allowed:
-                raise _fail(f"{what}[{key!r}] = {answers[key]!r} is not one of {', '.join(map(repr, allowed))}.")
+                raise fail(f"{what}[{key!r}] = {answers[key]!r} is not one of {', '.join(map(repr, allowed))}.")
     return dict(answers)

@@ -11,17 +11,17 @@ import torch.nn.functional as F
 from kdlib.core.losses import kd_loss as _kd_loss
 from kdlib.core.losses import soft_targets as _soft_targets
 from kdlib.teaching.common import (
-    _call,
-    _close,
-    _fail,
-    _match,
-    _need_callable,
-    _not_written,
-    _num,
-    _ok,
-    _randn,
-    _row,
-    _tensor,
+    all_close,
+    as_tensor_output,
+    call_learner,
+    fail,
+    fmt_number,
+    matching_variant,
+    need_callable,
+    not_written,
+    ok,
+    row_text,
+    seeded_randn,
 )
 
 
@@ -29,63 +29,63 @@ from kdlib.teaching.common import (
 def check_soft_targets(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> bool:
     """Check ``fn(logits, temperature) -> probabilities`` against :func:`kdlib.core.losses.soft_targets`."""
     name = "soft_targets"
-    _need_callable(fn, name)
+    need_callable(fn, name)
     trials = [((8, 10), 4.0), ((5, 7), 2.0), ((6, 10), 0.5)]
     got, expected, variants = [], [], {k: [] for k in _SOFT_VARIANTS}
     for seed, (shape, temperature) in enumerate(trials):
-        z = _randn(seed, *shape, scale=3.0)
+        z = seeded_randn(seed, *shape, scale=3.0)
         expected.append(_soft_targets(z, temperature))
         where = f"soft_targets(logits of shape {tuple(shape)}, temperature={temperature:g})"
-        out = _tensor(_call(fn, name, (z.clone(), temperature), where), name, where)
+        out = as_tensor_output(call_learner(fn, name, (z.clone(), temperature), where), name, where)
         if out.shape != z.shape:
-            raise _fail(
+            raise fail(
                 f"Your {name} returned shape {tuple(out.shape)} for logits of shape {tuple(z.shape)}: soft targets "
                 "have one probability per logit, the same shape as the input (softmax keeps the shape)."
             )
         got.append(out)
         for key, (formula, _message) in _SOFT_VARIANTS.items():
             variants[key].append(formula(z, temperature))
-    if not all(_close(g, e) for g, e in zip(got, expected, strict=True)):
-        found = _match(got, variants)
+    if not all(all_close(g, e) for g, e in zip(got, expected, strict=True)):
+        found = matching_variant(got, variants)
         if found is not None:
-            raise _fail(_SOFT_VARIANTS[found][1].format(T=trials[0][1]))
+            raise fail(_SOFT_VARIANTS[found][1].format(T=trials[0][1]))
         sums = got[0].sum(dim=-1)
-        if not _close(sums, torch.ones_like(sums)):
-            raise _fail(
+        if not all_close(sums, torch.ones_like(sums)):
+            raise fail(
                 f"Each row of your soft targets should sum to 1 (one distribution per example); your first row sums "
-                f"to {_num(float(sums[0]))}. Divide the logits by T, then take softmax over the last axis."
+                f"to {fmt_number(float(sums[0]))}. Divide the logits by T, then take softmax over the last axis."
             )
         worst = max(float((g - e).abs().max()) for g, e in zip(got, expected, strict=True))
-        raise _fail(
-            f"Your soft targets are proper distributions but differ from kdlib's by up to {_num(worst)} "
-            f"(at T={trials[0][1]:g}, first row: yours {_row(got[0][0])}, kdlib's {_row(expected[0][0])}). "
+        raise fail(
+            f"Your soft targets are proper distributions but differ from kdlib's by up to {fmt_number(worst)} "
+            f"(at T={trials[0][1]:g}, first row: yours {row_text(got[0][0])}, kdlib's {row_text(expected[0][0])}). "
             "The recipe is softmax(logits / T) over the last axis."
         )
-    one = _randn(7, 10, scale=3.0)
+    one = seeded_randn(7, 10, scale=3.0)
     where = "soft_targets(one example: logits of shape (10,), temperature=3)"
     try:
         single = fn(one.clone(), 3.0)
     except NotImplementedError:
-        raise _fail(_not_written(name)) from None
+        raise fail(not_written(name)) from None
     except Exception as err:
-        raise _fail(
+        raise fail(
             f"Your {name} works on a batch but fails on one example (logits of shape (10,)): {type(err).__name__}: "
             f"{err}. Take the softmax over the last axis (dim=-1) so it works for any shape."
         ) from err
-    if not _close(_tensor(single, name, where), _soft_targets(one, 3.0)):
-        raise _fail(
+    if not all_close(as_tensor_output(single, name, where), _soft_targets(one, 3.0)):
+        raise fail(
             f"Your {name} is right on a batch but wrong on one example (logits of shape (10,)): take the softmax "
             "over the last axis (dim=-1), not a fixed axis."
         )
     huge = torch.tensor([[3000.0, 0.0, -3000.0], [1500.0, 1400.0, 0.0]], dtype=torch.float64)
     where = "soft_targets(very large logits such as 3000, temperature=2)"
-    big = _tensor(_call(fn, name, (huge.clone(), 2.0), where), name, where)
+    big = as_tensor_output(call_learner(fn, name, (huge.clone(), 2.0), where), name, where)
     if not bool(torch.isfinite(big).all()):
-        raise _fail(
+        raise fail(
             f"Your {name} gives nan/inf for large logits (3000 at T=2): exp overflows. Subtract each row's maximum "
             "before exp (softmax does not change), or simply use torch.softmax(logits / T, dim=-1)."
         )
-    return _ok(
+    return ok(
         f"{name} matches kdlib.core.losses.soft_targets on random batches (T = 4, 2, 0.5), on one example and on huge "
         "logits."
     )
@@ -247,24 +247,24 @@ _KD_TRIALS = ((0, 8, 10, 4.0, 0.7), (1, 8, 10, 2.0, 0.3), (2, 5, 7, 3.0, 0.9))
 
 
 def _kd_batch(seed: int, batch: int, classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    s, t = _randn(seed, batch, classes, scale=2.0), _randn(seed + 100, batch, classes, scale=3.0)
+    s, t = seeded_randn(seed, batch, classes, scale=2.0), seeded_randn(seed + 100, batch, classes, scale=3.0)
     y = torch.randint(0, classes, (batch,), generator=torch.Generator().manual_seed(seed + 200))
     return s, t, y
 
 
 def _loss_value(out: object, name: str, where: str, batch: int, per_sample: torch.Tensor) -> torch.Tensor:
-    value = _tensor(out, name, where)
+    value = as_tensor_output(out, name, where)
     if value.ndim == 0:
         return value
     hint = ""
-    if value.shape == (batch,) and _close(value.mean(), per_sample.mean()):
+    if value.shape == (batch,) and all_close(value.mean(), per_sample.mean()):
         hint = " (its mean is right)"
     if value.shape == (batch,):
-        raise _fail(
+        raise fail(
             f"Your loss returned shape {tuple(value.shape)}, expected a scalar{hint}: average over the batch "
             "(.mean() for the cross-entropy, reduction='batchmean' for the KL)."
         )
-    raise _fail(
+    raise fail(
         f"Your loss returned shape {tuple(value.shape)}, expected a scalar: sum the KL over the classes, then "
         "average both terms over the batch."
     )
@@ -273,7 +273,7 @@ def _loss_value(out: object, name: str, where: str, batch: int, per_sample: torc
 def check_kd_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, float], torch.Tensor]) -> bool:
     """Check ``fn(student_logits, teacher_logits, labels, temperature, alpha)`` against kdlib's ``kd_loss``."""
     name = "kd_loss"
-    _need_callable(fn, name)
+    need_callable(fn, name)
     variants = _kd_variants()
     got, expected, wrong = [], [], {k: [] for k in variants}
     for seed, batch, classes, temperature, alpha in _KD_TRIALS:
@@ -282,25 +282,25 @@ def check_kd_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float,
         pieces = _kd_pieces(s, t, y, temperature)
         right = _kd_loss(s, t, y, temperature, alpha)
         per_sample = alpha * temperature**2 * pieces["kl"] + (1 - alpha) * pieces["ce"]
-        out = _call(fn, name, (s.clone(), t.clone(), y.clone(), temperature, alpha), where)
+        out = call_learner(fn, name, (s.clone(), t.clone(), y.clone(), temperature, alpha), where)
         got.append(_loss_value(out, name, where, batch, per_sample))
         expected.append(right)
         for key, (formula, _message) in variants.items():
             wrong[key].append(formula(pieces, temperature, alpha, batch, classes))
-    if not all(_close(g, e) for g, e in zip(got, expected, strict=True)):
+    if not all(all_close(g, e) for g, e in zip(got, expected, strict=True)):
         seed, batch, classes, temperature, alpha = _KD_TRIALS[0]
-        found = _match(got, wrong)
+        found = matching_variant(got, wrong)
         if found is not None:
             message = variants[found][1].format(T=temperature, T2=temperature**2, B=batch, C=classes)
-            raise _fail(
+            raise fail(
                 f"{message}\n  (at T={temperature:g}, alpha={alpha:g}: kdlib gives "
-                f"{_num(float(expected[0]))}, yours {_num(float(got[0]))})"
+                f"{fmt_number(float(expected[0]))}, yours {fmt_number(float(got[0]))})"
             )
-        raise _fail(_locate_kd_error(fn))
+        raise fail(_locate_kd_error(fn))
     _check_kd_gradients(fn)
     temps = ", ".join(f"{trial[3]:g}" for trial in _KD_TRIALS)
     alphas = ", ".join(f"{trial[4]:g}" for trial in _KD_TRIALS)
-    return _ok(
+    return ok(
         f"{name} matches kdlib.core.losses.kd_loss on {len(_KD_TRIALS)} random batches "
         f"(T = {temps}; alpha = {alphas}), "
         "and only the student gets gradients."
@@ -315,22 +315,27 @@ def _locate_kd_error(fn: Callable[..., Any]) -> str:
     soft = float(_kd_loss(s, t, y, temperature, 1.0))
     where = f"kd_loss(..., temperature={temperature:g}, alpha=0)"
     at0 = float(
-        _tensor(_call(fn, "kd_loss", (s.clone(), t.clone(), y.clone(), temperature, 0.0), where), "kd_loss", where)
+        as_tensor_output(
+            call_learner(fn, "kd_loss", (s.clone(), t.clone(), y.clone(), temperature, 0.0), where), "kd_loss", where
+        )
     )
     where = f"kd_loss(..., temperature={temperature:g}, alpha=1)"
     at1 = float(
-        _tensor(_call(fn, "kd_loss", (s.clone(), t.clone(), y.clone(), temperature, 1.0), where), "kd_loss", where)
+        as_tensor_output(
+            call_learner(fn, "kd_loss", (s.clone(), t.clone(), y.clone(), temperature, 1.0), where), "kd_loss", where
+        )
     )
     problems = []
-    if not _close(at0, hard):
+    if not all_close(at0, hard):
         problems.append(
-            f"with alpha=0 the loss must be plain cross-entropy CE(s, y) = {_num(hard)}, yours is {_num(at0)}"
+            f"with alpha=0 the loss must be plain cross-entropy CE(s, y) = {fmt_number(hard)}, "
+            f"yours is {fmt_number(at0)}"
         )
-    if not _close(at1, soft):
-        ratio = f" (ratio {_num(at1 / soft)})" if soft else ""
+    if not all_close(at1, soft):
+        ratio = f" (ratio {fmt_number(at1 / soft)})" if soft else ""
         problems.append(
-            f"with alpha=1 the loss must be the distillation term T² · KL(p_t || p_s) = {_num(soft)} at "
-            f"T={temperature:g}, yours is {_num(at1)}{ratio}"
+            f"with alpha=1 the loss must be the distillation term T² · KL(p_t || p_s) = {fmt_number(soft)} at "
+            f"T={temperature:g}, yours is {fmt_number(at1)}{ratio}"
         )
     if not problems:
         return (
@@ -348,32 +353,32 @@ def _check_kd_gradients(fn: Callable[..., Any]) -> None:
     try:
         out = fn(s, t, y, temperature, alpha)
     except Exception as err:
-        raise _fail(
+        raise fail(
             f"Your kd_loss fails when the logits require gradients ({type(err).__name__}: {err}); stay in torch "
             "(no .numpy(), .item() or torch.tensor(...) around the logits) so that loss.backward() works."
         ) from err
     if not isinstance(out, torch.Tensor) or not out.requires_grad:
-        raise _fail(
+        raise fail(
             "Your loss does not carry gradients back to the student's logits: did you use .detach(), .item(), "
             "numpy or torch.tensor(...) on the student's side? Training needs loss.backward() to reach the student."
         )
     out.backward()
     if t.grad is not None and float(t.grad.abs().max()) > 0:
-        raise _fail(
+        raise fail(
             "Gradients flow into the teacher's logits: the teacher is frozen, so detach its logits "
             "(teacher_logits.detach()) before the softmax."
         )
     if s.grad is None or float(s.grad.abs().max()) == 0:
-        raise _fail("Your loss gives no gradient to the student's logits: build it from student_logits directly.")
+        raise fail("Your loss gives no gradient to the student's logits: build it from student_logits directly.")
 
 
 # ---------------------------------------------------------------------------------------------- model answers
-def _solution_soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def solution_soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Softmax of logits / T over the classes (the last axis)."""
     return torch.softmax(logits / temperature, dim=-1)
 
 
-def _solution_kd_loss(
+def solution_kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
 ) -> torch.Tensor:
     """alpha · T² · KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) · CE(s, y), averaged over the batch."""

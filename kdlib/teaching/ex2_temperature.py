@@ -10,17 +10,17 @@ import torch
 
 from kdlib.core.losses import soft_targets as _soft_targets
 from kdlib.teaching.common import (
-    _call,
-    _check_answers,
-    _close,
-    _fail,
-    _match,
-    _need_callable,
-    _num,
-    _ok,
-    _randn,
-    _row,
-    _tensor,
+    all_close,
+    as_tensor_output,
+    call_learner,
+    check_answers,
+    fail,
+    fmt_number,
+    matching_variant,
+    need_callable,
+    ok,
+    row_text,
+    seeded_randn,
 )
 
 
@@ -56,51 +56,51 @@ _ENTROPY_VARIANTS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], str]]
 def check_entropy(fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
     """Check ``fn(probs) -> entropy per row, in nats`` against ``-Σ p log p`` (with 0 · log 0 = 0)."""
     name = "entropy"
-    _need_callable(fn, name)
+    need_callable(fn, name)
     trials = [
-        _soft_targets(_randn(seed, batch, classes, scale=2.0), 1.0)
+        _soft_targets(seeded_randn(seed, batch, classes, scale=2.0), 1.0)
         for seed, batch, classes in ((0, 8, 10), (1, 5, 4), (2, 6, 10))
     ]
     got = []
     for probs in trials:
         where = f"entropy(probabilities of shape {tuple(probs.shape)})"
-        out = _tensor(_call(fn, name, (probs.clone(),), where), name, where)
+        out = as_tensor_output(call_learner(fn, name, (probs.clone(),), where), name, where)
         batch = probs.shape[0]
         if out.shape != (batch,):
-            if out.ndim == 0 and _close(out, _entropy(probs).mean()):
-                raise _fail(
+            if out.ndim == 0 and all_close(out, _entropy(probs).mean()):
+                raise fail(
                     f"Your {name} returned one number for the whole batch (the mean); return one entropy per row, "
                     f"shape ({batch},): sum over the classes (dim=-1) only."
                 )
-            raise _fail(
+            raise fail(
                 f"Your {name} returned shape {tuple(out.shape)} for probabilities of shape {tuple(probs.shape)}; "
                 f"expected one entropy per row, shape ({batch},): sum over the classes (dim=-1), not the batch."
             )
         got.append(out)
     expected = [_entropy(p) for p in trials]
-    if not all(_close(g, e) for g, e in zip(got, expected, strict=True)):
+    if not all(all_close(g, e) for g, e in zip(got, expected, strict=True)):
         wrong = {k: [formula(p) for p in trials] for k, (formula, _m) in _ENTROPY_VARIANTS.items()}
-        found = _match(got, wrong)
+        found = matching_variant(got, wrong)
         if found is not None:
-            raise _fail(_ENTROPY_VARIANTS[found][1])
-        raise _fail(
-            f"Your entropies differ from −Σ p · log p: for the first row yours is {_num(float(got[0][0]))}, "
-            f"the right value {_num(float(expected[0][0]))} nats."
+            raise fail(_ENTROPY_VARIANTS[found][1])
+        raise fail(
+            f"Your entropies differ from −Σ p · log p: for the first row yours is {fmt_number(float(got[0][0]))}, "
+            f"the right value {fmt_number(float(expected[0][0]))} nats."
         )
     sharp = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]], dtype=torch.float64)
     where = "entropy([[1, 0, 0, 0], [0.5, 0.5, 0, 0]])"
-    out = _tensor(_call(fn, name, (sharp.clone(),), where), name, where)
+    out = as_tensor_output(call_learner(fn, name, (sharp.clone(),), where), name, where)
     if not bool(torch.isfinite(out).all()):
-        raise _fail(
+        raise fail(
             f"Your {name} gives nan for a probability of exactly 0 (a one-hot row): 0 · log 0 counts as 0. Use "
             "torch.special.entr(p).sum(dim=-1), or torch.xlogy(p, p), or clamp p before the log."
         )
-    if not _close(out, _entropy(sharp)):
-        raise _fail(
+    if not all_close(out, _entropy(sharp)):
+        raise fail(
             f"Your {name} is wrong on rows with zeros: a one-hot row has entropy 0 and [0.5, 0.5, 0, 0] has "
-            f"ln 2 ≈ 0.693; yours gives {_row(out)}."
+            f"ln 2 ≈ 0.693; yours gives {row_text(out)}."
         )
-    return _ok(f"{name} matches −Σ p · log p (nats) on random rows, and one-hot rows give 0.")
+    return ok(f"{name} matches −Σ p · log p (nats) on random rows, and one-hot rows give 0.")
 
 
 PREDICTION_CHOICES: dict[str, tuple[str, ...]] = {
@@ -121,7 +121,7 @@ def check_temperature_prediction(prediction: Mapping[str, str], logits: Sequence
     from kdlib.data.datasets import CIFAR10_CLASSES
     from kdlib.notebook.widgets import EXAMPLE_TEACHER_LOGITS
 
-    answers = _check_answers(prediction, PREDICTION_CHOICES, "prediction")
+    answers = check_answers(prediction, PREDICTION_CHOICES, "prediction")
     z = torch.as_tensor(EXAMPLE_TEACHER_LOGITS if logits is None else logits, dtype=torch.float64)
     classes = z.shape[-1]
     temps = (1.0, 4.0, 16.0, 1000.0)
@@ -150,8 +150,8 @@ def check_temperature_prediction(prediction: Mapping[str, str], logits: Sequence
             f"stays {names[tops[1.0]]!r} at every T (the teacher only gets less sure)."
         )
     if problems:
-        raise _fail("\n".join(f"• {p}" for p in problems))
-    return _ok(
+        raise fail("\n".join(f"• {p}" for p in problems))
+    return ok(
         f"Right: as T grows the entropy rises ({entropies[1.0]:.2f} → {entropies[16.0]:.2f} nats from T=1 to 16), "
         f"soft targets tend to uniform (ln {classes} = {math.log(classes):.2f} nats), and the top class stays "
         f"{names[tops[1.0]]!r}."
@@ -159,10 +159,10 @@ def check_temperature_prediction(prediction: Mapping[str, str], logits: Sequence
 
 
 # ---------------------------------------------------------------------------------------------- model answers
-def _solution_entropy(probs: torch.Tensor) -> torch.Tensor:
+def solution_entropy(probs: torch.Tensor) -> torch.Tensor:
     """-Σ p · log p per row, in nats; xlogy makes 0 · log 0 = 0."""
     return -torch.xlogy(probs, probs).sum(dim=-1)
 
 
-_SOLUTION_TEMPERATURE_PREDICTION = {"entropy": "rises", "limit": "uniform", "top_class": "same"}
+SOLUTION_TEMPERATURE_PREDICTION = {"entropy": "rises", "limit": "uniform", "top_class": "same"}
 """The model answer of ``check_temperature_prediction``."""

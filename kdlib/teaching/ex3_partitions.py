@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from kdlib.data.partition import PartitionSpec, partition_indices, partition_stats
-from kdlib.teaching.common import _call, _check_answers, _fail, _need_callable, _ok
+from kdlib.teaching.common import call_learner, check_answers, fail, need_callable, ok
 
 
 def _toy_labels() -> np.ndarray:
@@ -20,31 +20,31 @@ def _check_split(parts: object, labels: np.ndarray, num_parties: int, context: s
     """Raise a plain-words error unless ``parts`` is one index array per party covering every sample once."""
     n, num_classes = labels.size, int(labels.max()) + 1
     if isinstance(parts, np.ndarray) or not isinstance(parts, list | tuple):
-        raise _fail(
+        raise fail(
             f"Your dirichlet_split returned a {type(parts).__name__} {context}; return a list with one index array "
             "per party."
         )
     if len(parts) != num_parties:
-        raise _fail(
+        raise fail(
             f"Your dirichlet_split returned {len(parts)} parts {context}; expected one per party ({num_parties})."
         )
     arrays = []
     for party, part in enumerate(parts):
         part = np.asarray(part)
         if part.dtype == bool:
-            raise _fail(f"Party {party} is a boolean mask {context}; return sample indices (np.flatnonzero(mask)).")
+            raise fail(f"Party {party} is a boolean mask {context}; return sample indices (np.flatnonzero(mask)).")
         if part.ndim != 1 or (part.size and not np.issubdtype(part.dtype, np.integer)):
-            raise _fail(
+            raise fail(
                 f"Party {party} is an array of {part.dtype} with shape {part.shape} {context}; each party must be a "
                 "1-D array of integer sample indices (np.int64)."
             )
         if part.size and (part.min() < 0 or part.max() >= n):
             bad = int(part.max() if part.max() >= n else part.min())
-            raise _fail(f"Party {party} holds index {bad} {context}, outside [0, {n}): indices point into labels.")
+            raise fail(f"Party {party} holds index {bad} {context}, outside [0, {n}): indices point into labels.")
         arrays.append(part.astype(np.int64))
     flat = np.concatenate(arrays) if arrays else np.empty(0, np.int64)
     if flat.size and flat.max() < num_classes and np.unique(flat).size < flat.size:
-        raise _fail(
+        raise fail(
             f"Your parts hold only the values 0..{num_classes - 1} {context}: that looks like labels. Return sample "
             "indices (positions in labels), e.g. np.flatnonzero(labels == c) for the samples of class c."
         )
@@ -52,27 +52,27 @@ def _check_split(parts: object, labels: np.ndarray, num_parties: int, context: s
     for party, part in enumerate(arrays):
         if np.unique(part).size < part.size:
             values, times = np.unique(part, return_counts=True)
-            raise _fail(
+            raise fail(
                 f"Party {party} holds sample {int(values[times > 1][0])} more than once {context}: draw without "
                 "replacement (shuffle each class's indices, then cut them into consecutive pieces)."
             )
     twice = np.flatnonzero(counts > 1)
     if twice.size:
         holders = [p for p, part in enumerate(arrays) if twice[0] in part]
-        raise _fail(
+        raise fail(
             f"{twice.size} samples are in two parties or more {context}, e.g. sample {int(twice[0])} is in parties "
             f"{holders}: each sample goes to exactly one party."
         )
     never = np.flatnonzero(counts == 0)
     if never.size:
-        raise _fail(
+        raise fail(
             f"{never.size} of {n} samples were never assigned {context} (e.g. sample {int(never[0])}, class "
             f"{int(labels[never[0]])}). If you rounded each party's share down, the leftovers are lost: cut each "
             "class at its cumulative shares (np.cumsum(p)[:-1] * n, as np.split cuts) so every sample lands somewhere."
         )
     for party, part in enumerate(arrays):
         if part.size == 0:
-            raise _fail(
+            raise fail(
                 f"Party {party} is empty {context}: redraw the shares until every party has at least one sample "
                 "(kdlib.data.partition redraws up to 100 times)."
             )
@@ -97,24 +97,24 @@ def check_dirichlet_split(fn: Callable[[np.ndarray, int, float, int], list[np.nd
     give the same split, and label skew (kdlib's heterogeneity) must grow as alpha shrinks, like kdlib.data.partition's.
     """
     name = "dirichlet_split"
-    _need_callable(fn, name)
+    need_callable(fn, name)
     labels = _toy_labels()
 
     def run(num_parties: int, alpha: float, seed: int) -> list[np.ndarray]:
         where = f"dirichlet_split(labels, num_parties={num_parties}, alpha={alpha:g}, seed={seed})"
-        out = _call(fn, name, (labels.copy(), num_parties, alpha, seed), where)
+        out = call_learner(fn, name, (labels.copy(), num_parties, alpha, seed), where)
         return _check_split(out, labels, num_parties, f"(num_parties={num_parties}, alpha={alpha:g}, seed={seed})")
 
     run(4, 0.5, 0)
     first, again = run(4, 0.5, 3), run(4, 0.5, 3)
     if any(not np.array_equal(np.sort(a), np.sort(b)) for a, b in zip(first, again, strict=True)):
-        raise _fail(
+        raise fail(
             "Two calls with seed=3 gave different splits: draw every random number from "
             "rng = np.random.default_rng(seed) (not np.random.* or an unseeded generator), so a split can be rerun."
         )
     other = run(4, 0.5, 4)
     if all(np.array_equal(np.sort(a), np.sort(b)) for a, b in zip(first, other, strict=True)):
-        raise _fail("seed=3 and seed=4 gave the same split: build your generator from the seed argument.")
+        raise fail("seed=3 and seed=4 gave the same split: build your generator from the seed argument.")
     alphas, seeds = (100.0, 1.0, 0.1), range(5)
     yours = {a: _mean_heterogeneity(lambda seed, a=a: run(2, a, seed), labels, seeds) for a in alphas}
     reference = {
@@ -132,7 +132,7 @@ def check_dirichlet_split(fn: Callable[[np.ndarray, int, float, int], list[np.nd
         + ", ".join(f"{reference[a]:.2f}" for a in alphas)
     )
     if yours[100.0] > yours[0.1] + 0.2:
-        raise _fail(
+        raise fail(
             "Skew falls as alpha shrinks, the wrong way round (" + shown + "): small alpha must mean strong label "
             "skew. Pass alpha itself to rng.dirichlet([alpha] * num_parties), not 1 / alpha."
         )
@@ -140,24 +140,24 @@ def check_dirichlet_split(fn: Callable[[np.ndarray, int, float, int], list[np.nd
     if np.mean([_class_share_spread(labels, parts) for parts in skewed]) < 0.1:
         sizes = [part.size for parts in skewed for part in parts]
         if np.std(sizes) > 0.1 * np.mean(sizes):
-            raise _fail(
+            raise fail(
                 "At alpha=0.1 party sizes vary, but every class is shared among the parties in the same proportions "
                 "(" + shown + "). Draw a fresh share vector rng.dirichlet([alpha] * num_parties) for EACH class, not "
                 "one for the whole data set."
             )
-        raise _fail(
+        raise fail(
             "Your split has no label skew at alpha=0.1 (" + shown + "): it ignores the labels, like an IID shuffle. "
             "Split each class separately, by shares drawn from Dirichlet(alpha, ..., alpha)."
         )
     if not (yours[0.1] > yours[1.0] > yours[100.0]) or yours[100.0] > 0.2 or yours[0.1] < 0.5:
-        raise _fail(
+        raise fail(
             "Label skew should grow steadily as alpha shrinks, near IID at alpha=100 and strong at 0.1 ("
             + shown
             + "). Draw each class's shares from Dirichlet(alpha, ..., alpha) over the parties."
         )
     for seed in range(6):  # 8 parties, alpha=0.02: a single draw often leaves a party empty
         run(8, 0.02, seed)
-    return _ok(
+    return ok(
         f"{name}: every sample in exactly one party, no party empty (even 8 parties at alpha=0.02), same seed → same "
         f"split, and skew grows as alpha shrinks ({shown})."
     )
@@ -176,14 +176,14 @@ def check_heatmap_reading(answers: Mapping[str, Any], counts: Mapping[str, np.nd
     ``answers["most_even"]``: the split (a key of ``counts``, or its alpha) closest to IID;
     ``answers["holder"]``: the party holding the most images of ``focus_class`` in the last (most skewed) split.
     """
-    answers = _check_answers(answers, ("most_even", "holder"), "answers")
+    answers = check_answers(answers, ("most_even", "holder"), "answers")
     labels = list(counts)
     het = {key: _count_heterogeneity(np.asarray(m)) for key, m in counts.items()}
     picked = answers["most_even"]
     if not isinstance(picked, str | int | float) or picked not in counts:
         by_alpha = [k for k in labels if isinstance(picked, int | float) and _key_alpha(k) == float(picked)]
         if not by_alpha:
-            raise _fail(f"answers['most_even'] = {picked!r} is not one of the heatmaps: {labels}.")
+            raise fail(f"answers['most_even'] = {picked!r} is not one of the heatmaps: {labels}.")
         picked = by_alpha[0]
     problems = []
     even = min(het, key=het.get)
@@ -212,8 +212,8 @@ def check_heatmap_reading(answers: Mapping[str, Any], counts: Mapping[str, np.nd
             "count when it is shown)."
         )
     if problems:
-        raise _fail("\n".join(f"• {p}" for p in problems))
-    return _ok(
+        raise fail("\n".join(f"• {p}" for p in problems))
+    return ok(
         f"Right: '{even}' is the most even split (heterogeneity {het[even]:.2f}), and in '{skewed}' party "
         f"{int(column.argmax())} holds most of class {focus_class} ({int(column.max())} of {int(column.sum())} images)."
     )
@@ -231,7 +231,7 @@ def _count_heterogeneity(matrix: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- model answers
-def _solution_dirichlet_split(labels: np.ndarray, num_parties: int, alpha: float, seed: int) -> list[np.ndarray]:
+def solution_dirichlet_split(labels: np.ndarray, num_parties: int, alpha: float, seed: int) -> list[np.ndarray]:
     """Per class, cut the shuffled samples by shares drawn from Dirichlet(alpha); redraw while a party is empty."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
@@ -249,7 +249,7 @@ def _solution_dirichlet_split(labels: np.ndarray, num_parties: int, alpha: float
     raise ValueError(f"no split with every party non-empty after 1000 draws at alpha={alpha}")
 
 
-def _solution_heatmap_answers(counts: Mapping[str, np.ndarray], focus_class: int = 3) -> dict[str, Any]:
+def solution_heatmap_answers(counts: Mapping[str, np.ndarray], focus_class: int = 3) -> dict[str, Any]:
     """What a careful reader sees: the heatmap whose rows look most alike, and the brightest cell of the column."""
     most_even = min(counts, key=lambda key: _count_heterogeneity(np.asarray(counts[key])))
     return {"most_even": most_even, "holder": int(np.asarray(counts[list(counts)[-1]])[:, focus_class].argmax())}

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from kdlib.teaching.common import _call, _fail, _need_callable, _ok
+from kdlib.teaching.common import call_learner, fail, need_callable, ok
 
 
 def _toy_grid(seed: int) -> list[dict]:
@@ -26,7 +26,7 @@ def _toy_grid(seed: int) -> list[dict]:
 
 def _pair(value: object, name: str, grid_cells: Sequence[tuple[float, float]]) -> tuple[float, float]:
     if isinstance(value, Mapping):
-        raise _fail(
+        raise fail(
             f"Your {name} returned a whole grid row (a dict with keys {list(value)}); return the pair "
             "(row['temperature'], row['alpha'])."
         )
@@ -34,13 +34,13 @@ def _pair(value: object, name: str, grid_cells: Sequence[tuple[float, float]]) -
         t, a = value  # type: ignore[misc]
         pair = (float(t), float(a))
     except (TypeError, ValueError):
-        raise _fail(f"Your {name} returned {value!r}; return a pair (T, alpha), e.g. (4.0, 0.5).") from None
+        raise fail(f"Your {name} returned {value!r}; return a pair (T, alpha), e.g. (4.0, 0.5).") from None
     if pair not in grid_cells:
         if (pair[1], pair[0]) in grid_cells:
             return pair
         temps = sorted({c[0] for c in grid_cells})
         alphas = sorted({c[1] for c in grid_cells})
-        raise _fail(
+        raise fail(
             f"(T={pair[0]:g}, alpha={pair[1]:g}) is not a cell of the grid: T is one of {temps} and alpha "
             f"one of {alphas}."
         )
@@ -50,11 +50,11 @@ def _pair(value: object, name: str, grid_cells: Sequence[tuple[float, float]]) -
 def check_pick_best(fn: Callable[[list[dict]], tuple[float, float]]) -> bool:
     """Check ``fn(grid) -> (T, alpha)``: the cell with the best validation accuracy (what ``run_tuned`` picks)."""
     name = "pick_best"
-    _need_callable(fn, name)
+    need_callable(fn, name)
     for seed in range(3):
         grid = _toy_grid(seed)
         cells = [(r["temperature"], r["alpha"]) for r in grid]
-        out = _call(fn, name, ([dict(r) for r in grid],), f"pick_best(a random grid of {len(grid)} cells)")
+        out = call_learner(fn, name, ([dict(r) for r in grid],), f"pick_best(a random grid of {len(grid)} cells)")
         pair = _pair(out, name, cells)
         by_val = max(grid, key=lambda r: r["val_acc"])
         best = (by_val["temperature"], by_val["alpha"])
@@ -62,25 +62,25 @@ def check_pick_best(fn: Callable[[list[dict]], tuple[float, float]]) -> bool:
             continue
         row = {(r["temperature"], r["alpha"]): r for r in grid}.get(pair)
         if row is None:  # _pair let it through because (alpha, T) is a cell
-            raise _fail(f"Your {name} returned (alpha, T) = {pair}; return (T, alpha) in that order.")
+            raise fail(f"Your {name} returned (alpha, T) = {pair}; return (T, alpha) in that order.")
         by_test = max(grid, key=lambda r: r["test_acc"])
         if pair == (by_test["temperature"], by_test["alpha"]):
-            raise _fail(
+            raise fail(
                 f"You picked the cell with the best TEST accuracy (T={pair[0]:g}, alpha={pair[1]:g}). The test set "
                 "must never choose hyper-parameters, or the reported accuracy is no longer an honest estimate: choose "
                 "by row['val_acc'], the validation split carved from the transfer data."
             )
         worst = min(grid, key=lambda r: r["val_acc"])
         if pair == (worst["temperature"], worst["alpha"]):
-            raise _fail(
+            raise fail(
                 f"You picked the WORST cell (lowest val_acc, {worst['val_acc']:.3f}): use max, not min "
                 "(max(grid, key=lambda row: row['val_acc']))."
             )
-        raise _fail(
+        raise fail(
             f"Your pick (T={pair[0]:g}, alpha={pair[1]:g}) has val_acc {row['val_acc']:.3f}; the best cell "
             f"(T={best[0]:g}, alpha={best[1]:g}) has {by_val['val_acc']:.3f}. Choose the row with the largest val_acc."
         )
-    return _ok(f"{name} picks the best validation cell of 3 random grids, never looking at the test accuracy.")
+    return ok(f"{name} picks the best validation cell of 3 random grids, never looking at the test accuracy.")
 
 
 TUNING_EXPLANATIONS: dict[str, str] = {
@@ -108,17 +108,17 @@ def _grid_verdict(grid: Sequence[Mapping[str, float]]) -> tuple[str, dict[float,
 def check_tuning_explanation(answer: str, grid: Sequence[Mapping[str, float]]) -> bool:
     """Check the letter of :data:`TUNING_EXPLANATIONS` the learner chose against what ``grid`` shows."""
     if answer is Ellipsis or answer is None:
-        raise _fail('explanation is not written yet: replace `...` with the letter of your answer, e.g. "A".')
+        raise fail('explanation is not written yet: replace `...` with the letter of your answer, e.g. "A".')
     letter = str(answer).strip().upper()
     if letter not in TUNING_EXPLANATIONS:
-        raise _fail(f"explanation = {answer!r} is not one of the letters {', '.join(TUNING_EXPLANATIONS)}.")
+        raise fail(f"explanation = {answer!r} is not one of the letters {', '.join(TUNING_EXPLANATIONS)}.")
     right, by_alpha, by_temp = _grid_verdict(grid)
     alphas, temps = list(by_alpha), list(by_temp)
     per_alpha = ", ".join(f"alpha={a:g}: {100 * v:.1f}%" for a, v in by_alpha.items())
     per_temp = ", ".join(f"T={t:g}: {100 * v:.1f}%" for t, v in by_temp.items())
     evidence = f"Mean validation accuracy per alpha: {per_alpha}; per T: {per_temp}."
     if letter == right:
-        return _ok(f"{letter}: {TUNING_EXPLANATIONS[letter]} {evidence}")
+        return ok(f"{letter}: {TUNING_EXPLANATIONS[letter]} {evidence}")
     if right == "D":
         reason = (
             "The grid is flat: every cell scores within 2 points of the others, so no choice of (T, alpha) stands "
@@ -150,7 +150,7 @@ def check_tuning_explanation(answer: str, grid: Sequence[Mapping[str, float]]) -
             f"{100 * by_alpha[alphas[0]]:.1f}% vs {100 * by_alpha[alphas[-1]]:.1f}% at alpha={alphas[-1]:g}): the "
             "teacher's soft targets help on these images."
         )
-    raise _fail(f"Not what the grid shows. {reason} {evidence}")
+    raise fail(f"Not what the grid shows. {reason} {evidence}")
 
 
 def compare_guess(guess: tuple[float, float], grid: Sequence[Mapping[str, float]]) -> None:
@@ -178,12 +178,12 @@ def compare_guess(guess: tuple[float, float], grid: Sequence[Mapping[str, float]
 
 
 # ---------------------------------------------------------------------------------------------- model answers
-def _solution_pick_best(grid: list[dict]) -> tuple[float, float]:
+def solution_pick_best(grid: list[dict]) -> tuple[float, float]:
     """The (T, alpha) of the row with the best validation accuracy; the test accuracy is never looked at."""
     best = max(grid, key=lambda row: row["val_acc"])
     return best["temperature"], best["alpha"]
 
 
-def _solution_tuning_explanation(grid: Sequence[Mapping[str, float]]) -> str:
+def solution_tuning_explanation(grid: Sequence[Mapping[str, float]]) -> str:
     """The letter the grid supports (compare the mean validation accuracy of the smallest and largest alpha)."""
     return _grid_verdict(grid)[0]

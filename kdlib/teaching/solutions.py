@@ -6,10 +6,10 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from kdlib.teaching.ex1_kd_loss import _solution_kd_loss, _solution_soft_targets
-from kdlib.teaching.ex2_temperature import _SOLUTION_TEMPERATURE_PREDICTION, _solution_entropy
-from kdlib.teaching.ex3_partitions import _solution_dirichlet_split, _solution_heatmap_answers
-from kdlib.teaching.ex4_tuning import _solution_pick_best, _solution_tuning_explanation
+from kdlib.teaching.ex1_kd_loss import solution_kd_loss, solution_soft_targets
+from kdlib.teaching.ex2_temperature import SOLUTION_TEMPERATURE_PREDICTION, solution_entropy
+from kdlib.teaching.ex3_partitions import solution_dirichlet_split, solution_heatmap_answers
+from kdlib.teaching.ex4_tuning import solution_pick_best, solution_tuning_explanation
 from kdlib.validation import env_bool, strict_bool
 
 SOLUTIONS_ENV = "KDLIB_SOLUTIONS"
@@ -17,14 +17,14 @@ SOLUTIONS_ENV = "KDLIB_SOLUTIONS"
 does under nbval, which passes no parameters)."""
 
 _SOLUTIONS: dict[str, Any] = {
-    "soft_targets": _solution_soft_targets,
-    "kd_loss": _solution_kd_loss,
-    "entropy": _solution_entropy,
-    "temperature_prediction": _SOLUTION_TEMPERATURE_PREDICTION,
-    "dirichlet_split": _solution_dirichlet_split,
-    "heatmap_answers": _solution_heatmap_answers,
-    "pick_best": _solution_pick_best,
-    "tuning_explanation": _solution_tuning_explanation,
+    "soft_targets": solution_soft_targets,
+    "kd_loss": solution_kd_loss,
+    "entropy": solution_entropy,
+    "temperature_prediction": SOLUTION_TEMPERATURE_PREDICTION,
+    "dirichlet_split": solution_dirichlet_split,
+    "heatmap_answers": solution_heatmap_answers,
+    "pick_best": solution_pick_best,
+    "tuning_explanation": solution_tuning_explanation,
 }
 
 

@@ -51,11 +51,11 @@ from kdlib.tune.halving_schedule import (
     ETA,
     HalvingSchedule,
     Rung,
-    _choose,
-    _kept,
-    _work,
+    chosen_row,
     halving_schedule,
+    kept_points,
     replay,
+    search_work,
 )
 from kdlib.tune.resumable_training import (
     AnyStack,
@@ -351,7 +351,7 @@ def halving_search(
     )
     first = 0 if saved is None else int(saved["rung"]) + 1
     with tqdm(
-        total=_work(rungs, len(points)),
+        total=search_work(rungs, len(points)),
         desc=f"halving (T, α) x{len(points)}",
         disable=not options.progress,
         leave=False,
@@ -365,7 +365,7 @@ def halving_search(
             scored = _score_rung(fixed, state.live, number, rung, total, val_before)
             state.scores.append(scored)
             final = number == len(rungs) - 1
-            state.live = _next_rung(state.live, scored, _kept(scored, rung, final), state.rows, evaluate)
+            state.live = _next_rung(state.live, scored, kept_points(scored, rung, final), state.rows, evaluate)
             if path is not None and number < len(rungs) - 1:
                 _write_checkpoint(path, _payload(key, number, state))
             if resume.on_rung is not None:
@@ -373,7 +373,7 @@ def halving_search(
     if path is not None:
         path.unlink(missing_ok=True)
     ordered = [state.rows[i] for i in range(len(points))]
-    best = _choose(ordered, len(rungs) - 1)
+    best = chosen_row(ordered, len(rungs) - 1)
     return HalvingResult(
         rows=ordered,
         best=best,

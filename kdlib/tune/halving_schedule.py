@@ -1,8 +1,8 @@
 """The successive-halving schedule and ranking, apart from the training (``kdlib.tune.halving``).
 
-``halving_schedule`` gives the rungs of classic successive halving, ``_kept`` decides which points go on after a rung
-(by validation accuracy, then validation loss), and ``replay`` gives the point a schedule would choose from per-step
-scores of every grid point, without training again.
+``halving_schedule`` gives the rungs of classic successive halving, ``kept_points`` decides which points go on after
+a rung (by validation accuracy, then validation loss), and ``replay`` gives the point a schedule would choose from
+per-step scores of every grid point, without training again.
 
 Early rungs rank by accuracy only. Ranking by validation loss (alone, or smoothed over grid neighbours) was tried
 and dropped: a few steps in, the loss sorts the points by alpha (a high alpha keeps the pre-trained student where it
@@ -90,7 +90,7 @@ def _check_rungs(schedule: Sequence[Rung], total: int) -> None:
         raise KDConfigError("rungs", [r.keep for r in schedule], "keep >= 1 at every rung")
 
 
-def _work(schedule: Sequence[Rung], points: int) -> int:
+def search_work(schedule: Sequence[Rung], points: int) -> int:
     """Student-steps of the whole search."""
     work, live, start = 0, points, 0
     for rung in schedule:
@@ -106,12 +106,12 @@ def _ranking(scored: dict[int, dict]) -> list[int]:
     return sorted(scored, key=lambda i: (-scored[i]["val_acc"], round(scored[i]["val_loss"], 5), i))
 
 
-def _kept(scored: dict[int, dict], rung: Rung, final: bool) -> list[int]:
+def kept_points(scored: dict[int, dict], rung: Rung, final: bool) -> list[int]:
     """The points that go on after ``rung`` (none after the last)."""
     return [] if final else _ranking(scored)[: rung.keep]
 
 
-def _choose(rows: list[dict], last: int) -> dict:
+def chosen_row(rows: list[dict], last: int) -> dict:
     """The chosen point: the best row of the last rung (ties: lower loss, then the earlier grid point)."""
     final = {i: r for i, r in enumerate(rows) if r["rung"] == last}
     return rows[_ranking(final)[0]]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from torch import nn
 
 from kdlib.core import distill
-from kdlib.core.distill import DistillOutcome, Teaching, TuningProblem, best_point
+from kdlib.core.distill import DistillOutcome, TeacherSpec, TuningProblem, best_point
 from kdlib.core.train import DEFAULT_RUN, RunOptions
 from kdlib.errors import KDConfigError
 from kdlib.tune.halving import halving_search
@@ -46,7 +46,7 @@ def run_tuned(
         scores = stacked_grid_search(problem, search_options, evaluate)
         best = best_point(scores)
     outcome = distill.run_standard(  # looked up at call time, so that tests can watch the final distillation
-        student, problem.x, problem.y, Teaching(problem.teacher, best["temperature"], best["alpha"]), problem.cfg,
+        student, problem.x, problem.y, TeacherSpec(problem.teacher, best["temperature"], best["alpha"]), problem.cfg,
         options,
     )
     outcome.extra.update({"grid": scores, "best_temperature": best["temperature"], "best_alpha": best["alpha"]})
