@@ -155,12 +155,15 @@ def test_hf_round_trip(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("in_shape", [(3, 32, 32), (1, 8, 8), (3, 24, 16)], ids=["cifar", "digits", "wide"])
-def test_vit_tiny_cuts_images_into_a_small_grid_of_patches(in_shape: tuple[int, int, int]) -> None:
-    model = build_model("vit-tiny", 10, in_shape)
+@pytest.mark.parametrize(("name", "min_grid", "cifar_patch"), [("vit-tiny", 4, 8), ("vit-small", 8, 4)])
+def test_a_vit_cuts_images_into_a_grid_of_patches(in_shape, name: str, min_grid: int, cifar_patch: int) -> None:
+    model = build_model(name, 10, in_shape)
     config = model.config
     _, h, w = in_shape
     grid = (h // config.patch_size, w // config.patch_size)
-    assert h % config.patch_size == 0 and w % config.patch_size == 0 and min(grid) >= 4
+    assert h % config.patch_size == 0 and w % config.patch_size == 0 and min(grid) >= min_grid
+    if in_shape == (3, 32, 32):  # the sizes benchmarks/vit_size.py measured
+        assert config.patch_size == cifar_patch
     embeddings = model.hf.vit.embeddings.patch_embeddings
     assert embeddings.num_patches == grid[0] * grid[1]
     assert config.num_hidden_layers <= 4 and config.hidden_size <= 128  # tiny: it trains on the CPU

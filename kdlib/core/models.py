@@ -53,7 +53,9 @@ RESNET_BLOCKS: dict[str, int] = {
 #: ResNets with a published CIFAR-10 checkpoint (akamaster/pytorch_resnet_cifar10).
 PRETRAINED_RESNETS: tuple[str, ...] = ("resnet20", "resnet32", "resnet44", "resnet56")
 
-MODEL_NAMES: tuple[str, ...] = ("mlp", "cnn", "cnn-small", *RESNET_BLOCKS, "vit-tiny", "convnext-tiny")
+MODEL_NAMES: tuple[str, ...] = (
+    "mlp", "cnn", "cnn-small", *RESNET_BLOCKS, "vit-tiny", "vit-small", "convnext-tiny"
+)  # fmt: skip
 
 PUBLISHED_PREFIX = "published:"
 """A teacher named ``published:resnet56`` (or 20/32/44) is the published checkpoint, not a party trained here."""
@@ -224,26 +226,38 @@ class HFClassifier(nn.Module):
         return self.hf(pixel_values=x).logits
 
 
-def _patch_size(h: int, w: int) -> int:
-    """The largest patch side (8, 4, 2 or 1) that tiles the image into at least 4 x 4 patches."""
+def _patch_size(h: int, w: int, min_grid: int = 4) -> int:
+    """The largest patch side (8, 4, 2 or 1) that tiles the image into at least ``min_grid`` x ``min_grid`` patches."""
     for p in (8, 4, 2):
-        if h % p == 0 and w % p == 0 and min(h, w) // p >= 4:
+        if h % p == 0 and w % p == 0 and min(h, w) // p >= min_grid:
             return p
     return 1
 
 
-def _build_vit(num_classes: int, in_shape: tuple[int, int, int]) -> HFClassifier:
+VIT_SIZES: dict[str, dict[str, int]] = {
+    # Small enough to train on a CPU at the speed of cnn-small: 16 patches (8 x 8 pixels on CIFAR), 2 layers; about
+    # 37% on the full scale's student data after 10 epochs (benchmarks/vit_size.py).
+    "vit-tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
+                 "min_grid": 4},
+    # The smallest size measured to learn CIFAR-10 to a useful accuracy: 64 patches (4 x 4 pixels on CIFAR), 4
+    # layers; 45.5% after 10 epochs on the full scale's student data, at 5-8x ResNet-8's time (benchmarks/README.md).
+    "vit-small": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 256,
+                  "min_grid": 8},
+}
+"""The ViT students of the heterogeneous pair: transformer sizes, and the patch grid they cut an image into (the
+patch side follows the image: ``_patch_size``)."""
+
+
+def _build_vit(num_classes: int, in_shape: tuple[int, int, int], size: str = "vit-tiny") -> HFClassifier:
     from transformers import ViTConfig, ViTForImageClassification
 
     c, h, w = in_shape
-    # Small enough to train on a CPU at the speed of cnn-small: 16 patches (8 x 8 pixels on CIFAR), 2 layers.
+    shape = dict(VIT_SIZES[size])
+    patch = _patch_size(h, w, shape.pop("min_grid"))
     config = ViTConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
+        **shape,
         image_size=h if h == w else (h, w),
-        patch_size=_patch_size(h, w),
+        patch_size=patch,
         num_channels=c,
         num_labels=num_classes,
     )
@@ -293,6 +307,7 @@ _BUILDERS: dict[str, Callable[[int, tuple[int, int, int]], nn.Module]] = {
     **{name: (lambda k, s, plan=plan: SmallCNN(k, s, plan)) for name, plan in CNN_PLANS.items()},
     **{name: (lambda k, s, n=n: ResNetCIFAR(n, k, s[0])) for name, n in RESNET_BLOCKS.items()},
     "vit-tiny": _build_vit,
+    "vit-small": lambda k, s: _build_vit(k, s, "vit-small"),
     "convnext-tiny": _build_convnext,
 }
 
