@@ -184,7 +184,7 @@ def dispatch(args: argparse.Namespace) -> int:
 def run_federated(args: argparse.Namespace) -> int:
     """``kdlib federated``: the federated study over its seeds, by the one runner (stored runs reused), then the
     rounds to target per seed and the paper's 60.6% judged over the seeds (``findings.federated_claims``)."""
-    from kdlib.fl import open_federated
+    from kdlib.fl.study import open_federated
     from kdlib.study.findings import federated_claims, verdict_table
 
     overrides = overrides_from_args(args)

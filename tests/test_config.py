@@ -43,15 +43,13 @@ def test_the_figure_caption_names_the_departures(tmp_path):
 
 
 def test_one_caption_function_serves_both_studies(tmp_path):
-    from kdlib.fl import caption as fl_caption
-    from kdlib.fl import open_federated
+    from kdlib.fl.study import open_federated
     from kdlib.notebook import figure_layout
     from kdlib.study.runner import open_study
 
-    assert fl_caption is figure_layout.caption
     fed = open_federated("smoke", device="cpu", results=str(tmp_path), dataset="digits", n_train=500, n_test=200,
                          progress=False)  # fmt: skip
-    text = fl_caption(fed, "target: 95%")
+    text = figure_layout.caption(fed, "target: 95%")
     assert text.startswith(f"{fed.dataset.description}, smoke scale: 500 train / 200 test images; ")
     assert text.endswith(f"{fed.cfg.num_clients} clients, {fed.cfg.model}, {fed.cfg.rounds} rounds x 1 local "
                          "epoch(s); 1 seed; target: 95%")  # fmt: skip

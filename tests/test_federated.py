@@ -16,25 +16,19 @@ from kdlib.core.models import build_model
 from kdlib.core.train import RunOptions, TrainConfig, predict_logits, seed_everything, train_supervised
 from kdlib.data.datasets import load_dataset
 from kdlib.errors import KDConfigError
-from kdlib.fl import (
-    FederatedConfig,
-    FederatedStudy,
-    KDRecipe,
-    aggregate_state_dicts,
+from kdlib.fl.analysis import (
     compare_with_paper,
-    distill_averaged,
-    federated_scale_config,
-    group_key,
-    open_federated,
     round_reduction,
     round_reduction_summary,
     rounds_to_target,
-    run_config,
-    sample_clients,
     scenario_target,
-    split_clients,
-    torch_threads,
 )
+from kdlib.fl.config import FederatedConfig, federated_scale_config
+from kdlib.fl.fedavg import aggregate_state_dicts, sample_clients
+from kdlib.fl.simulation import torch_threads
+from kdlib.fl.starts import KDRecipe, distill_averaged
+from kdlib.fl.study import FederatedStudy, group_key, open_federated, run_config
+from kdlib.fl.task import split_clients
 from kdlib.study.results import ResultsStore
 
 FAST = TrainConfig(epochs=3, batch_size=32, lr=0.05)
@@ -260,7 +254,7 @@ def test_a_run_claimed_by_another_process_is_left_to_it_then_run_here_once(tmp_p
     """Federated runs are made under the store's claim on their key, like the distillation study's: a claimed run
     is left to its claimant; once the claim ends without a record, the next ``run_all`` makes it; nothing twice."""
     import kdlib.fl.study as fl_study
-    from kdlib.fl import FLRun
+    from kdlib.fl.fedavg import FLRun
     from kdlib.study.parallel import run_claimed_batch
 
     simulated: list[list[tuple[str, str]]] = []

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 FEDERATED_SCRIPT = """
 import sys
-from kdlib.fl import FederatedConfig, FederatedStudy
+from kdlib.fl.config import FederatedConfig
+from kdlib.fl.study import FederatedStudy
 from kdlib.study.results import ResultsStore
 from kdlib.core.train import TrainConfig
 

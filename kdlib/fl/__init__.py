@@ -40,7 +40,6 @@ import importlib
 from typing import Any
 
 _HOMES: dict[str, str] = {
-    "caption": "kdlib.notebook.figure_layout",  # one caption function for both studies
     "ClientSplit": "kdlib.fl.task",
     "DataSpec": "kdlib.fl.task",
     "FLJob": "kdlib.fl.fedavg",
@@ -96,7 +95,6 @@ __all__ = [
     "FL_SCENARIOS",
     "KIND",
     "aggregate_state_dicts",
-    "caption",
     "client_app",
     "client_data",
     "compare_with_paper",

@@ -84,7 +84,7 @@ def setup(scale: str = "smoke", *, transfer: str | None = None, overrides: Any =
 def setup_federated(scale: str = "smoke", *, overrides: Any = None, **parameters: Any) -> Any:
     """Open notebook 07's federated study from its papermill parameters and print what it runs on (the
     ``FederatedStudy`` of :func:`kdlib.fl.open_federated`; ``overrides``: FederatedConfig fields, or their YAML)."""
-    from kdlib.fl import open_federated
+    from kdlib.fl.study import open_federated
     from kdlib.study.config import notebook_overrides
 
     fed = open_federated(scale, **parameters, **notebook_overrides(overrides))
