@@ -78,6 +78,7 @@ class FederatedStudy:
     num_cpus: int | None = None
     threads: int | None = 1
     verbose: bool = False
+    label: ClassVar[str] = "federated"
     batch_jobs: ClassVar[bool] = True
     """The runner's contract (``kdlib.study.parallel``): claimed jobs run together, one simulation per seed."""
     ray_tasks: ClassVar[bool] = False

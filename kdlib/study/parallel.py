@@ -65,6 +65,7 @@ class Runnable(Protocol):
 
     store: ResultsStore
     progress: bool
+    label: str
     batch_jobs: bool
     ray_tasks: bool
 
@@ -189,7 +190,7 @@ def _run_here(study: Runnable, jobs: Sequence[Job], force: bool) -> None:
     """In this process: the jobs one at a time, or all together for a study that batches them; a job another
     process is computing is left for the end, then waited for."""
     scale = getattr(getattr(study, "cfg", None), "scale", "")
-    bar = tqdm(total=len(jobs), desc=f"study ({scale})", disable=not study.progress)
+    bar = tqdm(total=len(jobs), desc=f"{study.label} ({scale})", disable=not study.progress)
     groups = [list(jobs)] if study.batch_jobs else [[job] for job in jobs]
     deferred: list[Job] = []
     for group in groups:

@@ -86,6 +86,7 @@ class Study:
     data_root: str | None = None
     _scenarios: dict[tuple[str, int], Scenario] = field(default_factory=dict)
     _datasets: dict[int, Dataset] = field(default_factory=dict)
+    label: ClassVar[str] = "study"
     batch_jobs: ClassVar[bool] = False
     """The runner's contract (``kdlib.study.parallel``): each claimed job runs on its own."""
     ray_tasks: ClassVar[bool] = True
