@@ -4,7 +4,7 @@ The paper's second claim (Alballa et al., arXiv 2402.14922): distilling the pre-
 one model and starting FedAvg from it needs far fewer communication rounds (60.6% fewer on average) than FedAvg
 from a random initialisation. Here every scenario splits a data set among ``num_clients`` clients (after holding
 out a stratified public split that no client gets); every client pre-trains a model on its own data; FedAvg then
-runs from four starts with the same clients, data, client sampling and budgets:
+runs from each registered start (``kdlib.fl.starts``) with the same clients, data, client sampling and budgets:
 
 - ``random``: a fresh model (the baseline every reduction is measured against);
 - ``one_client``: client 0's pre-trained model;
@@ -28,10 +28,12 @@ The target is ``FederatedConfig.target_accuracy`` if set, else ``target_relative
 random init within the budget (see ``FederatedConfig``). Seeded throughout (initialisations, client batches, client
 sampling); replies are aggregated in client order, so numbers do not depend on which Ray worker finished first.
 
-Layout, along Flower's app template: ``config`` (FederatedConfig, the starts, the scales), ``task`` (the data and
-its split among the clients), ``client_app`` (the ``ClientApp``), ``server_app`` (metered FedAvg, evaluation, one
-run), ``simulation`` (Ray and the Simulation Engine), ``starts`` (the KD-consolidated start), ``analysis`` (rounds
-to target, reductions) and ``study`` (``FederatedStudy``, ``open_federated``).
+Layout, along Flower's app template: ``config`` (FederatedConfig and its scales), ``task`` (the model's payload, the
+data and its split among the clients), ``client_app`` (the ``ClientApp``), ``server_app`` (the ``ServerApp``),
+``fedavg`` (metered FedAvg, evaluation, one run), ``simulation`` (Ray and the Simulation Engine), ``starts`` (the
+start registry: each start's label, role, key fields and build function), ``analysis`` (rounds to target,
+reductions) and ``study`` (``FederatedStudy``: jobs (scenario, start, seed) run by the study's one runner,
+``kdlib.study.parallel``; ``open_federated``).
 """
 
 from __future__ import annotations
