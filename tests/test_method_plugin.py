@@ -35,6 +35,16 @@ def soft_match(run: MethodRun) -> DistillOutcome:
 
 
 TOY = Method("soft_match", "soft matching (toy)", (), soft_match, settings={"t": 2.0})
+
+
+def self_distil(run: MethodRun) -> DistillOutcome:
+    """Born-again style self-distillation: the student learns from its own pre-trained copy (``run.pristine``)."""
+    teaching = TeacherSpec(run.pristine, 2.0, 0.5)
+    return run_standard(run.student, run.x, run.y, teaching, run.cfg.distill,
+                        RunOptions(run.device, run.progress, run.on_epoch_end))  # fmt: skip
+
+
+SELF = Method("self_distil", "self-distillation (toy)", (), self_distil, teacher="self")
 TINY = ["--dataset", "digits", "--set", "n_train=null", "--set", "n_test=null", "--set", "teacher_model=mlp",
         "--set", "student_model=mlp", "--set", 'pretrain={"epochs": 1}', "--set", 'distill={"epochs": 2}',
         "--set", "val_size=150", "--quiet"]  # fmt: skip
@@ -71,3 +81,20 @@ def test_a_method_from_outside_runs_everywhere_with_its_own_setting(isolated_fol
         labels += [t.get_text() for leg in fig.legends for t in leg.get_texts()]
         assert "soft matching (toy)" in labels
     assert "soft_match" not in scale_config("smoke").methods  # and it is gone again
+
+
+def test_a_self_distilling_method_records_its_own_teacher(isolated_folders, tmp_path: Path) -> None:
+    """``teacher_acc`` is the accuracy of the teacher the method learns from: for self-distillation, the student
+    before distillation, not the scenario's teacher."""
+    with registered(SELF), registered(TOY):
+        results = tmp_path / "results"
+        for method in ("self_distil", "soft_match"):
+            args = ["run", "--scenario", "disjoint", "--method", method, "--results", str(results), *TINY]
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                assert main(args) == 0
+        records = {r["config"]["method"]: r["metrics"] for r in ResultsStore.open("study", results).records()}
+    own, party = records["self_distil"], records["soft_match"]
+    assert own["teacher_acc"] == pytest.approx(own["acc_before"])
+    assert party["teacher_acc"] != pytest.approx(party["acc_before"])  # a disjoint teacher differs from the student
+    with pytest.raises(KDConfigError, match="teacher"):
+        Method("x", "x", (), self_distil, teacher="peer")

@@ -111,7 +111,10 @@ class Method:
     its best validation epoch (False for a method that trains on the validation split itself); ``settings``: the
     method's own parameters and their defaults (e.g. ``{"beta": 8.0}``), set per study with
     ``--set method_settings='{"name": {"beta": 2}}'``, read in the run function with ``run.setting("beta")``, and
-    part of the method's run key: a new method needs no field in ``StudyConfig``.
+    part of the method's run key: a new method needs no field in ``StudyConfig``. ``teacher``: whose predictions the
+    record's ``teacher_acc`` and teacher agreement are measured on: ``"party"`` (the scenario's pre-trained teacher,
+    the default, also for fine-tuning, whose record then shows the teacher it did not use) or ``"self"`` (a
+    self-distillation method: the student before distillation).
     """
 
     name: str
@@ -123,6 +126,7 @@ class Method:
     role: str = "untuned"
     selects_epoch: bool = True
     settings: Mapping[str, Any] = field(default_factory=dict)
+    teacher: str = "party"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -133,6 +137,8 @@ class Method:
             raise KDConfigError("method run", self.run, "a function of a MethodRun returning a DistillOutcome")
         if self.role not in METHOD_ROLES:
             raise KDConfigError("method role", self.role, f"one of {', '.join(METHOD_ROLES)}")
+        if self.teacher not in METHOD_TEACHERS:
+            raise KDConfigError("method teacher", self.teacher, f"one of {', '.join(METHOD_TEACHERS)}")
         if not isinstance(self.settings, Mapping) or not all(isinstance(k, str) for k in self.settings):
             raise KDConfigError("method settings", self.settings, "a mapping of parameter names to default values")
 
@@ -146,6 +152,7 @@ class Method:
 
 
 METHOD_ROLES = ("untuned", "tuned", "baseline", "reference")
+METHOD_TEACHERS = ("party", "self")
 
 _REGISTRY: dict[str, Method] = {}
 

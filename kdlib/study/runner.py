@@ -202,10 +202,11 @@ class Study:
         data = self.dataset_for(seed)
         idx = self.transfer_indices(scenario)
         x, y = data.x_train[idx], data.y_train[idx]
-        before = predict_logits(student, data.x_test, self.device)
-        teacher_test = predict_logits(teacher, data.x_test, self.device)
-        pristine = copy.deepcopy(student)
         entry = get_method(method)
+        before = predict_logits(student, data.x_test, self.device)
+        # the record's teacher is the one the method learns from: a self-distilling method's is the student before
+        teacher_test = before if entry.teacher == "self" else predict_logits(teacher, data.x_test, self.device)
+        pristine = copy.deepcopy(student)
         selection = self.epoch_selection(student, scenario, data, entry.selects_epoch)
         val_before = selection.score() if selection is not None else None
 
