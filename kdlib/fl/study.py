@@ -98,9 +98,10 @@ class FederatedStudy:
             return self
         if seed not in self._per_seed:
             self._per_seed[seed] = FederatedStudy(
-                self.cfg.replace(seed=seed, seeds=1), self.store, self.device, self.progress, self.data_root,
-                self.cache_dir, self.num_cpus, self.threads, self.verbose,
-            )  # fmt: skip
+                self.cfg.replace(seed=seed, seeds=1), self.store, device=self.device, progress=self.progress,
+                data_root=self.data_root, cache_dir=self.cache_dir, num_cpus=self.num_cpus, threads=self.threads,
+                verbose=self.verbose,
+            )
         return self._per_seed[seed]
 
     @functools.cached_property
