@@ -1,7 +1,8 @@
-"""kdlib's command line: pre-train parties, run one KD method or the whole study, or execute the notebooks.
+"""kdlib's command line: pre-train parties, run one KD method or the whole study, execute the notebooks, or merge
+into a store the runs that another machine stored.
 
-Every command takes --scale smoke|full|paper and --set FIELD=VALUE for any config field; `kdlib COMMAND --help`
-lists its options."""
+Every command but merge takes --scale smoke|full|paper and --set FIELD=VALUE for any config field;
+`kdlib COMMAND --help` lists its options."""
 
 from __future__ import annotations
 
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="notebooks at once, each after those it reads (default: one per core, at most 4)")
     p.add_argument("--gallery", action="store_true",
                    help="write the figures to the committed gallery figures/ (default: runs/figures/, ignored by git)")
+    p = sub.add_parser("merge", help="add another store's runs (made on a GPU machine, say) not done here")
+    p.add_argument("source", help="the other store's .jsonl file")
+    p.add_argument("--results", default=None, help="the results folder to add them to (default: results/)")
+    p.add_argument("--store", default="study", help="the store's name in that folder (default: study)")
     return parser
 
 
@@ -131,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "merge":
+        return run_merge(args)
     check_output_folders(args)
     if args.command == "reproduce":
         from kdlib.notebook.reproduce import Execution, reproduce
@@ -200,6 +207,18 @@ def run_federated(args: argparse.Namespace) -> int:
     for (claim, _), row in table.iterrows():
         print(f"- {claim}: {row['verdict']} (n = {row['n']}, {args.scale} scale; {row['effect']}; ratio "
               f"{row['ratio of means']}; paper {row['paper']})")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """``kdlib merge``: the other store's runs whose keys are not done here are appended, with their own provenance."""
+    from pathlib import Path
+
+    from kdlib.study.results import ResultsStore
+
+    target = ResultsStore.open(args.store, args.results)
+    added, skipped = target.merge(ResultsStore(Path(args.source)))
+    print(f"{added} run(s) added to {target.path}; {skipped} skipped (done there already)")
     return 0
 
 

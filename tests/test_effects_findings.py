@@ -223,3 +223,15 @@ def test_provenance_shows_commits_and_keys_rerun_by_other_code() -> None:
     assert set(table["commit"]) == {"1" * 12, "2" * 12}
     assert table.set_index("commit").loc["2" * 12, "dirty"]
     assert table["keys made by several commits"].tolist() == [1, 1]
+
+
+def test_provenance_says_where_each_record_ran() -> None:
+    env = {"git": "1" * 40, "dirty": False}
+    records = [
+        {"key": "a", "env": {**env, "torch": "2.13.0+cpu"}},  # before records named their device: a CPU-only torch
+        {"key": "b", "env": {**env, "torch": "2.11.0+cu130"}},  # could have run on either
+        {"key": "c", "env": {**env, "torch": "2.11.0+cu130"}, "device": "cuda"},
+        {"key": "d", "env": {**env, "torch": "2.13.0+cpu"}, "device": "cpu"},
+    ]
+    table = provenance(records).set_index("device")
+    assert table["records"].to_dict() == {"cpu": 2, "cuda": 1, "unknown": 1}

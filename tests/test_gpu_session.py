@@ -1,5 +1,5 @@
-"""The one-command GPU session script, run end to end on the CPU at a tiny size: a broken script would waste a
-GPU lease, which is short and rare."""
+"""The one-command GPU session scripts (benchmarks/gpu_session.sh, figures/full/run_device.sh), run end to end on
+the CPU at a tiny size: a broken script would waste a GPU lease, which is short and rare."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kdlib.paths import PROJECT_ROOT
 from kdlib.study.methods import method_names
+from kdlib.study.results import ResultsStore
 
 
 def test_the_gpu_session_script_stores_and_packs_everything_it_runs(tmp_path: Path) -> None:
@@ -60,3 +61,50 @@ def test_the_gpu_session_script_stores_and_packs_everything_it_runs(tmp_path: Pa
         names = tar.getnames()
     checkpoints = [n for n in names if n.startswith("cache/parties/") and n.endswith(".safetensors")]
     assert len(checkpoints) >= 4  # teacher and student of both scenarios
+
+
+TINY_SETS = (  # the smoke scale cut to its plumbing: one scenario, 600 images, one epoch, a 2-point grid
+    "--set n_train=600 --set n_test=200 --set val_size=100 --set scenarios=iid --set grid_temperatures=1,4 "
+    '--set grid_alphas=0.5 --set pretrain={"epochs":1} --set distill={"epochs":1}'
+)
+
+
+def test_the_device_script_runs_every_part_and_its_store_merges_back(tmp_path: Path) -> None:
+    share, out, work = tmp_path / "share", tmp_path / "out", tmp_path / "work"
+    script = ["bash", "figures/full/run_device.sh"]
+    settings = {"SHARE": str(share), "WORK": str(work), "SCALE": "smoke", "SETS": TINY_SETS,
+                "MAIN": "0", "PUBLIC": "0", "VIT": "0", "STORE_FROM": str(tmp_path / "none.jsonl")}  # fmt: skip
+    env = {**os.environ, **settings}
+    missing = subprocess.run(script, cwd=PROJECT_ROOT, env={**env, "OUT": str(out)}, capture_output=True, text=True)
+    assert missing.returncode == 2 and "run_device.sh prepare" in missing.stdout  # no share copied yet
+    prepared = subprocess.run([*script, "prepare"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    assert prepared.returncode == 0, prepared.stderr
+    assert (share / "cifar10-jpeg.tar.gz").is_file() and sorted(share.glob("pretrained/resnet56-*.th"))
+
+    done = subprocess.run(script, cwd=PROJECT_ROOT, env={**env, "OUT": str(out)}, capture_output=True, text=True,
+                          timeout=1500)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = (out / "summary.txt").read_text()
+    for part in ("main", "public", "vit"):
+        assert f"{part} seed 0: exit 0" in summary, summary
+    records = ResultsStore(out / "study.jsonl").records()
+    assert f"{len(records)} runs added" in summary
+    kinds = {(r["config"]["teacher_model"], r["config"]["student_model"], r["config"]["transfer"]) for r in records}
+    smoke = {(r["config"]["teacher_model"], r["config"]["student_model"]) for r in records
+             if r["config"]["transfer"] == "union"}  # fmt: skip
+    (teacher, student), = smoke  # the main part's pair, whose union rows ran after its main study
+    assert kinds == {(teacher, student, "student"), (teacher, student, "union"),
+                     ("published:resnet56", student, "student"), (teacher, "vit-small", "student")}  # fmt: skip
+    per_part = len(method_names())
+    assert sum(r["config"]["transfer"] == "student" for r in records) == 3 * per_part
+    assert (out / "logs.tgz").is_file()
+
+    here = ResultsStore.open("study", tmp_path / "here")
+    assert here.merge(ResultsStore(out / "study.jsonl")) == (len(records), 0)
+
+    late_env = {**env, "OUT": str(tmp_path / "late"), "LIMIT_S": "0", "STORE_FROM": str(out / "study.jsonl")}
+    late = subprocess.run(script, cwd=PROJECT_ROOT, env=late_env, capture_output=True, text=True, timeout=600)
+    assert late.returncode == 0, late.stderr
+    assert "main seed 0: not started (time limit reached)" in late.stdout
+    assert "0 runs added" in late.stdout
+    assert (tmp_path / "late" / "study.jsonl").read_bytes() == (out / "study.jsonl").read_bytes()

@@ -142,7 +142,7 @@ def _choices(tmp_path: Path, scramble_test: bool | str) -> dict[str, tuple]:
         beyond_accuracy = {"ece_before", "ece_after", "nll_after", "agreement_after", "params", "size_bytes",
                            "latency_b1_ms", "latency_b64_ms", "val_gain", "chosen_epoch"}  # fmt: skip
         assert beyond_accuracy <= set(m) and sum(record["reliability"]["after"]["count"]) == len(data.y_test)
-        assert record["env"]["git"] and isinstance(record["env"]["dirty"], bool)
+        assert record["env"]["git"] and isinstance(record["env"]["dirty"], bool) and record["device"] == "cpu"
         out[method] = (m["chosen_epoch"], m.get("best_temperature"), m.get("best_alpha"))
     return out
 

@@ -283,3 +283,48 @@ def test_atomic_write_bytes_replaces_the_whole_file(tmp_path: Path) -> None:
     atomic_write_bytes(target, b"short")
     assert target.read_bytes() == b"short"
     assert os.listdir(target.parent) == ["data.bin"]
+
+
+# --------------------------------------------------------------------------------------------- merge
+
+
+def test_merge_adds_only_the_keys_not_done_here_and_keeps_their_provenance(tmp_path: Path) -> None:
+    here = ResultsStore.open("study", tmp_path / "here")
+    there = ResultsStore.open("study", tmp_path / "there")
+    config_c = {**CONFIG_A, "scenario": "disjoint"}
+    here.append("distill", CONFIG_A, {"acc_before": 0.5, "acc_after": 0.6, "gain": 0.1})
+    here.append("distill", CONFIG_B, {"acc_before": 0.5, "acc_after": math.nan, "gain": math.nan})  # not done
+    there.append("distill", CONFIG_A, {"acc_before": 0.5, "acc_after": 0.9, "gain": 0.4})  # done here already
+    there.append("distill", CONFIG_B, {"acc_before": 0.5, "acc_after": 0.7, "gain": 0.2})
+    there.append("distill", config_c, {"acc_before": 0.4, "acc_after": 0.5, "gain": 0.1})
+    there.append("distill", config_c, {"acc_before": 0.4, "acc_after": 0.55, "gain": 0.15})  # its latest record
+    made_there = {r["key"]: r for r in there.records()}
+
+    assert here.merge(there) == (2, 1)
+    records = here.records()
+    assert len(records) == 4
+    assert here.get(run_key("distill", CONFIG_A))["metrics"]["acc_after"] == 0.6  # never overwritten
+    assert here.get(run_key("distill", CONFIG_B)) == made_there[run_key("distill", CONFIG_B)]  # time, env, commit kept
+    assert here.get(run_key("distill", config_c))["metrics"]["acc_after"] == 0.55
+    assert here.merge(there) == (0, 3)  # a second merge adds nothing
+    assert len(here.records()) == 4
+
+
+def test_merge_refuses_a_missing_file_and_the_store_itself(tmp_path: Path, store: ResultsStore) -> None:
+    with pytest.raises(FileNotFoundError, match="jsonl"):
+        store.merge(ResultsStore(tmp_path / "nowhere.jsonl"))
+    store.append("distill", CONFIG_A, {"acc_before": 0.5, "acc_after": 0.6, "gain": 0.1})
+    with pytest.raises(ValueError, match="another store"):
+        store.merge(ResultsStore(store.path))
+
+
+def test_the_merge_command_reports_what_it_added(tmp_path: Path) -> None:
+    there = ResultsStore.open("study", tmp_path / "there")
+    there.append("distill", CONFIG_A, {"acc_before": 0.5, "acc_after": 0.6, "gain": 0.1})
+    command = [sys.executable, "-m", "kdlib", "merge", str(there.path), "--results", str(tmp_path / "here")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "1 run(s) added" in done.stdout
+    assert ResultsStore(tmp_path / "here" / "study.jsonl").has(run_key("distill", CONFIG_A))
+    missing = subprocess.run([*command[:4], str(tmp_path / "no.jsonl")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: No results file")

@@ -65,3 +65,4 @@ def test_a_killed_federated_run_resumes_from_its_stored_runs(tmp_path: Path) -> 
     assert store.records()[: len(records_before)] == records_before, "records stored before the kill changed"
     runs = [(r["config"]["scenario"], r["config"]["start"]) for r in store.records()]
     assert len(runs) == len(set(runs)) == 6, "a run is missing or stored twice"
+    assert {r["device"] for r in store.records()} == {"cpu"}  # where each ran, for the provenance table

@@ -7,6 +7,7 @@
 #
 # KDLIB_CACHE (default cache/) keeps the pre-trained parties; KDLIB_WORKERS (default 2) the runs at once.
 # MAIN_SETS adds --set options to the main study; UNION=0 leaves out the union rows (run_public_teacher.sh uses both).
+# SCALE (default full) and SETS (--set options for both) exist for the scripts' own test at a tiny size.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 first=${1:-0}
@@ -15,10 +16,11 @@ export KDLIB_RESULTS=${KDLIB_RESULTS:-figures/full} KDLIB_WORKERS=${KDLIB_WORKER
 for seed in $(seq "$first" "$last"); do
     echo "== seed $seed: main study $(date -u +%H:%M:%S)"
     # shellcheck disable=SC2086
-    python -m kdlib study --scale full --quiet --seed "$seed" --set seeds=1 ${MAIN_SETS:-}
+    python -m kdlib study --scale "${SCALE:-full}" --quiet --seed "$seed" --set seeds=1 ${MAIN_SETS:-} ${SETS:-}
     [ "${UNION:-1}" = 1 ] || continue
     echo "== seed $seed: union reference rows $(date -u +%H:%M:%S)"
-    python -m kdlib study --scale full --quiet --seed "$seed" --set seeds=1 --set transfer=union \
-        --set methods=finetune,dp,dp_shared
+    # shellcheck disable=SC2086
+    python -m kdlib study --scale "${SCALE:-full}" --quiet --seed "$seed" --set seeds=1 --set transfer=union \
+        --set methods=finetune,dp,dp_shared ${SETS:-}
 done
 echo "== done $(date -u +%H:%M:%S)"

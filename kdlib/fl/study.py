@@ -21,7 +21,7 @@ from kdlib.core.checkpoints import config_key
 from kdlib.core.metrics import accuracy
 from kdlib.core.models import build_model
 from kdlib.core.progress import tqdm
-from kdlib.core.train import RunOptions, TrainConfig, predict_logits, seed_everything, train_supervised
+from kdlib.core.train import RunOptions, TrainConfig, predict_logits, resolve_device, seed_everything, train_supervised
 from kdlib.data.datasets import Dataset
 from kdlib.fl.analysis import round_reduction_summary, target_metrics
 from kdlib.fl.config import KIND, FederatedConfig, federated_scale_config
@@ -259,6 +259,7 @@ class FederatedStudy:
             curves=curve,
             kd_history=start.extra.get("kd_history"),
             wall_s=round(run.wall_s + start.wall_s, 3),
+            device=resolve_device(self.device).type,
             description=self.dataset.description,
         )
 

@@ -194,24 +194,33 @@ def verdict_table(checks: Sequence[ClaimCheck]) -> pd.DataFrame:
     return pd.DataFrame([c.row() for c in apply_holm(checks)]).set_index(["claim", "comparator"])
 
 
+def record_device(record: dict) -> str:
+    """Where a record ran: its ``device`` ("cpu", "cuda"); a record from before that field ran on the CPU when its
+    torch was a CPU-only build, else "unknown"."""
+    if record.get("device"):
+        return str(record["device"])
+    return "cpu" if str(record.get("env", {}).get("torch", "")).endswith("+cpu") else "unknown"
+
+
 def provenance(records: Sequence[dict]) -> pd.DataFrame:
-    """Which code made the records: one row per (commit, dirty) with its record count, and the keys whose records
-    were made by more than one commit (a rerun by changed code is visible as such)."""
+    """Which code made the records, and where: one row per (commit, dirty, device) with its record count, and the keys
+    whose records were made by more than one commit (a rerun by changed code is visible as such)."""
     rows = pd.DataFrame(
         [
             {
                 "key": r["key"],
                 "commit": str(r.get("env", {}).get("git", ""))[:12] or "unknown",
                 "dirty": r.get("env", {}).get("dirty", "unknown"),
+                "device": record_device(r),
             }
             for r in records
         ]  # fmt: skip
     )
     if rows.empty:
-        return pd.DataFrame(columns=["commit", "dirty", "records", "keys made by several commits"])
+        return pd.DataFrame(columns=["commit", "dirty", "device", "records", "keys made by several commits"])
     mixed = rows.groupby("key")["commit"].nunique()
     mixed_keys = set(mixed[mixed > 1].index)
-    table = rows.groupby(["commit", "dirty"]).agg(records=("key", "size")).reset_index()
+    table = rows.groupby(["commit", "dirty", "device"]).agg(records=("key", "size")).reset_index()
     table["keys made by several commits"] = [
         int(rows[(rows["commit"] == c) & rows["key"].isin(mixed_keys)]["key"].nunique()) for c in table["commit"]
     ]

@@ -239,19 +239,40 @@ class ResultsStore:
             "env": environment_info(),
             **extra,
         }
-        line = strict_json(record).encode() + b"\n"
         with self._locked() as handle:
-            _mend_tail(handle, self.path.with_name(self.path.name + ".cut"))
-            end = handle.seek(0, os.SEEK_END)
-            try:
-                with writing(self.path):
-                    handle.write(line)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            except DiskFullError:
-                handle.truncate(end)  # no partial record: the store ends where it ended
-                raise
+            self._write(handle, [record])
         return record
+
+    def merge(self, source: ResultsStore) -> tuple[int, int]:
+        """Add the runs of another store (a copy that ran elsewhere, e.g. on a lent GPU machine): for each key that is
+        not done here, the latest done record of ``source``, in ``source``'s order. Records keep their own time, env
+        and commit, so where and by which code each was made stays visible. Returns (added, skipped: done here)."""
+        if source.path.resolve() == self.path.resolve():
+            raise KDConfigError("source", str(source.path), "another store's file, not this store's own")
+        if not source.path.is_file():
+            raise FileNotFoundError(f"No results file at {source.path}: pass the .jsonl file the other run wrote.")
+        latest = {r["key"]: r for r in source.records() if not not_finite_metrics(r)}
+        with self._locked() as handle:
+            done = {r["key"] for r in self.records() if not not_finite_metrics(r)}
+            new = [r for key, r in latest.items() if key not in done]
+            self._write(handle, new)
+        return len(new), len(latest) - len(new)
+
+    def _write(self, handle: Any, records: list[dict[str, Any]]) -> None:
+        """Append records to the locked store in one fsynced write; on a full disk nothing of them is kept."""
+        if not records:
+            return
+        data = b"".join(strict_json(record).encode() + b"\n" for record in records)
+        _mend_tail(handle, self.path.with_name(self.path.name + ".cut"))
+        end = handle.seek(0, os.SEEK_END)
+        try:
+            with writing(self.path):
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except DiskFullError:
+            handle.truncate(end)  # no partial record: the store ends where it ended
+            raise
 
     def frame(self, kind: str | None = None):
         """The records as a pandas DataFrame: config and metrics flattened into columns."""

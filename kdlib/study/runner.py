@@ -250,6 +250,7 @@ class Study:
                 "after": reliability_bins(after, data.y_test),
             },
             wall_s=round(time.perf_counter() - started, 3),
+            device=resolve_device(self.device).type,
             description=data.description,
         )
 
