@@ -70,3 +70,15 @@ def test_kdlib_federated_runs_seeds_and_judges_the_claim_over_them(tmp_path) -> 
     assert "fewer FedAvg rounds from a KD start (kd_avg)" in done.stdout and "(n = 2, smoke scale" in done.stdout
     records = ResultsStore.open("study", tmp_path / "results").records()
     assert {r["config"]["seed"] for r in records} == {0, 1}
+
+
+def test_the_findings_script_refuses_while_too_few_seeds_are_complete(tmp_path: Path) -> None:
+    from kdlib.study.findings import MIN_SEEDS_TO_QUOTE
+
+    env = {**os.environ, "KDLIB_RESULTS": str(tmp_path / "results"), "KDLIB_FIGURES": str(tmp_path / "figures")}
+    done = subprocess.run(["bash", "figures/full/write_findings.sh"], cwd=Path(__file__).parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1
+    assert "0 seed(s) of the full study are complete" in done.stdout
+    assert f"quoted from {MIN_SEEDS_TO_QUOTE}" in done.stdout
+    assert not (tmp_path / "figures").exists()  # nothing written

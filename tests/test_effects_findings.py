@@ -5,6 +5,7 @@ ratios, averaged bounds, a near-zero denominator with a narrow interval, a compa
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,12 +24,16 @@ from kdlib.study.effects import (
 )
 from kdlib.study.findings import (
     BEST_BY_VALIDATION,
+    BLOCK_BEGIN,
+    BLOCK_END,
+    MIN_SEEDS_TO_QUOTE,
     PAPER_FL_ROUND_REDUCTION,
     apply_holm,
     best_untuned_by_validation,
     federated_claims,
     improvement_table,
     provenance,
+    save_verdicts,
     tuning_claims,
     verdict_table,
 )
@@ -235,3 +240,44 @@ def test_provenance_says_where_each_record_ran() -> None:
     ]
     table = provenance(records).set_index("device")
     assert table["records"].to_dict() == {"cpu": 2, "cuda": 1, "unknown": 1}
+
+
+def verdict_rows(n: int) -> pd.DataFrame:
+    rows = [{"claim": "tuning, IID", "comparator": "standard KD", "effect": "+1.0 [0.2, 1.8] points", "n": n,
+             "verdict": "smaller than the paper's value"},
+            {"claim": "FL rounds", "comparator": "FedAvg from scratch", "effect": "-5 [-9, -1] rounds", "n": 5,
+             "verdict": "consistent with the paper"}]  # fmt: skip
+    return pd.DataFrame(rows).set_index(["claim", "comparator"])
+
+
+def test_verdicts_go_into_the_readme_block_only_from_enough_seeds(isolated_folders: dict[str, Path]) -> None:
+    figures = isolated_folders["figures"]
+    figures.mkdir()
+    readme = figures / "README.md"
+    before, after = "# The study\n\nProtocol text.\n\n", "\n\nText after the block.\n"
+    readme.write_text(f"{before}{BLOCK_BEGIN}\nold table\n{BLOCK_END}{after}")
+    sources = pd.DataFrame([{"commit": "abc", "dirty": False, "device": "cpu", "records": 10,
+                             "keys made by several commits": 0}])  # fmt: skip
+
+    path = save_verdicts(verdict_rows(MIN_SEEDS_TO_QUOTE - 1), "full scale", sources=sources)
+    assert path == figures / "verdicts.md" and "| tuning, IID | standard KD |" in path.read_text()
+    assert "| abc | False | cpu | 10 | 0 |" in path.read_text()  # which code made the records, and where
+    text = readme.read_text()
+    assert text.startswith(before) and text.endswith(after) and "old table" not in text
+    assert f"fewest seeds behind a claim is {MIN_SEEDS_TO_QUOTE - 1}" in text and "tuning, IID" not in text
+
+    save_verdicts(verdict_rows(MIN_SEEDS_TO_QUOTE), "full scale", sources=sources)
+    text = readme.read_text()
+    assert text.startswith(before) and text.endswith(after) and "No verdict" not in text
+    assert text.count(BLOCK_BEGIN) == text.count(BLOCK_END) == 1
+    block = text.split(BLOCK_BEGIN)[1].split(BLOCK_END)[0]
+    assert "full scale" in block and "| FL rounds | FedAvg from scratch |" in block and "| abc |" in block
+
+
+def test_a_readme_without_the_block_is_left_as_it_is(isolated_folders: dict[str, Path]) -> None:
+    figures = isolated_folders["figures"]
+    figures.mkdir()
+    (figures / "README.md").write_text("# Smoke gallery\n")
+    save_verdicts(verdict_rows(MIN_SEEDS_TO_QUOTE), "smoke scale")
+    assert (figures / "README.md").read_text() == "# Smoke gallery\n"
+    assert "smoke scale" in (figures / "verdicts.md").read_text()

@@ -50,6 +50,26 @@ def test_a_run_key_holds_its_own_seed_and_not_the_seed_count(tmp_path: Path) -> 
         run_config(one, "iid", "standard", seed=-1)
 
 
+def test_complete_seeds_counts_whole_seeds_from_the_first(tmp_path: Path) -> None:
+    study = tiny_study(tmp_path, seeds=3)
+    done = {"acc_before": 0.5, "acc_after": 0.6, "gain": 0.1}
+
+    def store(job: tuple[str, str, int], metrics: dict) -> None:
+        scenario, method, seed = job
+        study.store.append("distill", run_config(study.cfg, scenario, method, seed=seed), metrics)
+
+    assert study.complete_seeds() == 0
+    for job in study.jobs():
+        if job[2] != 1 or job[1] != "standard":  # seed 1 lacks one run; seeds 0 and 2 are whole
+            store(job, done)
+    assert study.complete_seeds() == 1  # seed 2 is whole but follows a gap: a notebook reads seeds 0, 1, ...
+    store(("iid", "standard", 1), {**done, "gain": float("nan")})  # a NaN record is not done
+    with pytest.warns(UserWarning, match="non-finite gain"):
+        assert study.complete_seeds() == 1
+    store(("iid", "standard", 1), done)
+    assert study.complete_seeds() == 3
+
+
 def test_seeds_must_be_a_positive_count() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(KDConfigError, match="seeds"):

@@ -235,11 +235,40 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
 
 
-def save_verdicts(table: pd.DataFrame, context: str, name: str = "verdicts") -> Path:
-    """Write the verdict table, with the line that says where it comes from, as ``<figures>/<name>.md``."""
+MIN_SEEDS_TO_QUOTE = 5
+"""A verdict table goes into a figures folder's README only when every claim has at least this many seeds."""
+BLOCK_BEGIN, BLOCK_END = "<!-- verdicts: written by notebooks/08_findings.ipynb -->", "<!-- /verdicts -->"
+
+
+def save_verdicts(
+    table: pd.DataFrame, context: str, name: str = "verdicts", sources: pd.DataFrame | None = None
+) -> Path:
+    """Write the verdict table, with the line that says where it comes from (and ``sources``, the provenance table),
+    as ``<figures>/<name>.md``. Where ``<figures>/README.md`` holds the verdict block's markers, the block between them
+    is rewritten too (``readme_block``)."""
     from kdlib.paths import figures_dir
 
+    body = f"{context}\n\n{markdown_table(table)}"
+    if sources is not None:
+        body += f"\nMade by (commit, dirty tree, device):\n\n{markdown_table(sources.set_index('commit'))}"
     path = figures_dir() / f"{name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# Verdicts ({context})\n\nWritten by notebooks/08_findings.ipynb.\n\n{markdown_table(table)}")
+    path.write_text(f"# Verdicts\n\nWritten by notebooks/08_findings.ipynb: {body}")
+    readme = path.parent / "README.md"
+    if readme.is_file():
+        text = readme.read_text()
+        if BLOCK_BEGIN in text and BLOCK_END in text:
+            readme.write_text(readme_block(text, table, body))
     return path
+
+
+def readme_block(text: str, table: pd.DataFrame, body: str) -> str:
+    """``text`` with its verdict block (between ``BLOCK_BEGIN`` and ``BLOCK_END``) replaced by ``body``, or, while a
+    claim has fewer than ``MIN_SEEDS_TO_QUOTE`` seeds, by a line that says no verdict is quoted yet and why."""
+    head, rest = text.split(BLOCK_BEGIN, 1)
+    _, tail = rest.split(BLOCK_END, 1)
+    fewest = int(pd.to_numeric(table["n"]).min()) if len(table) else 0
+    if fewest < MIN_SEEDS_TO_QUOTE:
+        body = (f"No verdict is quoted yet: the fewest seeds behind a claim is {fewest}, and this project quotes "
+                f"verdicts from {MIN_SEEDS_TO_QUOTE} seeds on (08_findings writes the table here then).")  # fmt: skip
+    return f"{head}{BLOCK_BEGIN}\n{body.strip()}\n{BLOCK_END}{tail}"
