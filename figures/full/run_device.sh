@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full study's remaining work on a lent GPU machine, in one call of the device tool: the main study's seeds
-# (with their union rows), the public-teacher scenario and the ViT pair, one `kdlib study` process per part and seed,
+# (with their union rows), the public-teacher scenario and the ViT pair, `kdlib study` processes for each part and seed,
 # all at once on the one GPU, under one time limit. Every run it finishes is stored (the store is append-only, so a
 # process stopped by the limit loses only the run in flight); runs already in figures/full/study.jsonl are skipped.
 #
@@ -11,11 +11,13 @@
 # 3. Here: add its runs to the store (keys done here already are skipped; each record keeps its env and commit):
 #        python -m kdlib merge <files_at>/study.jsonl --results figures/full
 #
-# MAIN, PUBLIC, VIT: the seeds of each part (empty: none); LIMIT_S (default 480) the time limit of every process,
-# counted from the start (a part not started by then is left out); SHARE (default .devshare); STORE_FROM (default
-# figures/full/study.jsonl) the store it continues. SCALE and SETS are passed to the part scripts (for this script's
-# test at a tiny size). Each process picks CUDA where there is one (--device auto). Flower's simulation needs Ray,
-# which does not fit the call's 64 MiB, so the federated study is not run here.
+# MAIN, PUBLIC, VIT: the seeds of each part (empty: none). PER_SEED (default 1): processes per part and seed, which
+# share its runs (a seed of the main study is 50 runs, run one by one in a process; the machine has 16 cores, and the
+# H100 lease of 2026-11-26 took about 30 s per run in each of 5 processes). LIMIT_S (default 480): the time limit of
+# every process, counted from the start (a part not started by then is left out). SHARE (default .devshare).
+# STORE_FROM (default figures/full/study.jsonl): the store it continues. SCALE and SETS are passed to the part
+# scripts (for this script's test at a tiny size). Each process picks CUDA where there is one (--device auto).
+# Flower's simulation needs Ray, which does not fit the call's 64 MiB, so the federated study is not run here.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 SHARE=${SHARE:-.devshare}
@@ -31,6 +33,7 @@ MAIN=${MAIN-"2 3 4 5 6 7 8 9"}
 PUBLIC=${PUBLIC-"0 1 2 3 4"}
 VIT=${VIT-"0 1 2 3 4"}
 LIMIT_S=${LIMIT_S:-480}
+PER_SEED=${PER_SEED:-1}
 WORK=${WORK:-/tmp/kdlib-device}
 STORE_FROM=${STORE_FROM:-figures/full/study.jsonl}
 share=$(cd "$SHARE" && pwd) || { echo "no $SHARE: run 'bash figures/full/run_device.sh prepare' here first"; exit 2; }
@@ -52,15 +55,18 @@ started=$(date +%s)
     echo "data ready after $(($(date +%s) - started)) s"
 } >"$OUT/summary.txt" 2>&1
 
-part() {  # $1 label, $2 script, $3 seed: one process, stopped at the limit
+part() {  # $1 label, $2 script, $3 seed, $4 process number: one process, stopped at the limit
     local left=$((LIMIT_S - ($(date +%s) - started)))
     if [ "$left" -le 0 ]; then echo "$1 seed $3: not started (time limit reached)" >>"$OUT/summary.txt"; return; fi
-    timeout "$left" bash "figures/full/$2" "$3" "$3" >"$WORK/logs/$1-$3.log" 2>&1
+    timeout "$left" bash "figures/full/$2" "$3" "$3" >"$WORK/logs/$1-$3-$4.log" 2>&1
     echo "$1 seed $3: exit $? after $(($(date +%s) - started)) s" >>"$OUT/summary.txt"
 }
-for seed in $MAIN; do part main run_study.sh "$seed" & done
-for seed in $PUBLIC; do part public run_public_teacher.sh "$seed" & done
-for seed in $VIT; do part vit run_vit_pair.sh "$seed" & done
+# PER_SEED processes share each part's seed: the store's per-key claims give each of them other runs
+for n in $(seq "$PER_SEED"); do
+    for seed in $MAIN; do part main run_study.sh "$seed" "$n" & done
+    for seed in $PUBLIC; do part public run_public_teacher.sh "$seed" "$n" & done
+    for seed in $VIT; do part vit run_vit_pair.sh "$seed" "$n" & done
+done
 wait
 touch "$WORK/store/study.jsonl"
 cp "$WORK/store/study.jsonl" "$OUT/study.jsonl"
