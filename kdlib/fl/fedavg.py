@@ -103,7 +103,14 @@ class FLRun:
     wall_s: float
 
 
-def discover_clients(grid: Grid, num_clients: int | None = None, timeout_s: float = 120.0) -> dict[int, int]:
+DISCOVERY_TIMEOUT_S = 300.0
+"""How long client discovery waits for the clients' replies: a simulation's clients start as Ray workers that import
+torch, which took over 120 s on this project's 2-core CPU with the test suite and a study beside it."""
+
+
+def discover_clients(
+    grid: Grid, num_clients: int | None = None, timeout_s: float = DISCOVERY_TIMEOUT_S
+) -> dict[int, int]:
     """Ask every node for its partition id: ``{partition id: node id}``, partition ids 0 .. n-1 once each.
 
     ``num_clients`` None: as many clients as the nodes say the federation has (their ``num-partitions``, which
@@ -122,7 +129,10 @@ def discover_clients(grid: Grid, num_clients: int | None = None, timeout_s: floa
     _wait_for_nodes(grid, num_clients, deadline)
     replies = _ask_all(grid, timeout_s)
     if len(replies) != num_clients:
-        raise RuntimeError(f"client discovery failed: {len(replies)} replies from {num_clients} clients")
+        raise RuntimeError(
+            f"client discovery failed: {len(replies)} replies from {num_clients} clients within {timeout_s:.0f} s"
+            " (clients that never started, or a machine too loaded for them to start in time)"
+        )
     nodes = {int(m.content["info"]["partition-id"]): m.metadata.src_node_id for m in replies}
     if sorted(nodes) != list(range(num_clients)):
         raise RuntimeError(
