@@ -1,5 +1,6 @@
-"""The one-command GPU session scripts (benchmarks/gpu_session.sh, figures/full/run_device.sh), run end to end on
-the CPU at a tiny size: a broken script would waste a GPU lease, which is short and rare."""
+"""The study's scripts: the one-command GPU sessions (benchmarks/gpu_session.sh, figures/full/run_device.sh), run end
+to end on the CPU at a tiny size, since a broken script would waste a GPU lease, which is short and rare; and the
+CPU queue's order (figures/full/run_queue.sh)."""
 
 from __future__ import annotations
 
@@ -72,8 +73,8 @@ TINY_SETS = (  # the smoke scale cut to its plumbing: one scenario, 600 images, 
 def test_the_device_script_runs_every_part_and_its_store_merges_back(tmp_path: Path) -> None:
     share, out, work = tmp_path / "share", tmp_path / "out", tmp_path / "work"
     script = ["bash", "figures/full/run_device.sh"]
-    settings = {"SHARE": str(share), "WORK": str(work), "SCALE": "smoke", "SETS": TINY_SETS,
-                "MAIN": "0", "PUBLIC": "0", "VIT": "0", "PER_SEED": "2", "STORE_FROM": str(tmp_path / "none.jsonl")}  # fmt: skip
+    settings = {"SHARE": str(share), "WORK": str(work), "SCALE": "smoke", "SETS": TINY_SETS, "PER_SEED": "2",
+                "MAIN": "0", "PUBLIC": "0", "VIT": "0", "STORE_FROM": str(tmp_path / "none.jsonl")}  # fmt: skip
     env = {**os.environ, **settings}
     missing = subprocess.run(script, cwd=PROJECT_ROOT, env={**env, "OUT": str(out)}, capture_output=True, text=True)
     assert missing.returncode == 2 and "run_device.sh prepare" in missing.stdout  # no share copied yet
@@ -108,3 +109,34 @@ def test_the_device_script_runs_every_part_and_its_store_merges_back(tmp_path: P
     assert late.stdout.count("main seed 0: not started (time limit reached)") == 2
     assert "0 runs added" in late.stdout
     assert (tmp_path / "late" / "study.jsonl").read_bytes() == (out / "study.jsonl").read_bytes()
+
+
+def test_the_cpu_queue_runs_the_main_seeds_first_then_the_public_teacher_then_fl(tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "python"  # records each command instead of running it
+    fake.parent.mkdir()
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path / "calls.txt"}\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "KDLIB_RESULTS": str(tmp_path / "store")}
+    done = subprocess.run(["bash", "figures/full/run_queue.sh"], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+
+    def step(call: str) -> tuple[str, str | None]:
+        words = call.split()
+        seed = words[words.index("--seed") + 1] if "--seed" in words else None
+        if "federated" in words:
+            return "federated", seed
+        if "teacher_model=published:resnet56" in words:
+            return "public", seed
+        return ("union" if "transfer=union" in words else "main"), seed
+
+    def seeds(first: int, last: int) -> list[tuple[str, str]]:
+        return [(part, str(s)) for s in range(first, last + 1) for part in ("main", "union")]
+
+    steps = [step(c) for c in calls]
+    assert steps[:10] == seeds(0, 4)  # the verdicts need 5 seeds: they come first
+    assert steps[10:15] == [("public", str(s)) for s in range(5)]
+    assert steps[15] == ("federated", None)
+    assert steps[16:] == seeds(5, 9)
+    assert all("--scale full" in c for c in calls)
