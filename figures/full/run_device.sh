@@ -22,9 +22,9 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 SHARE=${SHARE:-.devshare}
 if [ "${1:-run}" = prepare ]; then
-    mkdir -p "$SHARE/pretrained"
-    cp ../shared/data/cifar10-jpeg.tar.gz "$SHARE/"
-    cp ../shared/pretrained/*.th "$SHARE/pretrained/"
+    mkdir -p "$SHARE/pretrained" &&
+        cp ../shared/data/cifar10-jpeg.tar.gz "$SHARE/" &&
+        cp ../shared/pretrained/*.th "$SHARE/pretrained/" || { echo "no ../shared beside the project?"; exit 2; }
     du -sh "$SHARE"
     exit 0
 fi
