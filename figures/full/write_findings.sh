@@ -17,7 +17,7 @@ from kdlib.study.runner import open_study
 print(open_study('full', progress=False).complete_seeds(), MIN_SEEDS_TO_QUOTE)")
 if [ "$seeds" -lt "$needed" ]; then
     echo "$seeds seed(s) of the full study are complete in $KDLIB_RESULTS; verdicts are quoted from $needed:" \
-        "nothing written (continue with: bash figures/full/run_study.sh $seeds 9)"
+        "nothing written (continue with: bash figures/full/run_queue.sh)"
     exit 1
 fi
 echo "08_findings on $seeds complete seed(s)"
