@@ -293,10 +293,10 @@ class Study:
     def complete_seeds(self) -> int:
         """How many of the study's seeds, counted from its first, have every job stored: the seeds that a notebook can
         read without running anything (``--set seeds=N``)."""
-        done = self.store.keys()
+        done, jobs = self.store.keys(), self.jobs()
         count = 0
         for seed in self.seeds:
-            if any(self.job_key(job) not in done for job in self.jobs() if job[2] == seed):
+            if any(self.job_key(job) not in done for job in jobs if job[2] == seed):
                 break
             count += 1
         return count
