@@ -12,6 +12,10 @@ from kdlib.errors import KDConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "KDLIB_DATA"
 ARCHIVE_ENV = "KDLIB_CIFAR10_ARCHIVE"
+PATH_VARIABLES = (
+    "KDLIB_RESULTS", "KDLIB_FIGURES", "KDLIB_CACHE", DATA_ENV, ARCHIVE_ENV, "KDLIB_PRETRAINED",
+)  # fmt: skip
+"""The environment variables that name a file or folder."""
 
 
 def _folder(env: str, default: str) -> Path:
@@ -106,6 +110,18 @@ def user_folder(path: str | Path | None, field: str, default: Path, root: Path =
     return inside(given, root, field)
 
 
+def absolute_path_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with each relative :data:`PATH_VARIABLES` value made absolute from the current directory, for a child
+    process that starts elsewhere (a notebook kernel runs in ``notebooks/``, a Ray worker in its own folder): there
+    ``KDLIB_RESULTS=figures/full`` would name another store."""
+    absolute = dict(env)
+    for name in PATH_VARIABLES:
+        value = absolute.get(name)
+        if value:
+            absolute[name] = str(Path.cwd() / Path(value).expanduser())
+    return absolute
+
+
 @contextmanager
 def environment(changes: Mapping[str, str]) -> Iterator[None]:
     """Set these environment variables for the ``with`` block; restore each afterwards (unset if it was)."""
@@ -130,6 +146,7 @@ def ray_env() -> Iterator[None]:
         "PYTHONPATH": str(PROJECT_ROOT) if not path else f"{PROJECT_ROOT}{os.pathsep}{path}",
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
+        **absolute_path_variables({name: os.environ[name] for name in PATH_VARIABLES if name in os.environ}),
     }
     with environment(changes):
         yield

@@ -21,7 +21,7 @@ from typing import Any
 
 from kdlib.core.progress import progress_bar
 from kdlib.errors import KDConfigError
-from kdlib.paths import PROJECT_ROOT, figures_dir, user_folder
+from kdlib.paths import PROJECT_ROOT, absolute_path_variables, figures_dir, user_folder
 from kdlib.study.config import SCALES
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -214,7 +214,7 @@ def reproduce(
     out_dir = user_folder(output, "output", PROJECT_ROOT / "runs" / "notebooks")
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = GALLERY_DIR if gallery else figures_dir()
-    kernel_env = {**os.environ, "KDLIB_FIGURES": str(figures)}
+    kernel_env = absolute_path_variables({**os.environ, "KDLIB_FIGURES": str(figures)})
 
     def execute(path: Path, lane: int) -> str | None:
         """Run one notebook on progress line ``lane``; the failure line, or None when it ran."""
