@@ -353,3 +353,15 @@ def test_a_start_that_never_reached_the_target_is_named_where_its_cost_bar_would
     assert label.get_position()[0] == pytest.approx(slot)
     assert min(abs(v - slot) for v in x) == pytest.approx(0.2)  # the slot is a gap between drawn bars, no bar on it
     plt.close(fig)
+
+
+FULL_SCENARIOS = ("iid", "dirichlet:1.0", "dirichlet:0.5", "dirichlet:0.1", "disjoint")
+
+
+def test_tick_labels_stay_apart_at_the_full_scales_five_scenarios(drawn, monkeypatch):
+    """At ``full`` the x axis holds 5 scenario names, not smoke's 3: side-by-side panels ran them into each other."""
+    monkeypatch.setitem(globals(), "SCENARIOS", FULL_SCENARIOS)
+    _, draw = drawn
+    fig = draw(CAPTIONS["smoke"])
+    assert_tick_labels_apart(fig)
+    assert_legends_clear_of_data(fig)
