@@ -79,6 +79,36 @@ def test_the_findings_script_refuses_while_too_few_seeds_are_complete(tmp_path: 
     done = subprocess.run(["bash", "figures/full/write_findings.sh"], cwd=Path(__file__).parents[1], env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 1
-    assert "0 seed(s) of the full study are complete" in done.stdout
+    assert "0 seed(s) of the full study (main) are complete" in done.stdout
     assert f"quoted from {MIN_SEEDS_TO_QUOTE}" in done.stdout
     assert not (tmp_path / "figures").exists()  # nothing written
+
+
+@pytest.mark.parametrize("variant", ["public_teacher", "vit_pair"])
+def test_the_findings_script_counts_a_variants_own_seeds(tmp_path: Path, variant: str) -> None:
+    """A variant (variants.sh) is counted by its own config: 4 whole seeds of it are 4 for it and 0 for the main
+    study, and both are refused below 5."""
+    from kdlib.__main__ import parse_overrides
+    from kdlib.study.runner import open_study, run_config
+
+    sets = {"public_teacher": ["teacher_model=published:resnet56", "scenarios=iid,dirichlet:0.1"],
+            "vit_pair": ["student_model=vit-small"]}[variant]  # fmt: skip
+    study = open_study("full", results=str(tmp_path / "results"), progress=False, **parse_overrides(sets))
+    for scenario, method, seed in study.jobs():
+        if seed < 4:
+            config = run_config(study.cfg, scenario, method, seed=seed)
+            study.store.append("distill", config, {"acc_before": 0.5, "acc_after": 0.6, "gain": 0.1})
+    for name, count in ((variant, 4), ("main", 0)):
+        env = {**os.environ, "KDLIB_RESULTS": str(tmp_path / "results"), "VARIANT": name}
+        done = subprocess.run(["bash", "figures/full/write_findings.sh"], cwd=Path(__file__).parents[1], env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert f"{count} seed(s) of the full study ({name}) are complete" in done.stdout
+
+
+def test_the_findings_script_refuses_an_unknown_variant(tmp_path: Path) -> None:
+    env = {**os.environ, "KDLIB_RESULTS": str(tmp_path / "results"), "VARIANT": "public"}
+    done = subprocess.run(["bash", "figures/full/write_findings.sh"], cwd=Path(__file__).parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2
+    assert "use main, public_teacher or vit_pair" in done.stderr

@@ -5,5 +5,5 @@
 # (resumable). The published teacher was trained by others on all 50,000 original CIFAR-10 training images.
 #
 #   bash figures/full/run_public_teacher.sh [FIRST_SEED] [LAST_SEED]      # default 0 9
-MAIN_SETS="--set teacher_model=published:resnet56 --set scenarios=iid,dirichlet:0.1" UNION=0 \
-    exec bash "$(dirname "$0")/run_study.sh" "$@"
+source "$(dirname "$0")/variants.sh"
+MAIN_SETS="$PUBLIC_TEACHER_SETS" UNION=0 exec bash "$(dirname "$0")/run_study.sh" "$@"

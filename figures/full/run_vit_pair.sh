@@ -6,4 +6,5 @@
 # (run_device.sh runs it there).
 #
 #   bash figures/full/run_vit_pair.sh [FIRST_SEED] [LAST_SEED]      # default 0 9
-MAIN_SETS="--set student_model=vit-small" UNION=0 exec bash "$(dirname "$0")/run_study.sh" "$@"
+source "$(dirname "$0")/variants.sh"
+MAIN_SETS="$VIT_PAIR_SETS" UNION=0 exec bash "$(dirname "$0")/run_study.sh" "$@"
