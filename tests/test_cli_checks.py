@@ -72,12 +72,17 @@ def test_kdlib_federated_runs_seeds_and_judges_the_claim_over_them(tmp_path) -> 
     assert {r["config"]["seed"] for r in records} == {0, 1}
 
 
+def run_findings_script(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``figures/full/write_findings.sh`` run from the project folder with ``env``."""
+    return subprocess.run(["bash", "figures/full/write_findings.sh"], cwd=Path(__file__).parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
 def test_the_findings_script_refuses_while_too_few_seeds_are_complete(tmp_path: Path) -> None:
     from kdlib.study.findings import MIN_SEEDS_TO_QUOTE
 
     env = {**os.environ, "KDLIB_RESULTS": str(tmp_path / "results"), "KDLIB_FIGURES": str(tmp_path / "figures")}
-    done = subprocess.run(["bash", "figures/full/write_findings.sh"], cwd=Path(__file__).parents[1], env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = run_findings_script(env)
     assert done.returncode == 1
     assert "0 seed(s) of the full study (main) are complete" in done.stdout
     assert f"quoted from {MIN_SEEDS_TO_QUOTE}" in done.stdout
@@ -100,15 +105,13 @@ def test_the_findings_script_counts_a_variants_own_seeds(tmp_path: Path, variant
             study.store.append("distill", config, {"acc_before": 0.5, "acc_after": 0.6, "gain": 0.1})
     for name, count in ((variant, 4), ("main", 0)):
         env = {**os.environ, "KDLIB_RESULTS": str(tmp_path / "results"), "VARIANT": name}
-        done = subprocess.run(["bash", "figures/full/write_findings.sh"], cwd=Path(__file__).parents[1], env=env,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        done = run_findings_script(env)
         assert done.returncode == 1, done.stderr
         assert f"{count} seed(s) of the full study ({name}) are complete" in done.stdout
 
 
 def test_the_findings_script_refuses_an_unknown_variant(tmp_path: Path) -> None:
     env = {**os.environ, "KDLIB_RESULTS": str(tmp_path / "results"), "VARIANT": "public"}
-    done = subprocess.run(["bash", "figures/full/write_findings.sh"], cwd=Path(__file__).parents[1], env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = run_findings_script(env)
     assert done.returncode == 2
     assert "use main, public_teacher or vit_pair" in done.stderr

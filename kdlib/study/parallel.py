@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kdlib.core.checkpoints import config_key
 from kdlib.core.progress import tqdm
 from kdlib.errors import ONE_LINE_ERRORS, KDConfigError
-from kdlib.paths import absolute_path_variables
 from kdlib.study.config import StudyConfig
 from kdlib.study.methods import get_method
 from kdlib.study.results import ResultsStore
@@ -278,7 +277,7 @@ def _ray_session(workers: int | None, address: str | None) -> Iterator[dict[str,
         if address is None:
             ray.init(address="local", num_cpus=workers, object_store_memory=200 * 1024**2, **quiet)
         else:
-            env = absolute_path_variables({k: os.environ[k] for k in _ENV_PASSED if k in os.environ})
+            env = {k: os.environ[k] for k in _ENV_PASSED if k in os.environ}  # ray_env made the folders absolute
             package = str(Path(__file__).resolve().parents[1])  # kdlib/, shipped to the cluster
             runtime = {"py_modules": [package], "env_vars": env}
             ray.init(address=address, runtime_env=runtime, **quiet)
