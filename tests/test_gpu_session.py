@@ -111,7 +111,7 @@ def test_the_device_script_runs_every_part_and_its_store_merges_back(tmp_path: P
     assert (tmp_path / "late" / "study.jsonl").read_bytes() == (out / "study.jsonl").read_bytes()
 
 
-def test_the_cpu_queue_runs_the_main_seeds_first_then_the_public_teacher_then_fl(tmp_path: Path) -> None:
+def test_the_cpu_queue_runs_the_first_main_seeds_then_the_public_teacher_then_the_last_main_seeds_then_fl(tmp_path: Path) -> None:
     fake = tmp_path / "bin" / "python"  # records each command instead of running it
     fake.parent.mkdir()
     fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path / "calls.txt"}\n')
@@ -137,6 +137,6 @@ def test_the_cpu_queue_runs_the_main_seeds_first_then_the_public_teacher_then_fl
     steps = [step(c) for c in calls]
     assert steps[:10] == seeds(0, 4)  # the verdicts need 5 seeds: they come first
     assert steps[10:15] == [("public", str(s)) for s in range(5)]
-    assert steps[15] == ("federated", None)
-    assert steps[16:] == seeds(5, 9)
+    assert steps[15:25] == seeds(5, 9)  # ten seeds complete before the 21 h federated study starts
+    assert steps[25:] == [("federated", None)]
     assert all("--scale full" in c for c in calls)

@@ -4,8 +4,8 @@
 #
 #   1. the main study's seeds 0-4 with their union rows (the verdicts need 5 seeds; about 2 h a seed here);
 #   2. the public-teacher scenario over the same seeds (issue 25);
-#   3. the federated claim at full scale, its 5 seeds (about 4.3 h a seed here);
-#   4. the main study's seeds 5-9.
+#   3. the main study's seeds 5-9 (about 1.2-2 h a seed here), which complete the ten seeds;
+#   4. the federated claim at full scale, its 5 seeds (about 4.3 h a seed here, 21 h in all).
 # The ViT pair is not in it: on this CPU it costs days (run_vit_pair.sh, or run_device.sh where a GPU is lent).
 #
 #   bash figures/full/run_queue.sh
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../.."
 export KDLIB_RESULTS=${KDLIB_RESULTS:-figures/full}
 bash figures/full/run_study.sh 0 4
 bash figures/full/run_public_teacher.sh 0 4
+bash figures/full/run_study.sh 5 9
 echo "== federated study $(date -u +%H:%M:%S)"
 python -m kdlib federated --scale full --quiet
-bash figures/full/run_study.sh 5 9
 echo "== queue done $(date -u +%H:%M:%S)"
