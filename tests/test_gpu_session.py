@@ -138,5 +138,8 @@ def test_the_cpu_queue_runs_the_first_main_seeds_then_the_public_teacher_then_th
     assert steps[:10] == seeds(0, 4)  # the verdicts need 5 seeds: they come first
     assert steps[10:15] == [("public", str(s)) for s in range(5)]
     assert steps[15:25] == seeds(5, 9)  # ten seeds complete before the 21 h federated study starts
-    assert steps[25:] == [("federated", None)]
+    assert steps[25:] == [("federated", None)] * 2
+    judged_first = calls[25].split()
+    assert judged_first[judged_first.index("--set") + 1] == "starts=random,kd_avg,kd_dp"  # the claim's starts first
+    assert "starts=" not in calls[26]  # then every start: the stored ones are skipped
     assert all("--scale full" in c for c in calls)
