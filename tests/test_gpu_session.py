@@ -111,7 +111,7 @@ def test_the_device_script_runs_every_part_and_its_store_merges_back(tmp_path: P
     assert (tmp_path / "late" / "study.jsonl").read_bytes() == (out / "study.jsonl").read_bytes()
 
 
-def test_the_cpu_queue_runs_the_first_main_seeds_then_the_public_teacher_then_the_last_main_seeds_then_fl(tmp_path: Path) -> None:
+def test_the_cpu_queue_completes_the_main_seeds_and_the_public_teacher_before_fl(tmp_path: Path) -> None:
     fake = tmp_path / "bin" / "python"  # records each command instead of running it
     fake.parent.mkdir()
     fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path / "calls.txt"}\n')
