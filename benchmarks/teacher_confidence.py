@@ -1,5 +1,6 @@
 """How confident a published CIFAR-10 ResNet is on this project's JPEG re-encoded CIFAR-10: accuracy, mean top
-probability and ECE (15 bins), at T=1 and at standard KD's T=4, on a seeded sample of each split.
+probability and ECE (15 bins), at T=1 and at standard KD's T=4, on a seeded sample of each split. The logits come
+from the study's own ``predict_logits``, in the study's precision.
 
     python benchmarks/teacher_confidence.py                      # resnet56, 2,000 images per split
     python benchmarks/teacher_confidence.py --model resnet20 --n 5000
@@ -17,13 +18,8 @@ import torch
 
 from kdlib.core.calibration import expected_calibration_error
 from kdlib.core.models import PRETRAINED_RESNETS, load_pretrained_resnet
+from kdlib.core.train import predict_logits
 from kdlib.data.datasets import load_dataset
-
-
-def logits_of(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """The model's logits on ``x``, in batches, without gradients."""
-    with torch.no_grad():
-        return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 def main() -> None:
@@ -40,7 +36,7 @@ def main() -> None:
     print(f"{'split':<6} {'T':>4} {'accuracy %':>11} {'mean top prob %':>16} {'ECE (15 bins) pts':>18}")
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
         sample = torch.randperm(len(y), generator=generator)[: args.n]
-        logits = logits_of(model, x[sample])
+        logits = predict_logits(model, x[sample], "cpu")  # as the study computes its teacher's logits
         accuracy = 100 * (logits.argmax(1) == y[sample]).float().mean().item()
         for temperature in (1.0, 4.0):
             scaled = logits / temperature
