@@ -88,3 +88,21 @@ def test_one_scale_table_holds_both_studies(scale: str) -> None:
                 assert all(getattr(got, k) == v for k, v in value.items()), (scale, name, key)
             else:
                 assert got == value, (scale, name, key)
+
+
+def test_each_study_drops_the_other_studys_fields_with_a_warning_and_keeps_unknown_names(tmp_path) -> None:
+    """08 hands one overrides mapping to both studies (e.g. ``starts`` to judge FL on a subset of its starts)."""
+    from kdlib.fl.study import open_federated
+    from kdlib.notebook import lesson
+
+    small = {"dataset": "digits", "n_train": 500, "n_test": 200}
+    both = {**small, "starts": "random,kd_avg"}
+    with pytest.warns(UserWarning, match=r"distillation study \(FederatedConfig fields\): starts$"):
+        study = lesson.setup("smoke", device="cpu", results=str(tmp_path), overrides=both)
+    assert study.cfg.n_train == 500
+    with pytest.warns(UserWarning, match=r"federated study \(StudyConfig fields\): grid_alphas$"):
+        fed = open_federated("smoke", device="cpu", results=str(tmp_path), progress=False, grid_alphas=[0.5],
+                             starts="random,kd_avg", **small)  # fmt: skip
+    assert fed.cfg.starts == ("random", "kd_avg")
+    with pytest.raises(KDConfigError, match=r"^n_trian="):
+        lesson.setup("smoke", device="cpu", results=str(tmp_path), overrides={**small, "n_trian": 5})

@@ -10,7 +10,9 @@
 # A variant is the main study with the --set options of variants.sh (those its run script runs). It refuses while
 # fewer seeds are complete than the project quotes verdicts from (findings.MIN_SEEDS_TO_QUOTE, 5).
 # FEDERATED=true adds the federated claim over the same seeds (store its runs first: `kdlib federated --scale full`,
-# else 08 runs them). KDLIB_RESULTS and KDLIB_FIGURES (default: this folder, or the variant's) point it elsewhere.
+# else 08 runs them); FEDERATED_STARTS=random,kd_avg,kd_dp judges it on those starts alone (the first pass of
+# run_queue.sh stores them, and 08 would otherwise train the missing one_client start). KDLIB_RESULTS and
+# KDLIB_FIGURES (default: this folder, or the variant's) point it elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source figures/full/variants.sh
@@ -35,6 +37,8 @@ if [ "$seeds" -lt "$needed" ]; then
     exit 1
 fi
 echo "08_findings on $seeds complete seed(s) (${VARIANT:-main})"
+starts=()
+if [ -n "${FEDERATED_STARTS:-}" ]; then starts=(--set starts="$FEDERATED_STARTS"); fi
 # shellcheck disable=SC2086
-python -m kdlib reproduce --scale full --only 08 --set seeds="$seeds" --set federated="${FEDERATED:-false}" $sets \
-    --output "runs/notebooks-full-${VARIANT:-main}"
+python -m kdlib reproduce --scale full --only 08 --set seeds="$seeds" --set federated="${FEDERATED:-false}" \
+    "${starts[@]}" $sets --output "runs/notebooks-full-${VARIANT:-main}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -348,16 +348,8 @@ def open_federated(
 
 
 def _own_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
-    """The overrides meant for this study: fields of the distillation study's ``StudyConfig`` that the federated
-    study does not have (``kdlib reproduce`` hands the same overrides to every notebook) are dropped, with a
-    warning; a name neither config knows still raises."""
-    import warnings
+    """The overrides meant for this study (:func:`kdlib.study.config.own_overrides`): the distillation study's
+    ``StudyConfig`` fields that the federated study lacks are dropped, with a warning."""
+    from kdlib.study.config import StudyConfig, own_overrides
 
-    from kdlib.study.config import StudyConfig
-
-    own = {f.name for f in fields(FederatedConfig)}
-    other = {f.name for f in fields(StudyConfig)} - own
-    dropped = sorted(k for k in overrides if k in other)
-    if dropped:
-        warnings.warn(f"not used by the federated study (StudyConfig fields): {', '.join(dropped)}", stacklevel=3)
-    return {k: v for k, v in overrides.items() if k not in other}
+    return own_overrides(overrides, FederatedConfig, StudyConfig, "federated study")

@@ -61,14 +61,16 @@ def setup(scale: str = "smoke", *, transfer: str | None = None, overrides: Any =
 
     ``parameters`` are the notebook's others, as :func:`~kdlib.study.runner.open_study` takes (``device``, ``dataset``,
     ``seed``, ``scenarios``). ``overrides`` is the notebook's mapping of config fields (or its YAML text, as papermill
-    may pass it); it wins over ``transfer``. ``transfer=None`` leaves the transfer set to the scale (for the
-    notebooks without KD runs).
+    may pass it); it wins over ``transfer``, and the federated study's own fields in it (08 hands them on to that
+    study, e.g. ``starts``) are dropped here with a warning. ``transfer=None`` leaves the transfer set to the scale
+    (for the notebooks without KD runs).
     """
+    from kdlib.fl.config import FederatedConfig
     from kdlib.notebook.plots import TRANSFER_LABELS
-    from kdlib.study.config import notebook_overrides
+    from kdlib.study.config import StudyConfig, notebook_overrides, own_overrides
     from kdlib.study.runner import open_study
 
-    fields = notebook_overrides(overrides)
+    fields = own_overrides(notebook_overrides(overrides), StudyConfig, FederatedConfig, "distillation study")
     if transfer is not None:
         fields = {"transfer": transfer, **fields}
     study = open_study(scale, **parameters, **fields)

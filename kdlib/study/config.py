@@ -382,6 +382,19 @@ def notebook_overrides(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def own_overrides(overrides: dict[str, Any], own: type, other: type, study: str) -> dict[str, Any]:
+    """The overrides meant for the config class ``own``: the fields of the other study's config (``other``) that
+    ``own`` lacks are dropped with a warning naming ``study``, because ``kdlib reproduce`` and notebook 08 hand the
+    same overrides to both studies; a name that neither config knows is kept, so that ``own`` still refuses it."""
+    import warnings
+
+    mine = {f.name for f in fields(own)}
+    dropped = sorted(k for k in overrides if k in {f.name for f in fields(other)} - mine)
+    if dropped:
+        warnings.warn(f"not used by the {study} ({other.__name__} fields): {', '.join(dropped)}", stacklevel=3)
+    return {k: v for k, v in overrides.items() if k not in dropped}
+
+
 def scale_departures(cfg: StudyConfig) -> list[str]:
     """The fields in which ``cfg`` departs from its named scale, as ``"distill.epochs=4 (paper: 20)"`` (the choice
     of scenarios aside), so that a figure never passes off a shortened run as the scale it is named after."""
