@@ -180,7 +180,7 @@ def test_a_killed_search_resumes_from_its_last_rung_with_the_same_result(problem
 
     def run(resume: Checkpointing):
         tuning = TuningProblem(make, teacher, x, y, TEMPS, ALPHAS, CFG)
-        return halving_search(tuning, QUIET_CPU, lambda m: {"probe": float(m(x[:4]).sum())}, resume=resume)
+        return halving_search(tuning, QUIET_CPU, lambda m: {"probe": float(m(x[:4]).sum().detach())}, resume=resume)
 
     reference = run(NO_CHECKPOINT)
 
