@@ -110,6 +110,46 @@ def test_the_findings_script_counts_a_variants_own_seeds(tmp_path: Path, variant
         assert f"{count} seed(s) of the full study ({name}) are complete" in done.stdout
 
 
+def store_fake_federated_seeds(results: Path, seeds: int, starts: str) -> None:
+    """Records (no real metrics) for every (scenario, start) of the first ``seeds`` of the full federated study's
+    seeds with ``starts``, and one record of the seed after them."""
+    from kdlib.fl.config import KIND
+    from kdlib.fl.study import open_federated, run_config
+
+    fed = open_federated("full", results=str(results), progress=False, starts=starts)
+    for scenario, start, seed in fed.jobs():
+        if seed < seeds or (seed == seeds and start == "random"):
+            fed.store.append(KIND, run_config(fed.cfg.replace(seed=seed), scenario, start), {"rounds_to_target": 1})
+
+
+def test_the_federated_study_counts_its_complete_seeds_for_its_starts(tmp_path: Path) -> None:
+    from kdlib.fl.study import open_federated
+
+    store_fake_federated_seeds(tmp_path, 2, "random,kd_avg")
+    assert open_federated("full", results=str(tmp_path), progress=False, starts="random,kd_avg").complete_seeds() == 2
+    assert open_federated("full", results=str(tmp_path), progress=False, starts="random").complete_seeds() == 3
+    assert open_federated("full", results=str(tmp_path), progress=False).complete_seeds() == 0  # kd_dp not stored
+
+
+def test_the_findings_script_refuses_the_federated_claim_below_five_seeds_of_it(tmp_path: Path) -> None:
+    """Five complete seeds of the main study are not enough for FEDERATED=true: 08 would train the missing
+    federated runs (hours at full), so the script counts that study's own seeds for the starts it judges."""
+    from kdlib.study.runner import open_study, run_config
+
+    results = tmp_path / "results"
+    study = open_study("full", results=str(results), progress=False)
+    for scenario, method, seed in study.jobs():
+        if seed < 5:
+            study.store.append("distill", run_config(study.cfg, scenario, method, seed=seed), {"gain": 0.1})
+    store_fake_federated_seeds(results, 4, "random,kd_avg")
+    env = {**os.environ, "KDLIB_RESULTS": str(results), "KDLIB_FIGURES": str(tmp_path / "figures"),
+           "FEDERATED": "true", "FEDERATED_STARTS": "random,kd_avg"}  # fmt: skip
+    done = run_findings_script(env)
+    assert done.returncode == 1, done.stderr
+    assert "4 seed(s) of the federated study (starts: random,kd_avg) are complete" in done.stdout
+    assert "08_findings on" not in done.stdout and not (tmp_path / "figures").exists()
+
+
 def test_the_findings_script_refuses_an_unknown_variant(tmp_path: Path) -> None:
     env = {**os.environ, "KDLIB_RESULTS": str(tmp_path / "results"), "VARIANT": "public"}
     done = run_findings_script(env)

@@ -9,10 +9,10 @@
 #
 # A variant is the main study with the --set options of variants.sh (those its run script runs). It refuses while
 # fewer seeds are complete than the project quotes verdicts from (findings.MIN_SEEDS_TO_QUOTE, 5).
-# FEDERATED=true adds the federated claim over the same seeds (store its runs first: `kdlib federated --scale full`,
-# else 08 runs them); FEDERATED_STARTS=random,kd_avg,kd_dp judges it on those starts alone (the first pass of
-# run_queue.sh stores them, and 08 would otherwise train the missing one_client start). KDLIB_RESULTS and
-# KDLIB_FIGURES (default: this folder, or the variant's) point it elsewhere.
+# FEDERATED=true adds the federated claim, on the seeds of it that are complete (`kdlib federated --scale full`
+# stores them; the federated scale has 5), and refuses below 5 as well; FEDERATED_STARTS=random,kd_avg,kd_dp judges
+# it on those starts alone (the first pass of run_queue.sh stores them). KDLIB_RESULTS and KDLIB_FIGURES (default:
+# this folder, or the variant's) point it elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source figures/full/variants.sh
@@ -36,9 +36,24 @@ if [ "$seeds" -lt "$needed" ]; then
         "from $needed: nothing written (continue with: bash figures/full/run_queue.sh)"
     exit 1
 fi
+fl=()
+if [ -n "${FEDERATED_STARTS:-}" ]; then fl=(--set starts="$FEDERATED_STARTS"); fi
+if [ "${FEDERATED:-false}" = true ]; then
+    fl_seeds=$(python -c "
+import sys
+from kdlib.fl.study import open_federated
+starts = {'starts': sys.argv[1]} if sys.argv[1] else {}
+print(open_federated('full', progress=False, **starts).complete_seeds())" "${FEDERATED_STARTS:-}")
+    if [ "$fl_seeds" -lt "$needed" ]; then
+        echo "$fl_seeds seed(s) of the federated study (starts: ${FEDERATED_STARTS:-all}) are complete in" \
+            "$KDLIB_RESULTS; verdicts are quoted from $needed: nothing written (continue with: bash" \
+            "figures/full/run_queue.sh, or leave FEDERATED out)"
+        exit 1
+    fi
+    echo "the federated claim on $fl_seeds complete seed(s)"
+    fl+=(--set federated_seeds="$fl_seeds")
+fi
 echo "08_findings on $seeds complete seed(s) (${VARIANT:-main})"
-starts=()
-if [ -n "${FEDERATED_STARTS:-}" ]; then starts=(--set starts="$FEDERATED_STARTS"); fi
 # shellcheck disable=SC2086
 python -m kdlib reproduce --scale full --only 08 --set seeds="$seeds" --set federated="${FEDERATED:-false}" \
-    "${starts[@]}" $sets --output "runs/notebooks-full-${VARIANT:-main}"
+    "${fl[@]}" $sets --output "runs/notebooks-full-${VARIANT:-main}"

@@ -29,7 +29,7 @@ from kdlib.fl.fedavg import FLJob, FLRun
 from kdlib.fl.simulation import SimulationOptions, simulate, torch_threads
 from kdlib.fl.starts import Start, get_start
 from kdlib.fl.task import ClientSplit, DataSpec, cached_dataset, cached_split
-from kdlib.study.parallel import run_jobs
+from kdlib.study.parallel import complete_seeds, run_jobs
 from kdlib.study.parties import cached_party
 from kdlib.study.results import ResultsStore, run_key
 from kdlib.study.stats import seeds_count
@@ -182,6 +182,11 @@ class FederatedStudy:
         """The results-store key of one (scenario, start, seed) job."""
         scenario, start, seed = job
         return run_key(KIND, run_config(self.cfg.replace(seed=seed), scenario, start))
+
+    def complete_seeds(self) -> int:
+        """How many of the study's seeds, from its first, have every (scenario, start) stored: those that 08 can
+        judge the claim on without running anything (``kdlib.study.parallel.complete_seeds``)."""
+        return complete_seeds(self)
 
     def pending(self, force: bool = False) -> list[Job]:
         """The jobs of the study not in the store yet (all of them with ``force``)."""

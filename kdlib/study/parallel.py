@@ -48,6 +48,7 @@ __all__ = [
     "Job",
     "Runnable",
     "check_address",
+    "complete_seeds",
     "launch_order",
     "resolve_address",
     "resolve_workers",
@@ -72,6 +73,18 @@ class Runnable(Protocol):
     def job_key(self, job: Job) -> str: ...
 
     def run_batch(self, jobs: Sequence[Job], force: bool = False) -> None: ...
+
+
+def complete_seeds(study: Any) -> int:
+    """How many of a study's seeds (``study.seeds``), counted from its first, have every job of ``study.jobs()``
+    stored: the seeds that a notebook can read without running anything (``--set seeds=N``)."""
+    done, jobs = study.store.keys(), study.jobs()
+    count = 0
+    for seed in study.seeds:
+        if any(study.job_key(job) not in done for job in jobs if job[2] == seed):
+            break
+        count += 1
+    return count
 _ENV_PASSED = (
     "KDLIB_RESULTS", "KDLIB_CACHE", "KDLIB_DATA", "KDLIB_PRETRAINED", "KDLIB_CIFAR10_ARCHIVE", "KDLIB_THREADS",
     "KDLIB_PRECISION",

@@ -293,13 +293,9 @@ class Study:
     def complete_seeds(self) -> int:
         """How many of the study's seeds, counted from its first, have every job stored: the seeds that a notebook can
         read without running anything (``--set seeds=N``)."""
-        done, jobs = self.store.keys(), self.jobs()
-        count = 0
-        for seed in self.seeds:
-            if any(self.job_key(job) not in done for job in jobs if job[2] == seed):
-                break
-            count += 1
-        return count
+        from kdlib.study.parallel import complete_seeds
+
+        return complete_seeds(self)
 
     def _keys(self, methods: tuple[str, ...] | None = None) -> set[str]:
         return {self.job_key(job) for job in self.jobs() if job[1] in (methods or self.cfg.methods)}
