@@ -388,11 +388,11 @@ def own_overrides(overrides: dict[str, Any], own: type, other: type, study: str)
     same overrides to both studies; a name that neither config knows is kept, so that ``own`` still refuses it."""
     import warnings
 
-    mine = {f.name for f in fields(own)}
-    dropped = sorted(k for k in overrides if k in {f.name for f in fields(other)} - mine)
+    foreign = {f.name for f in fields(other)} - {f.name for f in fields(own)}
+    dropped = sorted(k for k in overrides if k in foreign)
     if dropped:
         warnings.warn(f"not used by the {study} ({other.__name__} fields): {', '.join(dropped)}", stacklevel=3)
-    return {k: v for k, v in overrides.items() if k not in dropped}
+    return {k: v for k, v in overrides.items() if k not in foreign}
 
 
 def scale_departures(cfg: StudyConfig) -> list[str]:

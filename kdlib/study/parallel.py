@@ -85,6 +85,8 @@ def complete_seeds(study: Any) -> int:
             break
         count += 1
     return count
+
+
 _ENV_PASSED = (
     "KDLIB_RESULTS", "KDLIB_CACHE", "KDLIB_DATA", "KDLIB_PRETRAINED", "KDLIB_CIFAR10_ARCHIVE", "KDLIB_THREADS",
     "KDLIB_PRECISION",
