@@ -29,8 +29,8 @@ if [ "${1:-run}" = prepare ]; then
     exit 0
 fi
 OUT=${OUT:?OUT: the folder whose files come back}
-MAIN=${MAIN-"2 3 4 5 6 7 8 9"}
-PUBLIC=${PUBLIC-"0 1 2 3 4"}
+MAIN=${MAIN-"8 9"}
+PUBLIC=${PUBLIC-"5 6 7 8 9"}
 VIT=${VIT-"0 1 2 3 4"}
 LIMIT_S=${LIMIT_S:-480}
 PER_SEED=${PER_SEED:-1}

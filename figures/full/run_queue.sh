@@ -7,7 +7,8 @@
 #   3. the main study's seeds 5-9 (about 1.2-2 h a seed here), which complete the ten seeds;
 #   4. the federated claim at full scale, its 5 seeds (about 4.3 h a seed here, 21 h in all): first the starts that
 #      the paper's 60.6% is judged on (random init and the two KD starts, three quarters of the time), then the
-#      one-client reference start.
+#      one-client reference start;
+#   5. the public-teacher scenario's seeds 5-9, so that it has the main study's ten seeds (about 30 min a seed here).
 # The ViT pair is not in it: on this CPU it costs days (run_vit_pair.sh, or run_device.sh where a GPU is lent).
 #
 #   bash figures/full/run_queue.sh
@@ -20,4 +21,5 @@ bash figures/full/run_study.sh 5 9
 echo "== federated study $(date -u +%H:%M:%S)"
 python -m kdlib federated --scale full --quiet --set starts=random,kd_avg,kd_dp
 python -m kdlib federated --scale full --quiet
+bash figures/full/run_public_teacher.sh 5 9
 echo "== queue done $(date -u +%H:%M:%S)"

@@ -1,0 +1,107 @@
+"""The prose around a verdict block quotes the block: its seed count and every effect and ratio it states.
+
+The block between the verdict markers is written by 08_findings; the sentences that explain it are written by
+hand and rewritten as seeds come. These tests catch a sentence left at an older seed count's numbers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kdlib.study.findings import BLOCK_BEGIN, BLOCK_END
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN_FINDINGS = ROOT / "figures" / "full" / "README.md"
+PUBLIC_FINDINGS = ROOT / "figures" / "full" / "public_teacher" / "README.md"
+
+
+def normalise(text: str) -> str:
+    """One spelling for numbers: ASCII minus, no thousands of whitespace, ``[-13%, +9%]`` as ``[-13, +9]``."""
+    text = text.replace("\u2212", "-")
+    text = re.sub(r"\s+", " ", text)
+    return re.sub(r"\[([+-]?[\d.]+)%, ([+-]?[\d.]+)%\]", r"[\1, \2]", text)
+
+
+def verdict_rows(readme: str) -> list[dict[str, str]]:
+    """The rows of the verdict table inside the block (header names as keys)."""
+    block = readme.split(BLOCK_BEGIN, 1)[1].split(BLOCK_END, 1)[0]
+    lines = [line for line in block.splitlines() if line.startswith("| claim |") or line.startswith("| tuned")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True)) for line in lines[1:]]
+
+
+def effect_number(effect: str) -> str:
+    """``'+3.80 ± 0.83 points'`` -> ``'3.80 ± 0.83'`` (the sign is spelt in words in some sentences)."""
+    found = re.search(r"[+-]?([\d.]+ ± [\d.]+)", effect)
+    assert found, effect
+    return found.group(1)
+
+
+def ratio_interval(ratio: str) -> str | None:
+    """``'+130% [+84, +208]'`` -> ``'[+84, +208]'``; None for an undefined ratio."""
+    found = re.search(r"\[[+-]?[\d.]+, [+-]?[\d.]+\]", ratio)
+    return found.group(0) if found else None
+
+
+def check_prose_quotes_block(readme: str, prose: str, *, quote_ratios: bool) -> None:
+    rows = verdict_rows(readme)
+    assert rows, "no verdict rows"
+    (n,) = {row["n"] for row in rows}
+    prose = normalise(prose)
+    assert f"What the {n} seeds show" in prose, f"the prose does not say it reads {n} seeds"
+    stale = sorted(set(re.findall(r"(\d+) seeds show", prose)) - {n})
+    assert not stale, f"the prose names {stale} seeds beside the block's {n}"
+    for row in rows:
+        quoted = effect_number(normalise(row["effect"]))
+        assert quoted in prose, f"{row['claim']} / {row['comparator']}: the block's {quoted} is not in the prose"
+        interval = ratio_interval(normalise(row["ratio of means"]))
+        if quote_ratios and interval is not None:
+            assert interval in prose, f"{row['claim']} / {row['comparator']}: ratio {interval} is not in the prose"
+
+
+def test_the_main_study_prose_quotes_its_verdict_block() -> None:
+    readme = MAIN_FINDINGS.read_text()
+    check_prose_quotes_block(readme, readme.split("## Verdicts", 1)[0], quote_ratios=True)
+
+
+def test_the_top_readme_quotes_the_main_study_block() -> None:
+    rows = verdict_rows(MAIN_FINDINGS.read_text())
+    (n,) = {row["n"] for row in rows}
+    top = normalise((ROOT / "README.md").read_text())
+    claims = top.split("**The tuning claims**", 1)[1].split("**The federated claim**", 1)[0]
+    assert f"`full`, {n} seeds" in claims and f"full scale, {n} seeds" in claims
+    assert f"{n} seeds so far" in top and f"({n} so far)" in top
+    for row in rows:
+        if (row["claim"].endswith("IID") and row["comparator"].startswith("standard")) or "best" in row["comparator"]:
+            assert effect_number(normalise(row["effect"])) in claims, row
+
+
+def test_the_public_teacher_prose_names_its_seed_count() -> None:
+    readme = PUBLIC_FINDINGS.read_text()
+    (n,) = {row["n"] for row in verdict_rows(readme)}
+    assert f"({n} seeds)" in readme.splitlines()[0]
+    assert f"What the {n} seeds show" in readme
+
+
+@pytest.mark.parametrize(
+    ("prose", "message"),
+    [
+        ("What the 8 seeds show: +3.80 ± 1.23 points, [+84, +208]; -0.58 ± 0.46, [-44, -6]", "3.80 ± 0.83"),
+        ("What the 7 seeds show: +3.80 ± 0.83 points, [+84, +208]; -0.58 ± 0.46, [-44, -6]", "8 seeds"),
+        ("What the 8 seeds show: +3.80 ± 0.83 points, [+84, +200]; -0.58 ± 0.46, [-44, -6]", "[+84, +208]"),
+    ],
+)
+def test_a_stale_sentence_is_caught(prose: str, message: str) -> None:
+    table = (
+        "| claim | comparator | effect | ratio of means | n |\n|---|---|---|---|---|\n"
+        "| tuned over untuned, non-IID (pooled) | best untuned (by validation) | +3.80 ± 0.83 points "
+        "| +130% [+84, +208] | 8 |\n"
+        "| tuned over untuned, IID | best untuned (by validation) | -0.58 ± 0.46 points | -27% [-44%, -6%] | 8 |\n"
+    )
+    readme = f"{prose}\n{BLOCK_BEGIN}\n{table}{BLOCK_END}\n"
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        check_prose_quotes_block(readme, prose, quote_ratios=True)
+    good = "What the 8 seeds show: +3.80 ± 0.83 points, [+84%, +208%]; -0.58 ± 0.46, [-44, -6]"
+    check_prose_quotes_block(f"{good}\n{BLOCK_BEGIN}\n{table}{BLOCK_END}\n", good, quote_ratios=True)
