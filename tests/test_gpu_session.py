@@ -111,7 +111,7 @@ def test_the_device_script_runs_every_part_and_its_store_merges_back(tmp_path: P
     assert (tmp_path / "late" / "study.jsonl").read_bytes() == (out / "study.jsonl").read_bytes()
 
 
-def test_the_cpu_queue_completes_the_main_seeds_and_five_public_teacher_seeds_before_fl(tmp_path: Path) -> None:
+def test_the_cpu_queue_runs_the_fl_claim_after_eight_seeds_and_the_public_teacher(tmp_path: Path) -> None:
     fake = tmp_path / "bin" / "python"  # records each command instead of running it
     fake.parent.mkdir()
     fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path / "calls.txt"}\n')
@@ -137,10 +137,11 @@ def test_the_cpu_queue_completes_the_main_seeds_and_five_public_teacher_seeds_be
     steps = [step(c) for c in calls]
     assert steps[:10] == seeds(0, 4)  # the verdicts need 5 seeds: they come first
     assert steps[10:15] == [("public", str(s)) for s in range(5)]
-    assert steps[15:25] == seeds(5, 9)  # ten seeds complete before the 21 h federated study starts
-    assert steps[25:27] == [("federated", None)] * 2
+    assert steps[15:21] == seeds(5, 7)
+    assert steps[21] == ("federated", None)  # the federated claim, the last missing verdict, before seeds 8-9
+    judged_first = calls[21].split()
+    assert judged_first[judged_first.index("--set") + 1] == "starts=random,kd_avg,kd_dp"  # the claim's starts
+    assert steps[22:26] == seeds(8, 9)  # then the ten seeds complete
+    assert steps[26] == ("federated", None) and "starts=" not in calls[26]  # every start: the stored ones are skipped
     assert steps[27:] == [("public", str(s)) for s in range(5, 10)]  # the public teacher's other seeds come last
-    judged_first = calls[25].split()
-    assert judged_first[judged_first.index("--set") + 1] == "starts=random,kd_avg,kd_dp"  # the claim's starts first
-    assert "starts=" not in calls[26]  # then every start: the stored ones are skipped
     assert all("--scale full" in c for c in calls)
