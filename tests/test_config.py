@@ -106,3 +106,32 @@ def test_each_study_drops_the_other_studys_fields_with_a_warning_and_keeps_unkno
     assert fed.cfg.starts == ("random", "kd_avg")
     with pytest.raises(KDConfigError, match=r"^n_trian="):
         lesson.setup("smoke", device="cpu", results=str(tmp_path), overrides={**small, "n_trian": 5})
+
+
+def test_overrides_win_over_a_notebooks_parameters_with_a_warning_on_a_clash() -> None:
+    import warnings
+
+    from kdlib.study.config import over_parameters
+
+    parameters = {"device": "cpu", "seed": 0, "dataset": None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no clash: a parameter left at None, or set to the same value
+        assert over_parameters(parameters, {"dataset": "digits", "seed": 0}) == {**parameters, "dataset": "digits"}
+    with pytest.warns(UserWarning, match=r"overrides win over the notebook's parameters: seed=3 \(not 0\)$"):
+        assert over_parameters(parameters, {"seed": 3})["seed"] == 3
+    assert parameters["seed"] == 0  # the caller's mapping is left as it was
+
+
+def test_a_notebook_field_named_in_overrides_too_opens_the_study_instead_of_a_type_error(tmp_path) -> None:
+    """Notebooks pass ``seed``/``dataset``/``scenarios`` as keywords; the same name in ``overrides`` used to reach
+    ``open_study`` twice (Python's "got multiple values for keyword argument")."""
+    from kdlib.notebook import lesson
+
+    small = {"n_train": 500, "n_test": 200}
+    with pytest.warns(UserWarning, match=r"seed=2 \(not 0\)"):
+        study = lesson.setup("smoke", device="cpu", results=str(tmp_path), dataset="digits", seed=0,
+                             overrides={**small, "seed": 2, "scenarios": "iid"})  # fmt: skip
+    assert (study.cfg.seed, study.cfg.scenarios) == (2, ("iid",))
+    fed = lesson.setup_federated("smoke", device="cpu", results=str(tmp_path), progress=False, dataset="digits",
+                                 overrides={**small, "dataset": "digits", "rounds": 2})  # fmt: skip
+    assert (fed.cfg.dataset, fed.cfg.rounds) == ("digits", 2)

@@ -61,19 +61,20 @@ def setup(scale: str = "smoke", *, transfer: str | None = None, overrides: Any =
 
     ``parameters`` are the notebook's others, as :func:`~kdlib.study.runner.open_study` takes (``device``, ``dataset``,
     ``seed``, ``scenarios``). ``overrides`` is the notebook's mapping of config fields (or its YAML text, as papermill
-    may pass it); it wins over ``transfer``, and the federated study's own fields in it (08 hands them on to that
-    study, e.g. ``starts``) are dropped here with a warning. ``transfer=None`` leaves the transfer set to the scale
+    may pass it); it wins over ``transfer`` and over the other parameters (``over_parameters`` warns of a clash), and
+    the federated study's own fields in it (08 hands them on to that study, e.g. ``starts``) are dropped here with a
+    warning. ``transfer=None`` leaves the transfer set to the scale
     (for the notebooks without KD runs).
     """
     from kdlib.fl.config import FederatedConfig
     from kdlib.notebook.plots import TRANSFER_LABELS
-    from kdlib.study.config import StudyConfig, notebook_overrides, own_overrides
+    from kdlib.study.config import StudyConfig, notebook_overrides, over_parameters, own_overrides
     from kdlib.study.runner import open_study
 
     fields = own_overrides(notebook_overrides(overrides), StudyConfig, FederatedConfig, "distillation study")
     if transfer is not None:
         fields = {"transfer": transfer, **fields}
-    study = open_study(scale, **parameters, **fields)
+    study = open_study(scale, **over_parameters(parameters, fields))
     data = study.dataset
     print(data.description, "|", len(data.x_train), "train /", len(data.x_test), "test images")
     print("scenarios:", ", ".join(study.cfg.scenarios), "| teacher:", study.cfg.teacher_model,
@@ -87,9 +88,9 @@ def setup_federated(scale: str = "smoke", *, overrides: Any = None, **parameters
     """Open notebook 07's federated study from its papermill parameters and print what it runs on (the
     ``FederatedStudy`` of :func:`kdlib.fl.open_federated`; ``overrides``: FederatedConfig fields, or their YAML)."""
     from kdlib.fl.study import open_federated
-    from kdlib.study.config import notebook_overrides
+    from kdlib.study.config import notebook_overrides, over_parameters
 
-    fed = open_federated(scale, **parameters, **notebook_overrides(overrides))
+    fed = open_federated(scale, **over_parameters(parameters, notebook_overrides(overrides)))
     cfg, data = fed.cfg, fed.dataset
     print(data.description, "|", len(data.x_train), "train /", len(data.x_test), "test images")
     print(f"scenarios: {', '.join(cfg.scenarios)} | {cfg.num_clients} clients | model {cfg.model} | "

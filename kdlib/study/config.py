@@ -382,6 +382,19 @@ def notebook_overrides(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def over_parameters(parameters: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A notebook's keyword arguments with its ``overrides`` on top: a field named in both is taken from
+    ``overrides`` (Python would refuse it twice), with a warning where the notebook set it to another value (a
+    parameter left at None means "the scale's value" and gives way silently)."""
+    import warnings
+
+    clash = sorted(k for k in overrides if parameters.get(k) is not None and parameters[k] != overrides[k])
+    if clash:
+        said = ", ".join(f"{k}={overrides[k]!r} (not {parameters[k]!r})" for k in clash)
+        warnings.warn(f"overrides win over the notebook's parameters: {said}", stacklevel=3)
+    return {**parameters, **overrides}
+
+
 def own_overrides(overrides: dict[str, Any], own: type, other: type, study: str) -> dict[str, Any]:
     """The overrides meant for the config class ``own``: the fields of the other study's config (``other``) that
     ``own`` lacks are dropped with a warning naming ``study``, because ``kdlib reproduce`` and notebook 08 hand the

@@ -3,7 +3,7 @@ records and the plots.
 
 An entry holds the method's name (its key in configs, records and the CLI's ``--method``), its label (in figures),
 the config fields that enter its run key, and its run function. ``register(Method(...))`` adds a method everywhere
-at once; ``unregister(name)`` takes it out again. The five methods of the study are registered below.
+at once; ``unregister(name)`` takes it out again. The seven methods of the study are registered below.
 
 A run function takes a :class:`MethodRun` (the pre-trained parties, the transfer data, the config) and returns a
 ``DistillOutcome``; it trains ``run.student`` in place. The runner measures the student before and after it.
