@@ -111,16 +111,23 @@ def test_the_device_script_runs_every_part_and_its_store_merges_back(tmp_path: P
     assert (tmp_path / "late" / "study.jsonl").read_bytes() == (out / "study.jsonl").read_bytes()
 
 
-def test_the_cpu_queue_runs_the_fl_claim_after_eight_seeds_and_the_public_teacher(tmp_path: Path) -> None:
-    fake = tmp_path / "bin" / "python"  # records each command instead of running it
+def test_the_cpu_queue_runs_the_fl_claim_with_seeds_8_9_filling_its_idle_core(tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "python"  # records each command, with its niceness and workers, instead of running it
     fake.parent.mkdir()
-    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path / "calls.txt"}\n')
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'case "$*" in *federated*) sleep 3;; esac  # a federated pass takes a while: the filler runs beside it\n'
+        f'echo "$(nice) $KDLIB_WORKERS $*" >> {tmp_path / "calls.txt"}\n'
+    )
     fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "KDLIB_RESULTS": str(tmp_path / "store")}
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "KDLIB_RESULTS": str(tmp_path / "store"),
+           "KDLIB_WORKERS": "2", "FILLER_LOG": str(tmp_path / "filler.log")}  # fmt: skip
     done = subprocess.run(["bash", "figures/full/run_queue.sh"], cwd=PROJECT_ROOT, env=env, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    base = os.nice(0)
+    lines = [line.split(maxsplit=2) for line in (tmp_path / "calls.txt").read_text().splitlines()]
+    calls = [call for _, _, call in lines]
 
     def step(call: str) -> tuple[str, str | None]:
         words = call.split()
@@ -134,14 +141,20 @@ def test_the_cpu_queue_runs_the_fl_claim_after_eight_seeds_and_the_public_teache
     def seeds(first: int, last: int) -> list[tuple[str, str]]:
         return [(part, str(s)) for s in range(first, last + 1) for part in ("main", "union")]
 
-    steps = [step(c) for c in calls]
+    filler = [i for i, (nice, _, _) in enumerate(lines) if int(nice) != base]
+    assert {(int(lines[i][0]), lines[i][1]) for i in filler} == {(min(base + 19, 19), "1")}  # lowest priority, 1 worker
+    assert [step(calls[i]) for i in filler] == seeds(8, 9)
+    steps = [step(c) for i, c in enumerate(calls) if i not in filler]
     assert steps[:10] == seeds(0, 4)  # the verdicts need 5 seeds: they come first
     assert steps[10:15] == [("public", str(s)) for s in range(5)]
     assert steps[15:21] == seeds(5, 7)
-    assert steps[21] == ("federated", None)  # the federated claim, the issue's last missing verdict, before seeds 8-9
-    judged_first = calls[21].split()
+    first_pass = next(i for i, c in enumerate(calls) if step(c)[0] == "federated")
+    assert min(filler) > calls.index(next(c for c in calls if step(c) == ("union", "7")))  # started after seed 7
+    assert max(filler) < first_pass  # written during the first pass (which logs after its 3 s): beside it
+    assert steps[21] == ("federated", None)  # the federated claim, the issue's last missing verdict
+    judged_first = calls[first_pass].split()
     assert judged_first[judged_first.index("--set") + 1] == "starts=random,kd_avg,kd_dp"  # the claim's starts
-    assert steps[22:26] == seeds(8, 9)  # then the ten seeds complete
-    assert steps[26] == ("federated", None) and "starts=" not in calls[26]  # every start: the stored ones are skipped
+    assert steps[22:26] == seeds(8, 9)  # then the ten seeds complete on both cores (the store skips what is done)
+    assert steps[26] == ("federated", None) and "starts=" not in calls[-6]  # every start: the stored ones are skipped
     assert steps[27:] == [("public", str(s)) for s in range(5, 10)]  # the public teacher's other seeds come last
     assert all("--scale full" in c for c in calls)

@@ -7,8 +7,10 @@
 #   3. the main study's seeds 5-7 (about 1.2-2 h a seed here);
 #   4. the federated claim at full scale, its 5 seeds (about 4.3 h a seed here beside the distillation study), on the
 #      starts that the paper's 60.6% is judged on (random init and the two KD starts): the last missing
-#      verdict, so it comes before the seeds that only narrow intervals already written;
-#   5. the main study's seeds 8-9, which complete the ten seeds;
+#      verdict. Beside it, at the lowest priority and on one worker, the main study's seeds 8-9 take the core that
+#      the federated study leaves idle (it pre-trains its clients and distils its KD starts on one core); a
+#      federated round's two client processes run at Ray's nice 15 and come first;
+#   5. the main study's seeds 8-9 to the end, now on both cores beside the filler (the store's claims share the runs);
 #   6. the federated one-client reference start;
 #   7. the public-teacher scenario's seeds 5-9, so that it has the main study's ten seeds (about 30 min a seed here).
 # The ViT pair is not in it: on this CPU it costs days (run_vit_pair.sh, or run_device.sh where a GPU is lent).
@@ -21,8 +23,12 @@ bash figures/full/run_study.sh 0 4
 bash figures/full/run_public_teacher.sh 0 4
 bash figures/full/run_study.sh 5 7
 echo "== federated study $(date -u +%H:%M:%S)"
+filler_log=${FILLER_LOG:-${TMPDIR:-/tmp}/kdlib-queue-seeds-8-9.log}  # outside the tree: a file here would make it dirty
+KDLIB_WORKERS=1 nice -n 19 bash figures/full/run_study.sh 8 9 >"$filler_log" 2>&1 &
+filler=$!
 python -m kdlib federated --scale full --quiet --set starts=random,kd_avg,kd_dp
 bash figures/full/run_study.sh 8 9
+wait "$filler"
 python -m kdlib federated --scale full --quiet
 bash figures/full/run_public_teacher.sh 5 9
 echo "== queue done $(date -u +%H:%M:%S)"
