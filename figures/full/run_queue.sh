@@ -5,7 +5,7 @@
 #   1. the main study's seeds 0-4 with their union rows (the verdicts need 5 seeds; about 2 h a seed here);
 #   2. the public-teacher scenario over the same seeds (issue 25);
 #   3. the main study's seeds 5-7 (about 1.2-2 h a seed here);
-#   4. the federated claim at full scale, its 5 seeds (about 2.4 h a seed here, measured on seed 0's first run), on the
+#   4. the federated claim at full scale, its 5 seeds (about 2 h a seed here: seed 0 took 1 h 59 min), on the
 #      starts that the paper's 60.6% is judged on (random init and the two KD starts): the issue's last missing
 #      verdict. Beside it, at the lowest priority and on one worker, the main study's seeds 8-9 take the core that
 #      the federated study leaves idle (it pre-trains its clients and distils its KD starts on one core); a
