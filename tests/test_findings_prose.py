@@ -18,7 +18,7 @@ PUBLIC_FINDINGS = ROOT / "figures" / "full" / "public_teacher" / "README.md"
 
 
 def normalise(text: str) -> str:
-    """One spelling for numbers: ASCII minus, no thousands of whitespace, ``[-13%, +9%]`` as ``[-13, +9]``."""
+    """One spelling for numbers: ASCII minus, single spaces, ``[-13%, +9%]`` as ``[-13, +9]``."""
     text = text.replace("\u2212", "-")
     text = re.sub(r"\s+", " ", text)
     return re.sub(r"\[([+-]?[\d.]+)%, ([+-]?[\d.]+)%\]", r"[\1, \2]", text)
@@ -27,9 +27,12 @@ def normalise(text: str) -> str:
 def verdict_rows(readme: str) -> list[dict[str, str]]:
     """The rows of the verdict table inside the block (header names as keys)."""
     block = readme.split(BLOCK_BEGIN, 1)[1].split(BLOCK_END, 1)[0]
-    lines = [line for line in block.splitlines() if line.startswith("| claim |") or line.startswith("| tuned")]
-    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True)) for line in lines[1:]]
+    table = block[block.index("| claim |"):].split("\n\n", 1)[0].strip().splitlines()  # up to the blank line
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    return [dict(zip(cells(table[0]), cells(line), strict=True)) for line in table[2:]]  # [1]: the |---| line
 
 
 def effect_number(effect: str) -> str:

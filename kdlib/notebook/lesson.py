@@ -63,8 +63,7 @@ def setup(scale: str = "smoke", *, transfer: str | None = None, overrides: Any =
     ``seed``, ``scenarios``). ``overrides`` is the notebook's mapping of config fields (or its YAML text, as papermill
     may pass it); it wins over ``transfer`` and over the other parameters (``over_parameters`` warns of a clash), and
     the federated study's own fields in it (08 hands them on to that study, e.g. ``starts``) are dropped here with a
-    warning. ``transfer=None`` leaves the transfer set to the scale
-    (for the notebooks without KD runs).
+    warning. ``transfer=None`` leaves the transfer set to the scale (for the notebooks without KD runs).
     """
     from kdlib.fl.config import FederatedConfig
     from kdlib.notebook.plots import TRANSFER_LABELS
