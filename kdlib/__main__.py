@@ -69,10 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs at once: 'auto' one per core on Ray (default, or KDLIB_WORKERS), N on Ray, 0 or 1 one by one here",
     )
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: RAY_ADDRESS, else local)")
+    p.add_argument("--plan", action="store_true",
+                   help="run nothing: print, seed by seed, how many runs the store holds and which are missing")
     p = sub.add_parser("federated", help="FedAvg from every start, over seeds; prints rounds to target and the verdict")
     common(p)
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds: seed, seed + 1, ... (default: the scale's: 1 at smoke, 5 at full); = --set seeds=N")
+    p.add_argument("--plan", action="store_true",
+                   help="run nothing: print, seed by seed, how many runs the store holds and which are missing")
     p = sub.add_parser("reproduce", help="execute the notebooks with papermill; figures to runs/figures/")
     common(p)
     p.add_argument("--output", default="runs/notebooks", help="folder for the executed notebooks")
@@ -181,6 +185,8 @@ def dispatch(args: argparse.Namespace) -> int:
         record = run_claimed(study, (args.scenario, args.method, cfg.seed), force=args.force)
         print(json.dumps({k: v for k, v in record["metrics"].items()}, indent=1))
         return 0
+    if args.plan:
+        return print_plan(study, f"study of {cfg.dataset}, scale {cfg.scale}{_sets(args)}")
     workers = args.workers if args.workers is not None else os.environ.get("KDLIB_WORKERS", "auto")
     table = study.run_all(force=args.force, workers=workers, ray_address=args.ray_address)
     print(f"\nGain in accuracy points (after - before), {study.dataset.description}, scale {cfg.scale}:")
@@ -201,12 +207,37 @@ def run_federated(args: argparse.Namespace) -> int:
             raise KDConfigError("seeds", overrides["seeds"], allowed)
         overrides["seeds"] = args.seeds
     fed = open_federated(args.scale, device=args.device, results=args.results, progress=not args.quiet, **overrides)
+    if args.plan:
+        return print_plan(fed, f"federated study of {fed.cfg.dataset}, scale {args.scale}{_sets(args)}")
     summary = fed.run_all()
     print(summary[["seed", "scenario", "start", "rounds_to_target", "reduction_pct", "status"]].to_string(index=False))
     table = verdict_table(federated_claims(summary))
     for (claim, _), row in table.iterrows():
         print(f"- {claim}: {row['verdict']} (n = {row['n']}, {args.scale} scale; {row['effect']}; ratio "
               f"{row['ratio of means']}; paper {row['paper']})")
+    return 0
+
+
+PLAN_NAMES_SHOWN = 6
+"""How many missing runs ``--plan`` names per seed before it counts the rest."""
+
+
+def print_plan(study: Any, title: str) -> int:
+    """``--plan``: the study's store, seed by seed (``parallel.stored_by_seed``): runs stored of the seed's runs, and
+    the missing ones by name. Nothing runs and no data are loaded."""
+    from kdlib.study.parallel import stored_by_seed
+
+    rows = stored_by_seed(study)
+    whole = sum(row["stored"] == row["jobs"] for row in rows)
+    print(f"{title}: {whole} of {len(rows)} seed(s) complete in {study.store.path}")
+    for row in rows:
+        line = f"seed {row['seed']}: {row['stored']}/{row['jobs']} runs stored"
+        missing = row["missing"]
+        if missing:
+            shown = ", ".join(missing[:PLAN_NAMES_SHOWN])
+            more = len(missing) - PLAN_NAMES_SHOWN
+            line += f"; missing {shown}" + (f" and {more} more" if more > 0 else "")
+        print(line)
     return 0
 
 
@@ -220,6 +251,11 @@ def run_merge(args: argparse.Namespace) -> int:
     added, skipped = target.merge(ResultsStore(Path(args.source)))
     print(f"{added} run(s) added to {target.path}; {skipped} skipped (done there already)")
     return 0
+
+
+def _sets(args: argparse.Namespace) -> str:
+    """The command's ``--set`` pairs, as a title's tail: which variant of the scale it names."""
+    return "".join(f" --set {pair}" for pair in args.set)
 
 
 def _pct(value: float) -> str:

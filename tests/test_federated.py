@@ -391,3 +391,26 @@ def test_open_federated_leaves_distillation_only_overrides_to_their_notebooks(tm
     assert study.cfg.rounds == 3 and study.cfg.scenarios == ("iid",)
     with pytest.raises(KDConfigError):
         open_federated("smoke", results=str(tmp_path), bogus=1)
+
+
+def test_federated_plan_counts_stored_starts_per_seed_and_runs_nothing(
+    tmp_path, isolated_folders, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kdlib.__main__ import main
+    from kdlib.fl.config import KIND
+
+    def never(*args, **kwargs):
+        raise AssertionError("--plan must not run a federated job")
+
+    monkeypatch.setattr(FederatedStudy, "run_batch", never)
+    fed = open_federated("smoke", results=str(tmp_path), seeds=2, scenarios="iid", starts="random,kd_avg")
+    fed.store.append(KIND, run_config(fed.cfg.replace(seed=1), "iid", "kd_avg"), {"rounds_to_target": 3})
+    argv = ["federated", "--plan", "--device", "cpu", "--results", str(tmp_path), "--seeds", "2",
+            "--set", "scenarios=iid", "--set", "starts=random,kd_avg"]  # fmt: skip
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "0 of 2 seed(s) complete" in lines[0]
+    assert lines[1:] == [
+        "seed 0: 0/2 runs stored; missing iid random, iid kd_avg",
+        "seed 1: 1/2 runs stored; missing iid random",
+    ]

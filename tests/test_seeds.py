@@ -126,3 +126,39 @@ def test_parties_are_pre_trained_per_seed(tmp_path: Path, isolated_folders) -> N
     record = study.run("iid", "finetune", seed=1)
     assert record["parties"]["student"]["config"]["seed"] == 1
     assert record["key"] == run_key("distill", run_config(study.cfg, "iid", "finetune", seed=1))
+
+
+def test_plan_counts_each_seeds_stored_runs_names_the_missing_and_runs_nothing(
+    tmp_path: Path, isolated_folders, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from kdlib.__main__ import main
+    from kdlib.study.parallel import stored_by_seed
+
+    study = tiny_study(tmp_path, seeds=2, scenarios=("iid", "disjoint"))
+    for scenario, method, seed in study.jobs():
+        if (seed, scenario, method) != (1, "disjoint", "standard"):
+            metrics = {"acc_before": 0.5, "acc_after": 0.6, "gain": 0.1}
+            study.store.append("distill", run_config(study.cfg, scenario, method, seed=seed), metrics)
+    rows = stored_by_seed(study)
+    assert [(r["seed"], r["stored"], r["jobs"], r["missing"]) for r in rows] == [
+        (0, 4, 4, []),
+        (1, 3, 4, ["disjoint standard"]),
+    ]
+
+    def never(*args, **kwargs):
+        raise AssertionError("--plan must neither run a method nor load data")
+
+    monkeypatch.setattr(Study, "_dispatch", never)
+    monkeypatch.setattr(Study, "dataset_for", never)
+    sets = [f"{key}={json.dumps(value)}" for key, value in {**TINY, "scenarios": ["iid", "disjoint"]}.items()]
+    argv = ["study", "--plan", "--device", "cpu", "--results", str(tmp_path), "--set", "seeds=3"]
+    assert main(argv + [arg for pair in sets for arg in ("--set", pair)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("study of digits, scale smoke") and "1 of 3 seed(s) complete" in lines[0]
+    assert lines[1:] == [
+        "seed 0: 4/4 runs stored",
+        "seed 1: 3/4 runs stored; missing disjoint standard",
+        "seed 2: 0/4 runs stored; missing iid finetune, iid standard, disjoint finetune, disjoint standard",
+    ]

@@ -55,6 +55,7 @@ __all__ = [
     "run_claimed",
     "run_claimed_batch",
     "run_jobs",
+    "stored_by_seed",
 ]
 
 Job = tuple[str, str, int]
@@ -85,6 +86,19 @@ def complete_seeds(study: Any) -> int:
             break
         count += 1
     return count
+
+
+def stored_by_seed(study: Any) -> list[dict[str, Any]]:
+    """Seed by seed, how much of a study the store holds: ``{"seed", "stored", "jobs", "missing"}``, ``missing``
+    naming each absent job as ``"scenario method"`` (or ``"scenario start"``). What ``kdlib study --plan`` prints:
+    where a resumed study will start, read without running or loading anything."""
+    done, jobs = study.store.keys(), study.jobs()
+    rows = []
+    for seed in study.seeds:
+        own = [job for job in jobs if job[2] == seed]
+        missing = [f"{job[0]} {job[1]}" for job in own if study.job_key(job) not in done]
+        rows.append({"seed": seed, "stored": len(own) - len(missing), "jobs": len(own), "missing": missing})
+    return rows
 
 
 _ENV_PASSED = (
