@@ -155,3 +155,31 @@ def test_the_findings_script_refuses_an_unknown_variant(tmp_path: Path) -> None:
     done = run_findings_script(env)
     assert done.returncode == 2
     assert "use main, public_teacher or vit_pair" in done.stderr
+
+
+def test_the_progress_script_reports_every_part_of_the_queue_from_the_store(tmp_path: Path) -> None:
+    """figures/full/progress.sh reads the store as the queue fills it: 2 whole seeds of the federated claim's starts
+    (variants.sh, which the queue runs) are 2 of 5 for the claim and 0 for every start; nothing runs."""
+    root = Path(__file__).resolve().parent.parent
+    starts = subprocess.run(["bash", "-c", "source figures/full/variants.sh; echo $FEDERATED_CLAIM_STARTS"], cwd=root,
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    store_fake_federated_seeds(tmp_path, 2, starts)
+    env = {**os.environ, "KDLIB_RESULTS": str(tmp_path)}
+    done = subprocess.run(["bash", str(root / "figures/full/progress.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    parts = {}
+    for block in done.stdout.split("== ")[1:]:
+        title, first, *seeds = block.strip().splitlines()
+        parts[title] = (first, seeds)
+    assert list(parts) == ["main study", "union reference rows", "public teacher", "federated claim (first pass)",
+                           "federated, every start"]  # fmt: skip
+    assert "0 of 10 seed(s) complete" in parts["main study"][0]
+    assert "2 of 5 seed(s) complete" in parts["federated claim (first pass)"][0]
+    from kdlib.fl.config import federated_scale_config
+
+    scenarios = len(federated_scale_config("full").scenarios)  # the seed after the 2: its random starts alone
+    jobs = len(starts.split(",")) * scenarios
+    assert parts["federated claim (first pass)"][1][2].startswith(f"seed 2: {scenarios}/{jobs} runs stored")
+    assert "0 of 5 seed(s) complete" in parts["federated, every start"][0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.jsonl"]  # nothing written beside the store

@@ -9,11 +9,12 @@ export KDLIB_RESULTS=${KDLIB_RESULTS:-figures/full}
 echo "== main study"
 python -m kdlib study --scale full --plan
 echo "== union reference rows"
-python -m kdlib study --scale full --plan --set transfer=union --set methods=finetune,dp,dp_shared
+# shellcheck disable=SC2086
+python -m kdlib study --scale full --plan $UNION_SETS
 echo "== public teacher"
 # shellcheck disable=SC2086
 python -m kdlib study --scale full --plan $PUBLIC_TEACHER_SETS
 echo "== federated claim (first pass)"
-python -m kdlib federated --scale full --plan --set starts=random,kd_avg,kd_dp
+python -m kdlib federated --scale full --plan --set starts="$FEDERATED_CLAIM_STARTS"
 echo "== federated, every start"
 python -m kdlib federated --scale full --plan

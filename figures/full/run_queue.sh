@@ -18,6 +18,7 @@
 #   bash figures/full/run_queue.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source figures/full/variants.sh
 export KDLIB_RESULTS=${KDLIB_RESULTS:-figures/full}
 bash figures/full/run_study.sh 0 4
 bash figures/full/run_public_teacher.sh 0 4
@@ -26,7 +27,7 @@ echo "== federated study $(date -u +%H:%M:%S)"
 filler_log=${FILLER_LOG:-${TMPDIR:-/tmp}/kdlib-queue-seeds-8-9.log}  # outside the tree: a file here would make it dirty
 KDLIB_WORKERS=1 nice -n 19 bash figures/full/run_study.sh 8 9 >"$filler_log" 2>&1 &
 filler=$!
-python -m kdlib federated --scale full --quiet --set starts=random,kd_avg,kd_dp
+python -m kdlib federated --scale full --quiet --set starts="$FEDERATED_CLAIM_STARTS"
 bash figures/full/run_study.sh 8 9
 wait "$filler"
 python -m kdlib federated --scale full --quiet

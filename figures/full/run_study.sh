@@ -10,6 +10,7 @@
 # SCALE (default full) and SETS (--set options for both) exist for the scripts' own test at a tiny size.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source figures/full/variants.sh
 first=${1:-0}
 last=${2:-9}
 export KDLIB_RESULTS=${KDLIB_RESULTS:-figures/full} KDLIB_WORKERS=${KDLIB_WORKERS:-2}
@@ -20,7 +21,6 @@ for seed in $(seq "$first" "$last"); do
     [ "${UNION:-1}" = 1 ] || continue
     echo "== seed $seed: union reference rows $(date -u +%H:%M:%S)"
     # shellcheck disable=SC2086
-    python -m kdlib study --scale "${SCALE:-full}" --quiet --seed "$seed" --set seeds=1 --set transfer=union \
-        --set methods=finetune,dp,dp_shared ${SETS:-}
+    python -m kdlib study --scale "${SCALE:-full}" --quiet --seed "$seed" --set seeds=1 $UNION_SETS ${SETS:-}
 done
 echo "== done $(date -u +%H:%M:%S)"
