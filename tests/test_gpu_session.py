@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -117,7 +118,8 @@ def test_the_cpu_queue_runs_the_fl_claim_with_seeds_8_9_filling_its_idle_core(tm
     fake.write_text(
         "#!/usr/bin/env bash\n"
         'case "$*" in *federated*) sleep 3;; esac  # a federated pass takes a while: the filler runs beside it\n'
-        f'echo "$(nice) $KDLIB_WORKERS $*" >> {tmp_path / "calls.txt"}\n'
+        # niceness, scheduling policy (/proc/PID/stat field 41: 0 normal, 5 idle), workers, then the command
+        f'echo "$(nice) $(cut -d" " -f41 /proc/$$/stat) $KDLIB_WORKERS $*" >> {tmp_path / "calls.txt"}\n'
     )
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "KDLIB_RESULTS": str(tmp_path / "store"),
@@ -126,8 +128,8 @@ def test_the_cpu_queue_runs_the_fl_claim_with_seeds_8_9_filling_its_idle_core(tm
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     base = os.nice(0)
-    lines = [line.split(maxsplit=2) for line in (tmp_path / "calls.txt").read_text().splitlines()]
-    calls = [call for _, _, call in lines]
+    lines = [line.split(maxsplit=3) for line in (tmp_path / "calls.txt").read_text().splitlines()]
+    calls = [call for *_, call in lines]
 
     def step(call: str) -> tuple[str, str | None]:
         words = call.split()
@@ -141,8 +143,11 @@ def test_the_cpu_queue_runs_the_fl_claim_with_seeds_8_9_filling_its_idle_core(tm
     def seeds(first: int, last: int) -> list[tuple[str, str]]:
         return [(part, str(s)) for s in range(first, last + 1) for part in ("main", "union")]
 
-    filler = [i for i, (nice, _, _) in enumerate(lines) if int(nice) != base]
-    assert {(int(lines[i][0]), lines[i][1]) for i in filler} == {(min(base + 19, 19), "1")}  # lowest priority, 1 worker
+    filler = [i for i, (nice, *_) in enumerate(lines) if int(nice) != base]
+    idle_policy = "5" if shutil.which("chrt") else "0"  # SCHED_IDLE where util-linux has chrt
+    lowest = (min(base + 19, 19), idle_policy, "1")  # lowest priority, the idle policy, 1 worker
+    assert {(int(lines[i][0]), lines[i][1], lines[i][2]) for i in filler} == {lowest}
+    assert {lines[i][1] for i in range(len(lines)) if i not in filler} == {"0"}  # the rest: the normal policy
     assert [step(calls[i]) for i in filler] == seeds(8, 9)
     steps = [step(c) for i, c in enumerate(calls) if i not in filler]
     assert steps[:10] == seeds(0, 4)  # the verdicts need 5 seeds: they come first

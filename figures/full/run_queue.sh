@@ -8,8 +8,9 @@
 #   4. the federated claim at full scale, its 5 seeds (about 2 h a seed here: seed 0 took 1 h 59 min), on the
 #      starts that the paper's 60.6% is judged on (random init and the two KD starts): the last missing
 #      verdict. Beside it, at the lowest priority and on one worker, the main study's seeds 8-9 take the core that
-#      the federated study leaves idle (it pre-trains its clients and distils its KD starts on one core); a
-#      federated round's two client processes run at Ray's nice 15 and come first;
+#      the federated study leaves idle (it pre-trains its clients and distils its KD starts on one core). At nice 19
+#      alone the filler still took about 27% of a core from a federated round's two client processes (Ray's nice
+#      15); under the idle policy (chrt --idle) it takes only what they leave;
 #   5. the main study's seeds 8-9 to the end, now on both cores beside the filler (the store's claims share the runs);
 #   6. the federated one-client reference start;
 #   7. the public-teacher scenario's seeds 5-9, so that it has the main study's ten seeds (about 30 min a seed here).
@@ -25,7 +26,9 @@ bash figures/full/run_public_teacher.sh 0 4
 bash figures/full/run_study.sh 5 7
 echo "== federated study $(date -u +%H:%M:%S)"
 filler_log=${FILLER_LOG:-${TMPDIR:-/tmp}/kdlib-queue-seeds-8-9.log}  # outside the tree: a file here would make it dirty
-KDLIB_WORKERS=1 nice -n 19 bash figures/full/run_study.sh 8 9 >"$filler_log" 2>&1 &
+idle=(nice -n 19)  # lowest niceness, and where util-linux has chrt the idle policy: CPU time no other task wants
+if command -v chrt >/dev/null 2>&1; then idle=(chrt --idle 0 nice -n 19); fi
+KDLIB_WORKERS=1 "${idle[@]}" bash figures/full/run_study.sh 8 9 >"$filler_log" 2>&1 &
 filler=$!
 python -m kdlib federated --scale full --quiet --set starts="$FEDERATED_CLAIM_STARTS"
 bash figures/full/run_study.sh 8 9
