@@ -17,6 +17,7 @@
 # The ViT pair is not in it: on this CPU it costs days (run_vit_pair.sh, or run_device.sh where a GPU is lent).
 #
 #   bash figures/full/run_queue.sh
+#   bash figures/full/progress.sh      # meanwhile: each part's runs in the store, seed by seed (runs nothing)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source figures/full/variants.sh
