@@ -33,6 +33,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+PLAN_HELP = "run nothing: print, seed by seed, how many runs the store holds and which are missing"
 SCENARIO_HELP = "a partition: iid, dirichlet:0.5, disjoint, disjoint:3, disjoint:0-4|5-9 or quantity:1.5"
 
 
@@ -69,14 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs at once: 'auto' one per core on Ray (default, or KDLIB_WORKERS), N on Ray, 0 or 1 one by one here",
     )
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (default: RAY_ADDRESS, else local)")
-    p.add_argument("--plan", action="store_true",
-                   help="run nothing: print, seed by seed, how many runs the store holds and which are missing")
+    p.add_argument("--plan", action="store_true", help=PLAN_HELP)
     p = sub.add_parser("federated", help="FedAvg from every start, over seeds; prints rounds to target and the verdict")
     common(p)
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds: seed, seed + 1, ... (default: the scale's: 1 at smoke, 5 at full); = --set seeds=N")
-    p.add_argument("--plan", action="store_true",
-                   help="run nothing: print, seed by seed, how many runs the store holds and which are missing")
+    p.add_argument("--plan", action="store_true", help=PLAN_HELP)
     p = sub.add_parser("reproduce", help="execute the notebooks with papermill; figures to runs/figures/")
     common(p)
     p.add_argument("--output", default="runs/notebooks", help="folder for the executed notebooks")

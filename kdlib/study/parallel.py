@@ -76,18 +76,6 @@ class Runnable(Protocol):
     def run_batch(self, jobs: Sequence[Job], force: bool = False) -> None: ...
 
 
-def complete_seeds(study: Any) -> int:
-    """How many of a study's seeds (``study.seeds``), counted from its first, have every job of ``study.jobs()``
-    stored: the seeds that a notebook can read without running anything (``--set seeds=N``)."""
-    done, jobs = study.store.keys(), study.jobs()
-    count = 0
-    for seed in study.seeds:
-        if any(study.job_key(job) not in done for job in jobs if job[2] == seed):
-            break
-        count += 1
-    return count
-
-
 def stored_by_seed(study: Any) -> list[dict[str, Any]]:
     """Seed by seed, how much of a study the store holds: ``{"seed", "stored", "jobs", "missing"}``, ``missing``
     naming each absent job as ``"scenario method"`` (or ``"scenario start"``). What ``kdlib study --plan`` prints:
@@ -99,6 +87,17 @@ def stored_by_seed(study: Any) -> list[dict[str, Any]]:
         missing = [f"{job[0]} {job[1]}" for job in own if study.job_key(job) not in done]
         rows.append({"seed": seed, "stored": len(own) - len(missing), "jobs": len(own), "missing": missing})
     return rows
+
+
+def complete_seeds(study: Any) -> int:
+    """How many of a study's seeds (``study.seeds``), counted from its first, have every job of ``study.jobs()``
+    stored: the seeds that a notebook can read without running anything (``--set seeds=N``)."""
+    count = 0
+    for row in stored_by_seed(study):
+        if row["missing"]:
+            break
+        count += 1
+    return count
 
 
 _ENV_PASSED = (
