@@ -23,7 +23,7 @@ EXPECTED_FIGURES = {
     "05_mutual_learning": ["05_dml_gain"],
     "06_data_partitioning_kd": ["06_dp_routing", "06_dp_flips", "06_dp_routing_by_transfer"],
     "07_federated": ["07_fl_accuracy", "07_fl_rounds_to_target"],
-    "08_findings": ["08_gain_all_methods", "08_knowledge_flips"],
+    "08_findings": ["08_gain_all_methods", "08_knowledge_flips", "08_fl_accuracy", "08_fl_rounds_to_target"],
 }
 
 

@@ -405,6 +405,19 @@ def test_fl_accuracy_draws_each_seed_or_the_band():
     assert any(isinstance(c, PolyCollection) for c in ax.collections)
 
 
+def test_fl_accuracy_draws_the_mean_target_and_says_so_when_the_seeds_targets_differ():
+    def target_line(curves: pd.DataFrame) -> tuple[float, str]:
+        fig = plots_federated.plot_fl_accuracy(curves, "caption")
+        (line,) = [line for line in fig.axes[0].lines if line.get_linestyle() == "--"]
+        return line.get_ydata()[0], line.get_label()
+
+    same = fl_curves(2)
+    assert target_line(same) == (30.0, "target")
+    differ = same.assign(target=np.where(same["seed"] == 0, 0.30, 0.34))
+    height, label = target_line(differ)
+    assert height == pytest.approx(32.0) and "mean of the seeds' own targets" in label.replace("\n", " ")
+
+
 def test_rounds_to_target_over_seeds_shows_each_seed_and_how_many_reached():
     summary = pd.DataFrame({"scenario": "iid", "start": "random", "seed": [0, 1, 2], "rounds_to_target": [4, np.nan, 6],
                             "reduction_pct": np.nan})  # fmt: skip

@@ -46,9 +46,7 @@ def plot_fl_accuracy(curves: pd.DataFrame, caption: str, scenarios: Sequence[str
         part = curves[curves["scenario"] == scenario]
         for start in _ordered(part["start"], start_names()):
             _draw_start(ax, part[part["start"] == start], colors[start], start_label(start), view)
-        target = part["target"].dropna()
-        if len(target):
-            ax.axhline(100 * target.iloc[0], color="black", linestyle="--", linewidth=1, label="target")
+        _draw_target(ax, part)
         ax.set_title(scenario, fontsize=10)
         ax.set_xlabel("communication round (0 = start)")
         ax.grid(alpha=0.3)
@@ -62,6 +60,16 @@ def plot_fl_accuracy(curves: pd.DataFrame, caption: str, scenarios: Sequence[str
     axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.03, 1.0), borderaxespad=0,
                        frameon=False)  # fmt: skip
     return finish_figure(fig, "FedAvg from different starting models: accuracy per round", caption)
+
+
+def _draw_target(ax: plt.Axes, part: pd.DataFrame) -> None:
+    """The scenario's target, dashed: each seed sets its own (from its own random start), so where they differ the
+    line is their mean and says so."""
+    targets = part.drop_duplicates("seed" if "seed" in part else "scenario")["target"].dropna()
+    if targets.empty:
+        return
+    label = "target" if targets.nunique() == 1 else "target: the mean of the seeds' own targets"
+    ax.axhline(100 * targets.mean(), color="black", linestyle="--", linewidth=1, label=wrapped(label))
 
 
 def _draw_start(ax: plt.Axes, part: pd.DataFrame, color: tuple, label: str, view: SeedView) -> None:
