@@ -412,7 +412,7 @@ def test_fl_accuracy_draws_the_mean_target_and_says_so_when_the_seeds_targets_di
         return line.get_ydata()[0], line.get_label()
 
     same = fl_curves(2)
-    assert target_line(same) == (30.0, "target")
+    assert target_line(same) == (pytest.approx(30.0), "target")
     differ = same.assign(target=np.where(same["seed"] == 0, 0.30, 0.34))
     height, label = target_line(differ)
     assert height == pytest.approx(32.0) and "mean of the seeds' own targets" in label.replace("\n", " ")
