@@ -31,8 +31,10 @@ from kdlib.study.findings import (
     apply_holm,
     best_untuned_by_validation,
     federated_claims,
+    federated_scenario_table,
     improvement_table,
     provenance,
+    provenance_by_part,
     save_verdicts,
     tuning_claims,
     verdict_table,
@@ -218,6 +220,30 @@ def test_federated_claim_is_a_ratio_of_mean_rounds() -> None:
     assert "rounds" in judged.why and "points" not in judged.why
 
 
+def test_federated_scenario_table_shows_which_scenario_carries_the_claim() -> None:
+    """A scenario whose KD start is at the target from round 0 (0 rounds) lifts the pooled ratio: alone it saves
+    100%, and without it the ratio falls to the other scenario's."""
+    rows = [
+        {"scenario": s, "start": "kd_dp", "role": "kd", "seed": seed, "rounds_to_target": r, "rounds_random": 10}
+        for seed, iid_rounds in enumerate([8, 7, 8, 9, 8])
+        for s, r in (("iid", iid_rounds), ("skewed", 0))
+    ]
+    rows += [{**row, "start": "random", "role": "baseline", "rounds_to_target": 10} for row in rows[:2]]
+    table = federated_scenario_table(pd.DataFrame(rows))
+    assert {start for start, _ in table.index} == {"kd_dp"}  # the baseline is not a KD start
+    assert list(table.loc["kd_dp"].index) == ["iid alone", "all but iid", "skewed alone", "all but skewed"]
+    assert table.loc[("kd_dp", "skewed alone"), "ratio of means (%)"].startswith("+100%")
+    without_skewed = table.loc[("kd_dp", "all but skewed")]
+    assert without_skewed["ratio of means (%)"] == table.loc[("kd_dp", "iid alone"), "ratio of means (%)"]
+    assert without_skewed["ratio of means (%)"].startswith("+20%")  # (10 - mean 8) / 10
+    (pooled,) = federated_claims(pd.DataFrame(rows))
+    assert pooled.effect.ratio.value == pytest.approx(60.0)  # (2 + 10) / 2 rounds saved of 10
+    assert set(table["seeds"]) == {5}
+    assert federated_scenario_table(pd.DataFrame(rows).query("scenario == 'iid'")).index.tolist() == [
+        ("kd_dp", "iid alone")
+    ]  # one scenario: no "all but"
+
+
 def test_provenance_shows_commits_and_keys_rerun_by_other_code() -> None:
     records = [
         {"key": "a", "env": {"git": "1" * 40, "dirty": False}},
@@ -228,6 +254,21 @@ def test_provenance_shows_commits_and_keys_rerun_by_other_code() -> None:
     assert set(table["commit"]) == {"1" * 12, "2" * 12}
     assert table.set_index("commit").loc["2" * 12, "dirty"]
     assert table["keys made by several commits"].tolist() == [1, 1]
+
+
+def test_provenance_by_part_names_the_records_of_each_claim(isolated_folders: dict[str, Path]) -> None:
+    env = {"dirty": False, "torch": "2.13.0+cpu"}
+    study = [{"key": key, "env": {**env, "git": "1" * 40}} for key in ("a", "b")]
+    parts = {"distillation study": study, "federated claim": [{"key": "f", "env": {**env, "git": "2" * 40}}]}
+    table = provenance_by_part(parts)
+    assert table.columns[0] == "part"
+    assert table[["part", "commit", "records"]].values.tolist() == [
+        ["distillation study", "1" * 12, 2], ["federated claim", "2" * 12, 1]
+    ]  # fmt: skip
+    assert provenance_by_part({}).empty and "part" in provenance_by_part({}).columns
+    isolated_folders["figures"].mkdir()
+    text = save_verdicts(verdict_rows(MIN_SEEDS_TO_QUOTE), "full scale", sources=table).read_text()
+    assert f"| federated claim | {'2' * 12} | False | cpu | 1 | 0 |" in text  # the part first, then the commit
 
 
 def test_provenance_says_where_each_record_ran() -> None:

@@ -49,11 +49,20 @@ def ratio_interval(ratio: str) -> str | None:
     return found.group(0) if found else None
 
 
+def is_federated(row: dict[str, str]) -> bool:
+    """The federated claim's rows, whose seeds are the federated study's, not the distillation study's."""
+    return "FedAvg" in row["claim"]
+
+
 def check_prose_quotes_block(readme: str, prose: str, *, quote_ratios: bool) -> None:
-    rows = verdict_rows(readme)
+    all_rows = verdict_rows(readme)
+    rows = [row for row in all_rows if not is_federated(row)]
     assert rows, "no verdict rows"
     (n,) = {row["n"] for row in rows}
     prose = normalise(prose)
+    for row in (row for row in all_rows if is_federated(row)):
+        assert f"federated claim's {row['n']} seeds" in prose, f"the prose does not give the federated n {row['n']}"
+        rows.append(row)  # its effects and ratios are quoted like the others'
     assert f"What the {n} seeds show" in prose, f"the prose does not say it reads {n} seeds"
     stale = sorted(set(re.findall(r"(\d+) seeds show", prose)) - {n})
     assert not stale, f"the prose names {stale} seeds beside the block's {n}"
@@ -71,10 +80,14 @@ def test_the_main_study_prose_quotes_its_verdict_block() -> None:
 
 
 def test_the_top_readme_quotes_the_main_study_block() -> None:
-    rows = verdict_rows(MAIN_FINDINGS.read_text())
+    all_rows = verdict_rows(MAIN_FINDINGS.read_text())
+    rows = [row for row in all_rows if not is_federated(row)]
     (n,) = {row["n"] for row in rows}
     top = normalise((ROOT / "README.md").read_text())
-    claims = top.split("**The tuning claims**", 1)[1].split("**The federated claim**", 1)[0]
+    claims, federated = top.split("**The tuning claims**", 1)[1].split("**The federated claim**", 1)
+    federated = federated.split("## ", 1)[0]
+    for row in (row for row in all_rows if is_federated(row)):
+        assert effect_number(normalise(row["effect"])) in federated and f"{row['n']} seeds" in federated, row
     assert f"`full`, {n} seeds" in claims and f"full scale, {n} seeds" in claims
     if int(n) < scale_config("full").seeds:  # the seed count is said to be partial until every seed is in
         assert f"{n} seeds so far" in top and f"({n} so far)" in top
@@ -111,4 +124,23 @@ def test_a_stale_sentence_is_caught(prose: str, message: str) -> None:
     with pytest.raises(AssertionError, match=re.escape(message)):
         check_prose_quotes_block(readme, prose, quote_ratios=True)
     good = "What the 8 seeds show: +3.80 ± 0.83 points, [+84%, +208%]; -0.58 ± 0.46, [-44, -6]"
+    check_prose_quotes_block(f"{good}\n{BLOCK_BEGIN}\n{table}{BLOCK_END}\n", good, quote_ratios=True)
+
+
+def test_the_federated_rows_are_quoted_with_their_own_seed_count() -> None:
+    table = (
+        "| claim | comparator | effect | ratio of means | n |\n|---|---|---|---|---|\n"
+        "| tuned over untuned, IID | best untuned (by validation) | -0.58 ± 0.46 points | -27% [-44%, -6%] | 8 |\n"
+        "| fewer FedAvg rounds from a KD start (kd_dp) | FedAvg from scratch | +19.80 ± 2.87 rounds "
+        "| +61% [+56, +66] | 5 |\n"
+    )
+    study = "What the 8 seeds show: -0.58 ± 0.46, [-44, -6]."
+    for prose, message in [
+        (f"{study} Over 5 seeds, 19.80 ± 2.87 rounds, [+56, +66].", "federated n 5"),
+        (f"{study} The federated claim's 5 seeds: 19.80 ± 2.87 rounds.", "[+56, +66]"),
+        (f"{study} The federated claim's 5 seeds: 19.80 ± 2.80 rounds, [+56, +66].", "19.80 ± 2.87"),
+    ]:
+        with pytest.raises(AssertionError, match=re.escape(message)):
+            check_prose_quotes_block(f"{prose}\n{BLOCK_BEGIN}\n{table}{BLOCK_END}\n", prose, quote_ratios=True)
+    good = f"{study} The federated claim's 5 seeds: 19.80 ± 2.87 rounds, [+56, +66]."
     check_prose_quotes_block(f"{good}\n{BLOCK_BEGIN}\n{table}{BLOCK_END}\n", good, quote_ratios=True)

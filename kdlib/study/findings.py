@@ -6,7 +6,7 @@ correction across the claims of a table."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,10 +165,8 @@ def federated_claims(summary: pd.DataFrame, starts: Sequence[str] | None = None)
     seed (a ``seed`` column; without one, all rows are one seed) the rounds saved and FedAvg-from-scratch's rounds,
     each averaged over the scenarios where both reached the target; the claim's ratio is their ratio of means.
     ``starts`` (None): every start whose registry role is ``kd`` (the summary's ``role`` column)."""
-    if starts is None:
-        starts = tuple(dict.fromkeys(summary.loc[summary["role"] == "kd", "start"])) if "role" in summary else ()
     checks = []
-    for start in starts:
+    for start in _kd_starts(summary, starts):
         part = summary[summary["start"] == start] if "start" in summary else summary.iloc[:0]
         part = part.assign(saved=part["rounds_random"].astype(float) - part["rounds_to_target"].astype(float))
         part = part.dropna(subset=["saved"])
@@ -186,6 +184,41 @@ def federated_claims(summary: pd.DataFrame, starts: Sequence[str] | None = None)
             )
         )  # fmt: skip
     return checks
+
+
+def _kd_starts(summary: pd.DataFrame, starts: Sequence[str] | None) -> Sequence[str]:
+    """``starts``, or (None) every start of the summary whose registry role is ``kd``."""
+    if starts is not None:
+        return starts
+    return tuple(dict.fromkeys(summary.loc[summary["role"] == "kd", "start"])) if "role" in summary else ()
+
+
+def federated_scenario_table(summary: pd.DataFrame, starts: Sequence[str] | None = None) -> pd.DataFrame:
+    """How much each scenario carries the federated claim: per KD start, the rounds saved and the ratio of means on
+    each scenario alone and on all the others, computed as ``federated_claims`` does. A reading aid beside the
+    verdicts: no verdict word and no Holm correction."""
+    scenarios = list(dict.fromkeys(summary["scenario"])) if "scenario" in summary else []
+    rows = []
+    for start in _kd_starts(summary, starts):
+        for scenario in scenarios:
+            alone = summary["scenario"] == scenario
+            parts = [(f"{scenario} alone", summary[alone])]
+            if len(scenarios) > 1:
+                parts.append((f"all but {scenario}", summary[~alone]))
+            for label, part in parts:
+                for check in federated_claims(part, [start]):
+                    effect = check.effect
+                    rows.append(
+                        {
+                            "start": start,
+                            "scenarios": label,
+                            "rounds from scratch": effect.base.text(),
+                            "rounds saved": effect.difference.text(),
+                            "ratio of means (%)": effect.ratio.text(),
+                            "seeds": effect.n,
+                        }
+                    )
+    return pd.DataFrame(rows).set_index(["start", "scenarios"]) if rows else pd.DataFrame()
 
 
 def verdict_table(checks: Sequence[ClaimCheck]) -> pd.DataFrame:
@@ -227,6 +260,14 @@ def provenance(records: Sequence[dict]) -> pd.DataFrame:
     return table
 
 
+def provenance_by_part(parts: Mapping[str, Sequence[dict]]) -> pd.DataFrame:
+    """``provenance`` of each part's records (e.g. the distillation study, the federated claim), with the part's name
+    as the first column."""
+    tables = [provenance(records).assign(part=name) for name, records in parts.items()]
+    table = pd.concat(tables, ignore_index=True) if tables else provenance([]).assign(part=[])
+    return table[["part", *[c for c in table.columns if c != "part"]]]
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """A frame as a Markdown table (its index as the first columns)."""
     flat = table.reset_index()
@@ -250,7 +291,8 @@ def save_verdicts(
 
     body = f"{context}\n\n{markdown_table(table)}"
     if sources is not None:
-        body += f"\nMade by (commit, dirty tree, device):\n\n{markdown_table(sources.set_index('commit'))}"
+        index = [column for column in ("part", "commit") if column in sources]
+        body += f"\nMade by (commit, dirty tree, device):\n\n{markdown_table(sources.set_index(index))}"
     path = figures_dir() / f"{name}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# Verdicts\n\nWritten by notebooks/08_findings.ipynb: {body}")
