@@ -12,8 +12,8 @@
 #      alone the filler still took about 27% of a core from a federated round's two client processes (Ray's nice
 #      15); under the idle policy (chrt --idle) it takes only what they leave;
 #   5. the main study's seeds 8-9 to the end, now on both cores beside the filler (the store's claims share the runs);
-#   6. the public-teacher scenario's seeds 5-9, so that it has the main study's ten seeds, as issue 25 asks (about
-#      1-2 h a seed here);
+#   6. the public-teacher scenario's seeds 5-9, so that it has the main study's ten seeds, as issue 25 asks (22-32 min
+#      a seed here on both cores, seeds 6-9 in session 18);
 #   7. the federated one-client reference start (no issue's verdict waits for it, so it comes last).
 # The ViT pair is not in it: on this CPU it costs days (run_vit_pair.sh, or run_device.sh where a GPU is lent).
 #
