@@ -1,11 +1,15 @@
 """The prose around a verdict block quotes the block: its seed count and every effect and ratio it states.
 
 The block between the verdict markers is written by 08_findings; the sentences that explain it are written by
-hand and rewritten as seeds come. These tests catch a sentence left at an older seed count's numbers."""
+hand and rewritten as seeds come. These tests catch a sentence left at an older seed count's numbers, and a number
+that neither the block nor ``figures/full/prose_numbers.py`` (which recomputes the rest from the store) holds."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +148,44 @@ def test_the_federated_rows_are_quoted_with_their_own_seed_count() -> None:
             check_prose_quotes_block(f"{prose}\n{BLOCK_BEGIN}\n{table}{BLOCK_END}\n", prose, quote_ratios=True)
     good = f"{study} The federated claim's 5 seeds: 19.80 ± 2.87 rounds, [+56, +66]."
     check_prose_quotes_block(f"{good}\n{BLOCK_BEGIN}\n{table}{BLOCK_END}\n", good, quote_ratios=True)
+
+
+PLUS_MINUS = re.compile(r"([+-]?\d+\.(\d+)) ± (\d+\.\d+)")
+
+
+def prose_numbers(*parts: str) -> list[tuple[float, float]]:
+    """Every ``mean ± half-width`` that ``figures/full/prose_numbers.py`` prints for ``parts``, from the store."""
+    env = {**os.environ, "KDLIB_RESULTS": str(MAIN_FINDINGS.parent)}
+    found = []
+    for part in parts:
+        done = subprocess.run([sys.executable, "figures/full/prose_numbers.py", "--part", part], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        found += [(float(mean), float(half)) for mean, _, half in PLUS_MINUS.findall(done.stdout)]
+    return found
+
+
+def unsourced_numbers(readme: str, sources: list[tuple[float, float]]) -> list[str]:
+    """The ``mean ± half-width`` pairs of the prose above the verdicts that neither the verdict block nor ``sources``
+    holds, at the prose's precision; a sentence of history ("With 5 seeds ...") may quote older numbers."""
+    prose = re.sub(r"With \d+ seeds[^.]*\.", "", normalise(readme.split("## Verdicts", 1)[0]))
+    block_text = normalise(readme.split(BLOCK_BEGIN, 1)[1].split(BLOCK_END, 1)[0])
+    block = [(float(mean), float(half)) for mean, _, half in PLUS_MINUS.findall(block_text)]
+    missing = []
+    for mean, decimals, half in PLUS_MINUS.findall(prose):
+        step = 0.5 * 10 ** -len(decimals) + 0.005  # the prose's rounding of a number printed to 2 decimals
+        if not any(abs(abs(m) - abs(float(mean))) <= step and abs(h - float(half)) <= step for m, h in block + sources):
+            missing.append(f"{mean} ± {half}")
+    return missing
+
+
+@pytest.mark.parametrize(("readme", "parts"), [(MAIN_FINDINGS, ("main", "federated")),
+                                               (PUBLIC_FINDINGS, ("public_teacher",))])  # fmt: skip
+def test_every_number_of_the_prose_comes_from_the_store(readme: Path, parts: tuple[str, ...]) -> None:
+    text, sources = readme.read_text(), prose_numbers(*parts)
+    assert unsourced_numbers(text, sources) == []
+    assert unsourced_numbers(f"{text}\nStandard KD gains 9.99 ± 0.01 points.", sources) == []  # below the verdicts
+    planted = text.replace("## Verdicts", "A stale sentence: 9.99 ± 0.01 points.\n\n## Verdicts", 1)
+    assert unsourced_numbers(planted, sources) == ["9.99 ± 0.01"]
+    rounded = text.replace("## Verdicts", f"With {sources[0][0]:.1f} ± {sources[0][1]:.1f} points.\n\n## Verdicts", 1)
+    assert unsourced_numbers(rounded, sources) == []  # a printed number, rounded to 1 decimal, is still sourced
