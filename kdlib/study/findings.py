@@ -198,26 +198,25 @@ def federated_scenario_table(summary: pd.DataFrame, starts: Sequence[str] | None
     each scenario alone and on all the others, computed as ``federated_claims`` does. A reading aid beside the
     verdicts: no verdict word and no Holm correction."""
     scenarios = list(dict.fromkeys(summary["scenario"])) if "scenario" in summary else []
-    rows = []
-    for start in _kd_starts(summary, starts):
-        for scenario in scenarios:
-            alone = summary["scenario"] == scenario
-            parts = [(f"{scenario} alone", summary[alone])]
-            if len(scenarios) > 1:
-                parts.append((f"all but {scenario}", summary[~alone]))
-            for label, part in parts:
-                for check in federated_claims(part, [start]):
-                    effect = check.effect
-                    rows.append(
-                        {
-                            "start": start,
-                            "scenarios": label,
-                            "rounds from scratch": effect.base.text(),
-                            "rounds saved": effect.difference.text(),
-                            "ratio of means (%)": effect.ratio.text(),
-                            "seeds": effect.n,
-                        }
-                    )
+    subsets = []
+    for scenario in scenarios:
+        alone = summary["scenario"] == scenario
+        subsets.append((f"{scenario} alone", summary[alone]))
+        if len(scenarios) > 1:
+            subsets.append((f"all but {scenario}", summary[~alone]))
+    rows = [
+        {
+            "start": start,
+            "scenarios": label,
+            "rounds from scratch": check.effect.base.text(),
+            "rounds saved": check.effect.difference.text(),
+            "ratio of means (%)": check.effect.ratio.text(),
+            "seeds": check.effect.n,
+        }
+        for start in _kd_starts(summary, starts)
+        for label, subset in subsets
+        for check in federated_claims(subset, [start])
+    ]
     return pd.DataFrame(rows).set_index(["start", "scenarios"]) if rows else pd.DataFrame()
 
 
