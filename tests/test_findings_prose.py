@@ -59,14 +59,13 @@ def is_federated(row: dict[str, str]) -> bool:
 
 
 def check_prose_quotes_block(readme: str, prose: str, *, quote_ratios: bool) -> None:
-    all_rows = verdict_rows(readme)
-    rows = [row for row in all_rows if not is_federated(row)]
-    assert rows, "no verdict rows"
-    (n,) = {row["n"] for row in rows}
+    rows = verdict_rows(readme)
+    study_seeds = {row["n"] for row in rows if not is_federated(row)}
+    assert study_seeds, "no verdict rows"
+    (n,) = study_seeds
     prose = normalise(prose)
-    for row in (row for row in all_rows if is_federated(row)):
+    for row in filter(is_federated, rows):  # the federated claim's own n; its numbers are checked like the others'
         assert f"federated claim's {row['n']} seeds" in prose, f"the prose does not give the federated n {row['n']}"
-        rows.append(row)  # its effects and ratios are quoted like the others'
     assert f"What the {n} seeds show" in prose, f"the prose does not say it reads {n} seeds"
     stale = sorted(set(re.findall(r"(\d+) seeds show", prose)) - {n})
     assert not stale, f"the prose names {stale} seeds beside the block's {n}"
@@ -187,5 +186,5 @@ def test_every_number_of_the_prose_comes_from_the_store(readme: Path, parts: tup
     assert unsourced_numbers(f"{text}\nStandard KD gains 9.99 ± 0.01 points.", sources) == []  # below the verdicts
     planted = text.replace("## Verdicts", "A stale sentence: 9.99 ± 0.01 points.\n\n## Verdicts", 1)
     assert unsourced_numbers(planted, sources) == ["9.99 ± 0.01"]
-    rounded = text.replace("## Verdicts", f"With {sources[0][0]:.1f} ± {sources[0][1]:.1f} points.\n\n## Verdicts", 1)
+    rounded = text.replace("## Verdicts", f"So: {sources[0][0]:.1f} ± {sources[0][1]:.1f} points.\n\n## Verdicts", 1)
     assert unsourced_numbers(rounded, sources) == []  # a printed number, rounded to 1 decimal, is still sourced

@@ -32,7 +32,7 @@ PARTS = {
 def spread(values: pd.Series, scale: float = 100.0) -> str:
     """``mean ± t half-width (n=...)`` of per-seed values, times ``scale``."""
     interval = mean_interval((values * scale).tolist())
-    return f"{interval.mean:.2f} ± {interval.half_width:.2f} (n={interval.n})"
+    return f"{interval.text(signed=False)} (n={interval.n})"
 
 
 def per_seed(frame: pd.DataFrame, method: str, column: str) -> pd.Series:
